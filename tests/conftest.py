@@ -1,0 +1,8 @@
+"""Test configuration: puts the repository root on sys.path so the top-level packages import."""
+
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
