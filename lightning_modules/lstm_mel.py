@@ -1,0 +1,109 @@
+"""Bidirectional LSTM + Conv1D on log-Mel spectrograms (Table 3 of the paper).
+
+Input (batch, n_mels, n_frames) is read as a sequence of n_frames vectors of n_mels values.
+Two stacked bidirectional LSTMs (100 units each way) return the whole sequence (time, 200);
+three 1D convolutions (kernel 3, 50 filters, 'valid') follow, then dropout, flatten and a dense
+layer to the tags. With 227 frames x 128 Mel: (227,200), (227,200), (225,50), (223,50), (221,50),
+and 1,021,700 parameters in the paper's (Keras) count (one bias per LSTM gate).
+
+Choices the paper leaves open, made here:
+* a ReLU follows each 1D convolution (the paper names no activation);
+* dropout sits before the dense layer ("the dropout rate on the dense level", no value given):
+  default 0.0; it is applied to the last conv output before flattening, which is the same
+  element-wise operation as dropout on the flattened vector;
+* no dropout between the LSTM layers.
+
+The LSTM is one ``nn.LSTM(batch_first=True, bidirectional=True, num_layers=2)`` so that cuDNN
+runs the whole stack in one call. Returns logits (no sigmoid).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from datamodules.errors import ConfigError
+
+
+def _check_positive_int(option: str, value: object, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"lstm_mel: {option} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+class LSTMMel(nn.Module):
+    """BiLSTM + Conv1D: log-Mel (batch, n_mels, n_frames) -> tag logits (batch, n_tags).
+
+    Layers: ``lstm`` (``num_layers`` stacked bidirectional LSTMs of ``hidden_size`` units,
+    whole-sequence output), ``convs`` (``n_convs`` blocks of Conv1d(kernel_size, 'valid',
+    ``conv_channels`` filters) + ReLU), ``dropout``, ``classifier`` (dense, sized from
+    n_frames). Raises ConfigError when n_frames is too short for the convolutions.
+
+    Attributes: ``n_mels``, ``n_frames``, ``n_tags``, ``input_shape`` ((n_mels, n_frames)),
+    ``feature_shape`` ((time, features) entering the dense layer).
+    """
+
+    def __init__(self, n_mels: int, n_frames: int, n_tags: int, hidden_size: int = 100,
+                 num_layers: int = 2, conv_channels: int = 50, n_convs: int = 3,
+                 kernel_size: int = 3, dropout: float = 0.0) -> None:
+        super().__init__()
+        _check_positive_int("n_mels", n_mels)
+        _check_positive_int("n_frames", n_frames)
+        _check_positive_int("n_tags", n_tags)
+        _check_positive_int("hidden_size", hidden_size)
+        _check_positive_int("num_layers", num_layers)
+        _check_positive_int("conv_channels", conv_channels)
+        _check_positive_int("n_convs", n_convs, minimum=0)
+        _check_positive_int("kernel_size", kernel_size)
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ConfigError(f"lstm_mel: dropout must be in [0, 1), got {dropout!r}")
+        needed = n_convs * (kernel_size - 1) + 1
+        if n_frames < needed:
+            raise ConfigError(
+                f"Mel settings give {n_frames} frames per segment; lstm_mel needs at least "
+                f"{needed} ({n_convs} conv1d of kernel {kernel_size}, 'valid')")
+
+        self.n_mels = n_mels
+        self.n_frames = n_frames
+        self.n_tags = n_tags
+        self.lstm = nn.LSTM(input_size=n_mels, hidden_size=hidden_size, num_layers=num_layers,
+                            batch_first=True, bidirectional=True)
+        convs = []
+        in_channels = 2 * hidden_size
+        for _ in range(n_convs):
+            convs.append(nn.Sequential(nn.Conv1d(in_channels, conv_channels, kernel_size),
+                                       nn.ReLU(inplace=True)))
+            in_channels = conv_channels
+        self.convs = nn.Sequential(*convs)
+        self.dropout = nn.Dropout(dropout)
+        length = n_frames - n_convs * (kernel_size - 1)
+        self.feature_shape = (length, in_channels)
+        self.classifier = nn.Linear(length * in_channels, n_tags)
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        """Shape of one input example, without the batch dimension."""
+        return (self.n_mels, self.n_frames)
+
+    def paper_layers(self) -> Iterator[tuple[str, nn.Module]]:
+        """The layers of Table 3 in forward order, as (display name, module) pairs.
+
+        The LSTM is one module; ``layer_summary`` splits it into one row per layer.
+        """
+        yield f"bi-LSTM({self.lstm.hidden_size})", self.lstm
+        for conv in self.convs:
+            yield f"conv {conv[0].kernel_size[0]} - {conv[0].out_channels}", conv
+        yield f"dropout {self.dropout.p:g}", self.dropout
+        yield f"dense {self.n_tags}", self.classifier
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        """Tag logits (batch, n_tags) for a log-Mel batch (batch, n_mels, n_frames)."""
+        if mel.dim() != 3 or tuple(mel.shape[1:]) != (self.n_mels, self.n_frames):
+            raise ValueError(f"LSTMMel expects input of shape (batch, {self.n_mels}, "
+                             f"{self.n_frames}), got {tuple(mel.shape)}")
+        sequence, _ = self.lstm(mel.transpose(1, 2))   # (batch, time, 2 * hidden)
+        x = self.convs(sequence.transpose(1, 2))       # (batch, channels, time')
+        x = self.dropout(x)
+        return self.classifier(torch.flatten(x, 1))

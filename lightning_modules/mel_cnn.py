@@ -1,0 +1,121 @@
+"""2D CNN on log-Mel spectrograms (Table 2 of the paper; after Choi et al. 2016).
+
+Input (batch, n_mels, n_frames), read as a one-channel image with height = Mel bands and
+width = time (the paper's Keras input (128, 261, 1)). Four blocks of conv 3x3 ('valid', with
+bias) + BatchNorm + ReLU, maxpool 2x2 (floor), dropout; flatten; dense to the tags. With
+128 Mel x 261 frames the blocks give 126x259x32 (the table misprints it as 126x256x32),
+63x129x32, 61x127x64, 30x63x64, 28x61x64, 14x30x64, 12x28x64, 6x14x64, and the network has
+362,418 parameters in the paper's (Keras) count. Returns logits (no sigmoid).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from datamodules.errors import ConfigError
+
+
+def _check_positive_int(option: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"mel_cnn: {option} must be a positive integer, got {value!r}")
+    return value
+
+
+def _block_sizes(size: int, n_blocks: int) -> list[int]:
+    """Sizes along one axis after each conv3 ('valid') and each maxpool2: [conv1, pool1, ...]."""
+    sizes = []
+    for _ in range(n_blocks):
+        size = size - 2
+        sizes.append(size)
+        size = size // 2
+        sizes.append(size)
+    return sizes
+
+
+def min_input_size(n_blocks: int) -> int:
+    """Smallest height or width that survives ``n_blocks`` conv3 'valid' + maxpool2 blocks."""
+    size = 1
+    for _ in range(n_blocks):
+        size = 2 * size + 2
+    return size
+
+
+class MelCNN(nn.Module):
+    """2D CNN: log-Mel (batch, n_mels, n_frames) -> tag logits (batch, n_tags).
+
+    Layers: ``blocks`` (one per entry of ``channels``: ``conv`` = Conv2d 3x3 + BatchNorm2d +
+    ReLU, ``pool`` = MaxPool2d 2x2, ``dropout``), ``classifier`` (dense, sized from the input).
+    Raises ConfigError when n_mels or n_frames is too small for the blocks.
+
+    Attributes: ``n_mels``, ``n_frames``, ``n_tags``, ``input_shape`` ((n_mels, n_frames)),
+    ``feature_shape`` ((mel, time, channels) entering the dense layer).
+    """
+
+    def __init__(self, n_mels: int, n_frames: int, n_tags: int,
+                 channels: Sequence[int] = (32, 64, 64, 64), dropout: float = 0.1) -> None:
+        super().__init__()
+        _check_positive_int("n_mels", n_mels)
+        _check_positive_int("n_frames", n_frames)
+        _check_positive_int("n_tags", n_tags)
+        channels = tuple(channels)
+        if not channels:
+            raise ConfigError("mel_cnn: channels must name at least one block")
+        for c in channels:
+            _check_positive_int("channels entry", c)
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ConfigError(f"mel_cnn: dropout must be in [0, 1), got {dropout!r}")
+
+        n_blocks = len(channels)
+        needed = min_input_size(n_blocks)
+        if n_frames < needed:
+            raise ConfigError(
+                f"Mel settings give {n_frames} frames per segment; mel_cnn needs at least "
+                f"{needed} ({n_blocks} conv3+pool2 blocks)")
+        if n_mels < needed:
+            raise ConfigError(
+                f"Mel settings give {n_mels} Mel bands; mel_cnn needs at least "
+                f"{needed} ({n_blocks} conv3+pool2 blocks)")
+
+        self.n_mels = n_mels
+        self.n_frames = n_frames
+        self.n_tags = n_tags
+        blocks = []
+        in_channels = 1
+        for c in channels:
+            blocks.append(nn.Sequential(OrderedDict(
+                conv=nn.Sequential(nn.Conv2d(in_channels, c, 3), nn.BatchNorm2d(c),
+                                   nn.ReLU(inplace=True)),
+                pool=nn.MaxPool2d(2),
+                dropout=nn.Dropout(dropout),
+            )))
+            in_channels = c
+        self.blocks = nn.Sequential(*blocks)
+        height = _block_sizes(n_mels, n_blocks)[-1]
+        width = _block_sizes(n_frames, n_blocks)[-1]
+        self.feature_shape = (height, width, in_channels)
+        self.classifier = nn.Linear(height * width * in_channels, n_tags)
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        """Shape of one input example, without the batch dimension."""
+        return (self.n_mels, self.n_frames)
+
+    def paper_layers(self) -> Iterator[tuple[str, nn.Module]]:
+        """The layers of Table 2 in forward order, as (display name, module) pairs."""
+        for block in self.blocks:
+            yield f"conv (3,3) - {block.conv[0].out_channels}", block.conv
+            yield "maxpool (2,2)", block.pool
+            yield f"dropout {block.dropout.p:g}", block.dropout
+        yield f"dense {self.n_tags}", self.classifier
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        """Tag logits (batch, n_tags) for a log-Mel batch (batch, n_mels, n_frames)."""
+        if mel.dim() != 3 or tuple(mel.shape[1:]) != (self.n_mels, self.n_frames):
+            raise ValueError(f"MelCNN expects input of shape (batch, {self.n_mels}, "
+                             f"{self.n_frames}), got {tuple(mel.shape)}")
+        x = self.blocks(mel.unsqueeze(1))
+        return self.classifier(torch.flatten(x, 1))
