@@ -31,7 +31,7 @@ What lives here
 Numbers on the real file, and how they differ from the paper
 ------------------------------------------------------------
 The real ``annotations_final.csv`` has 25,863 clips and 188 raw tags (the paper says 25,860
-songs and 190 tags: it counts the two non-tag columns as tags). Raw ``guitar`` has 4,852 clips
+songs and 190 tags, apparently counting the ``clip_id`` and ``mp3_path`` columns as tags). Raw ``guitar`` has 4,852 clips
 (paper: 4,851) and the 50th most frequent raw tag is ``choral`` with 490.
 
 With the 29 synonym groups below, the 188 raw tags merge into **135** tags, and the 50 most
