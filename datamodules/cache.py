@@ -391,6 +391,13 @@ class _Progress:
             self._bar.close()
 
 
+def _spawn_can_import_main() -> bool:
+    """False when spawned workers could not re-import ``__main__`` (a script read from stdin);
+    decoding then runs in this process instead of failing."""
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    return main_file is None or os.path.exists(main_file)
+
+
 def _decode_pending(
     partial: Path,
     progress: np.ndarray,
@@ -421,7 +428,7 @@ def _decode_pending(
         bar.update(len(results))
 
     try:
-        if workers <= 1 or len(chunks) == 1:
+        if workers <= 1 or len(chunks) == 1 or not _spawn_can_import_main():
             for rows in chunks:
                 record(_process_chunk(root, waveforms, clip_samples, rows, [mp3_paths[r] for r in rows]))
             return
@@ -523,7 +530,8 @@ def prepare_cache(
         clip_ids: per row, the clip id (recorded in the index).
         cache_dir: the cache folder (created if needed).
         clip_samples: samples per clip (`mtat.dataset_clip_samples`).
-        workers: decoding processes (default ``os.cpu_count()``); 1 decodes in this process.
+        workers: decoding processes (default ``os.cpu_count()``), started with ``spawn`` (so the
+            calling script needs an ``if __name__ == "__main__":`` guard); 1 decodes in this process.
         progress: show a progress bar on stderr.
         chunk_rows: rows per unit of work and progress record.
 

@@ -436,3 +436,16 @@ def test_peak_memory_does_not_grow_with_the_dataset(tmp_path):
     total = n * clip * 2
     assert (tmp_path / "cache" / "waveforms.int16").stat().st_size == total
     assert growth < 40e6, f"peak RSS grew by {growth / 1e6:.0f} MB for a {total / 1e6:.0f} MB cache"
+
+
+def test_script_from_stdin_decodes_in_process(dataset, reference, tmp_path, monkeypatch):
+    """Spawned workers cannot re-import a __main__ read from stdin: decode in-process instead."""
+    root, paths, ids = dataset
+    monkeypatch.setattr(sys.modules["__main__"], "__file__", "/nonexistent/<stdin>", raising=False)
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a process pool must not be started")
+
+    monkeypatch.setattr(cache, "ProcessPoolExecutor", no_pool)
+    prepare_quietly(root, paths, ids, tmp_path / "c", CLIP, workers=2, progress=False, chunk_rows=3)
+    assert cache_bytes(tmp_path / "c") == cache_bytes(reference[0])
