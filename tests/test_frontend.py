@@ -64,6 +64,7 @@ def make_signal(n_samples: int, seed: int = 0) -> np.ndarray:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("n_fft,hop,n_mels,f_min,f_max", [(2048, 1792, 128, 0.0, None),
+                                                         (2048, 2560, 128, 0.0, None),  # hop > n_fft (paper's LSTM)
                                                          (512, 256, 96, 30.0, 7000.0)])
 def test_power_matches_independent_reference(backend, n_fft, hop, n_mels, f_min, f_max):
     config = MelConfig(n_fft=n_fft, hop_length=hop, n_mels=n_mels, f_min=f_min, f_max=f_max,
