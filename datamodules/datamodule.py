@@ -1,0 +1,270 @@
+"""MTATDataModule: segments of cached waveforms in, log-Mel (or waveform) batches on the device out.
+
+`prepare_data` does the one-time work (generating the synthetic dataset when asked for, decoding
+every MP3 once into the waveform cache); `setup` only reads (annotations, vocabulary, split,
+cache). Batches leave the loader as int16 waveforms (half the host-to-device traffic of float32)
+and become float waveforms, and then log-Mel spectrograms, on the batch's device in
+`on_after_batch_transfer`, so Mel settings are hyperparameters that need no re-preprocessing.
+
+Sampling is owned here rather than by Lightning (`use_distributed_sampler=False` in the Trainer):
+the order and the random crops of an epoch follow from (seed, epoch) alone, so a resumed run sees
+exactly the batches an uninterrupted one would, on one device or many; evaluation splits the
+segments across ranks without padding duplicates, so clip-level metrics are exact under DDP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.audio import INT16_SCALE
+from datamodules.cache import open_cache, prepare_cache
+from datamodules.errors import ConfigError, DataError
+from datamodules.frontend import MelConfig, build_frontend
+from datamodules.mtat import build_vocabulary, dataset_clip_samples, find_audio_root, read_annotations, split_rows
+from datamodules.sampling import EpochSampler
+from datamodules.segments import SegmentLayout
+from datamodules.synthetic import ensure_synthetic_mtat, synthetic_dir_name
+
+SYNTHETIC = "synthetic"
+ANNOTATIONS_FILE = "annotations_final.csv"
+STAGES = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model must know about the data before it is built."""
+
+    data_dir: Path
+    clip_samples: int
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """Size, clip length and seed of the generated stand-in dataset."""
+
+    n_clips: int = 1200
+    clip_samples: int = 465_984
+    seed: int = 0
+
+
+def default_cache_root() -> Path:
+    """`$MTAT_TAGGING_CACHE`, else `$XDG_CACHE_HOME/mtat-tagging`, else `~/.cache/mtat-tagging`."""
+    if os.environ.get("MTAT_TAGGING_CACHE"):
+        return Path(os.environ["MTAT_TAGGING_CACHE"]).expanduser().resolve()
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).expanduser()
+    return (base / "mtat-tagging").resolve()
+
+
+class SegmentDataset(Dataset):
+    """Item `clip_position * segments_per_clip + k`: segment k of a clip, read from the waveform cache.
+
+    Returns a dict with `waveform` (int16, segment_samples), `target` (float32, n_tags),
+    `clip` (the clip's annotations row) and `segment` (k). Indexed with `(item, epoch)` pairs
+    from `EpochSampler`; a plain int means epoch 0.
+    """
+
+    def __init__(self, cache_dir: Path, rows: np.ndarray, labels: np.ndarray, layout: SegmentLayout,
+                 clip_samples: int, random_crop: bool, seed: int):
+        self.cache_dir = Path(cache_dir)
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.labels = np.asarray(labels, dtype=np.float32)  # one row per annotations row
+        self.layout, self.clip_samples = layout, clip_samples
+        self.random_crop, self.seed = random_crop, seed
+        self.starts = layout.starts(clip_samples)
+        self._cache = None  # opened lazily in each worker process
+
+    def __len__(self) -> int:
+        return len(self.rows) * self.layout.segments_per_clip
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_cache"] = None
+        return state
+
+    def _waveforms(self) -> np.ndarray:
+        if self._cache is None:
+            self._cache = open_cache(self.cache_dir)
+        return self._cache.waveforms
+
+    def __getitem__(self, key) -> dict[str, torch.Tensor]:
+        item, epoch = key if isinstance(key, tuple) else (key, 0)
+        clip_position, segment = divmod(int(item), self.layout.segments_per_clip)
+        row = int(self.rows[clip_position])
+        if self.random_crop:
+            room = self.clip_samples - self.layout.segment_samples
+            start = int(np.random.default_rng([self.seed, epoch, item]).integers(0, room + 1))
+        else:
+            start = int(self.starts[segment])
+        samples = np.array(self._waveforms()[row, start : start + self.layout.segment_samples])
+        return {
+            "waveform": torch.from_numpy(samples),
+            "target": torch.from_numpy(self.labels[row]),
+            "clip": torch.tensor(row, dtype=torch.long),
+            "segment": torch.tensor(segment, dtype=torch.long),
+        }
+
+
+class MTATDataModule(pl.LightningDataModule):
+    """MagnaTagATune (or its synthetic stand-in) as segment batches, with the frontend on the device.
+
+    Args:
+        data_dir: a folder laid out like MTAT (annotations_final.csv + mp3/<0-f>/), or "synthetic".
+        cache_root: where the waveform cache (and the synthetic dataset) live.
+        vocabulary: tag vocabulary, "paper" (merged synonyms, top n_tags) or "standard" (the literature's top 50).
+        n_tags: how many tags the vocabulary keeps (a dataset with fewer keeps all it has).
+        split: "folder" (MTAT folders 0-b / c / d-f) or "clean" (the Lee/Won lists).
+        layout: segment layout (`SegmentLayout.to_dict()`).
+        frontend: Mel settings (`MelConfig.to_dict()`), or None to feed raw waveforms.
+        batch_size / eval_batch_size: segments per training / evaluation batch.
+        num_workers: loader worker processes (None: sized to the machine's cores per device).
+        seed: drives the epoch order and random crops.
+        synthetic: size, clip length and seed of the generated dataset (with data_dir="synthetic").
+        prepare_workers: decoding processes for the cache (None: all cores).
+    """
+
+    def __init__(self, data_dir: str, cache_root: str, *, vocabulary: str = "paper", n_tags: int = 50,
+                 split: str = "folder", layout: dict, frontend: dict | None = None, batch_size: int = 16,
+                 eval_batch_size: int | None = None, num_workers: int | None = None,
+                 pin_memory: bool | None = None, seed: int = 0, synthetic: dict | None = None,
+                 prepare_workers: int | None = None, progress: bool = True):
+        super().__init__()
+        self.save_hyperparameters()
+        self.layout = SegmentLayout.from_dict(layout)
+        self.frontend_config = MelConfig.from_dict(frontend) if frontend is not None else None
+        self.frontend = build_frontend(self.frontend_config)
+        self.synthetic = SyntheticSpec(**(synthetic or {}))
+        self.cache_root = Path(cache_root).expanduser().resolve()
+        self._datasets: dict[str, SegmentDataset] = {}
+        self.tags: tuple[str, ...] = ()
+
+    # ---- where things are -------------------------------------------------------------
+    @property
+    def data_dir(self) -> Path:
+        if self.hparams.data_dir == SYNTHETIC:
+            s = self.synthetic
+            return self.cache_root / synthetic_dir_name(s.n_clips, s.clip_samples, s.seed)
+        return Path(self.hparams.data_dir).expanduser().resolve()
+
+    @property
+    def cache_dir(self) -> Path:
+        digest = hashlib.sha1(str(self.data_dir).encode()).hexdigest()[:12]
+        return self.cache_root / "waveforms" / f"{self.data_dir.name}-{digest}"
+
+    def _annotations(self):
+        path = self.data_dir / ANNOTATIONS_FILE
+        if not path.is_file():
+            raise DataError(f"{path}: annotations file not found (is {self.data_dir} an MTAT folder?)")
+        return read_annotations(path)
+
+    # ---- one-time work --------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """Generate the synthetic dataset if asked for, then decode every clip once into the cache."""
+        if self.hparams.data_dir == SYNTHETIC:
+            s = self.synthetic
+            generated = ensure_synthetic_mtat(self.cache_root, n_clips=s.n_clips, clip_samples=s.clip_samples,
+                                              seed=s.seed, progress=self.hparams.progress)
+            if Path(generated).resolve() != self.data_dir:
+                raise RuntimeError(f"synthetic dataset generated at {generated}, expected {self.data_dir}")
+        annotations = self._annotations()
+        prepare_cache(find_audio_root(self.data_dir), annotations.mp3_paths, annotations.clip_ids, self.cache_dir,
+                      dataset_clip_samples(self.data_dir), workers=self.hparams.prepare_workers,
+                      progress=self.hparams.progress)
+
+    def dataset_info(self) -> DatasetInfo:
+        """Clip length and tag list of the prepared dataset (what the model is built from)."""
+        annotations = self._annotations()
+        vocabulary = build_vocabulary(annotations, self.hparams.vocabulary, self.hparams.n_tags)
+        return DatasetInfo(self.data_dir, dataset_clip_samples(self.data_dir), tuple(vocabulary.tags))
+
+    # ---- reading ----------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self._datasets:
+            return
+        annotations = self._annotations()
+        clip_samples = dataset_clip_samples(self.data_dir)
+        self.layout.check_fits(clip_samples)
+        vocabulary = build_vocabulary(annotations, self.hparams.vocabulary, self.hparams.n_tags)
+        self.tags = tuple(vocabulary.tags)
+        cache = open_cache(self.cache_dir)
+        if cache.clip_samples != clip_samples:
+            raise DataError(f"{self.cache_dir}: cache holds {cache.clip_samples}-sample clips, "
+                            f"the dataset {clip_samples}; delete the cache folder to rebuild it")
+        usable = np.zeros(len(annotations.clip_ids), dtype=bool)
+        usable[cache.ok_rows] = True
+        for name, rows in split_rows(annotations, self.hparams.split).items():
+            rows = np.asarray(rows)[usable[np.asarray(rows)]]
+            if len(rows) == 0:
+                raise DataError(f"{self.data_dir}: the {self.hparams.split!r} split has no decodable {name} clips")
+            self._datasets[name] = SegmentDataset(
+                self.cache_dir, rows, vocabulary.labels, self.layout, clip_samples,
+                random_crop=(name == "train" and self.layout.train_crop == "random"), seed=self.hparams.seed)
+
+    def dataset(self, stage: str) -> SegmentDataset:
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
+        if not self._datasets:
+            raise RuntimeError("call setup() before asking for datasets")
+        return self._datasets[stage]
+
+    def _rank_and_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
+
+    def _num_workers(self) -> int:
+        if self.hparams.num_workers is not None:
+            return self.hparams.num_workers
+        devices_here = max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
+        return max(1, min(8, (os.cpu_count() or 1) // devices_here - 1))
+
+    def _loader(self, stage: str) -> DataLoader:
+        training = stage == "train"
+        rank, world = self._rank_and_world()
+        dataset = self.dataset(stage)
+        sampler = EpochSampler(len(dataset), shuffle=training, pad=training, seed=self.hparams.seed,
+                               rank=rank, world_size=world)
+        workers = self._num_workers()
+        pin = torch.cuda.is_available() if self.hparams.pin_memory is None else self.hparams.pin_memory
+        batch_size = self.hparams.batch_size if training else (self.hparams.eval_batch_size or self.hparams.batch_size)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                          pin_memory=pin, persistent_workers=workers > 0, drop_last=False)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("valid")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    # ---- on the device ----------------------------------------------------------------------
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """Turn the int16 waveforms into the model's input (log-Mel or float waveform) on their device."""
+        waveform = batch.pop("waveform")
+        if self.frontend_device != waveform.device:
+            self.frontend.to(waveform.device)
+        batch["input"] = self.frontend(waveform.float() / INT16_SCALE)
+        return batch
+
+    @property
+    def frontend_device(self) -> torch.device:
+        buffer = next(iter(self.frontend.buffers()), None)
+        return buffer.device if buffer is not None else torch.device("cpu")
+
+    def state_dict(self) -> dict:
+        return {"tags": list(self.tags)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        saved = tuple(state_dict.get("tags", ()))
+        if saved and self.tags and saved != self.tags:
+            raise ConfigError("the checkpoint was trained on another tag list than this data module provides")

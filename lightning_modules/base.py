@@ -1,0 +1,189 @@
+"""TaggingModule: the LightningModule shared by every architecture.
+
+It receives its network and hyperparameters; trains with binary cross-entropy on logits and SGD
+(the paper's lr 0.01, momentum 0.9 by default; the learning-rate schedule lives in
+`callbacks/`); and evaluates at clip level: segment probabilities (sigmoid of the logits) are
+averaged per clip before any metric. Each validation chooses per-tag thresholds where
+TPR = 1 - FPR (paper §4.6) and stores them in the `thresholds` buffer, so the best checkpoint
+carries the thresholds of its own validation, and testing applies them (Table 4).
+
+Everything `--tag` needs to use a checkpoint without the data module (network config, tag list,
+frontend settings, segment layout, thresholds) is saved with it; `TaggingModule.from_checkpoint`
+rebuilds the network from those hyperparameters.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric
+
+from datamodules.errors import ConfigError, DataError, SuiteError
+from lightning_modules.metrics import ClipPredictions, TaggingReport, equal_error_thresholds, tagging_metrics
+from lightning_modules.registry import build_network
+
+NONFINITE_ACTIONS = ("stop", "skip")
+
+
+class NonFiniteLossError(SuiteError):
+    """Training produced a NaN or infinite loss."""
+
+
+class TaggingModule(pl.LightningModule):
+    """Multi-label tagger around any network that maps the frontend's output to tag logits.
+
+    Args:
+        network: the architecture (an `nn.Module` returning logits of shape (batch, n_tags)).
+        network_config: `{"name": ..., "kwargs": {...}}` that rebuilds `network` from the registry.
+        tags: the tag names, in the order of the network's outputs.
+        frontend: Mel settings (`MelConfig.to_dict()`) the network's input was computed with,
+            or None for raw waveforms.
+        layout: segment layout (`SegmentLayout.to_dict()`) used for training and evaluation.
+        sample_rate: sample rate of the waveforms the model was trained on.
+        lr, momentum, weight_decay, nesterov: SGD settings (paper: 0.01, 0.9, 0, no Nesterov).
+        nonfinite_loss: "stop" (raise, naming the step) or "skip" (drop the batch and go on).
+    """
+
+    def __init__(self, network: nn.Module, network_config: dict, tags: list[str], frontend: dict | None,
+                 layout: dict, sample_rate: int, lr: float = 0.01, momentum: float = 0.9,
+                 weight_decay: float = 0.0, nesterov: bool = False, nonfinite_loss: str = "stop"):
+        super().__init__()
+        if nonfinite_loss not in NONFINITE_ACTIONS:
+            raise ConfigError(f"unknown non-finite loss action {nonfinite_loss!r}; choose {', '.join(NONFINITE_ACTIONS)}")
+        self.save_hyperparameters(ignore=["network"])
+        self.network = network
+        n_tags = len(tags)
+        self.register_buffer("thresholds", torch.full((n_tags,), 0.5))
+        self.val_loss = MeanMetric()
+        self.test_loss = MeanMetric()
+        self.val_predictions = ClipPredictions(num_tags=n_tags)
+        self.test_predictions = ClipPredictions(num_tags=n_tags)
+        self.skipped_batches = 0
+        self.last_val_report: TaggingReport | None = None
+        self.last_test_report: TaggingReport | None = None
+
+    @property
+    def tags(self) -> list[str]:
+        return list(self.hparams.tags)
+
+    def forward(self, model_input: torch.Tensor) -> torch.Tensor:
+        """Tag logits for a batch of frontend outputs (log-Mel or waveform segments)."""
+        return self.network(model_input)
+
+    # ---- one step for every stage -------------------------------------------------------------
+    def _step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self(batch["input"])
+        loss = F.binary_cross_entropy_with_logits(logits.float(), batch["target"].float())
+        return loss, logits
+
+    def training_step(self, batch: dict, batch_idx: int):
+        loss, _ = self._step(batch)
+        if not torch.isfinite(loss):
+            if self.hparams.nonfinite_loss == "skip":
+                self.skipped_batches += 1
+                self.log("train/skipped_batches", float(self.skipped_batches), on_step=True, on_epoch=False)
+                return None
+            checkpoint = self._last_checkpoint()
+            raise NonFiniteLossError(
+                f"training loss is {loss.item()} at global step {self.global_step} (epoch {self.current_epoch}, "
+                f"batch {batch_idx}); last good checkpoint: {checkpoint or 'none saved yet'}. "
+                "Lower the learning rate, or pass --nonfinite-loss skip to drop such batches."
+            )
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["target"]))
+        return loss
+
+    def _last_checkpoint(self) -> str | None:
+        trainer = self._trainer
+        callback = trainer.checkpoint_callback if trainer is not None else None
+        if callback is None:
+            return None
+        return getattr(callback, "last_model_path", None) or getattr(callback, "best_model_path", None) or None
+
+    def _eval_step(self, batch: dict, loss_metric: MeanMetric, predictions: ClipPredictions) -> None:
+        loss, logits = self._step(batch)
+        loss_metric.update(loss, weight=len(batch["target"]))
+        predictions.update(torch.sigmoid(logits.float()), batch["target"], batch["clip"], batch["segment"])
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, self.val_loss, self.val_predictions)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, self.test_loss, self.test_predictions)
+
+    # ---- clip-level metrics at the end of each evaluation ------------------------------------
+    def on_validation_epoch_end(self) -> None:
+        # compute() gathers across ranks; every rank gets the same values, so no extra sync is needed.
+        self.log("val/loss", self.val_loss.compute(), prog_bar=True, sync_dist=False)
+        self.val_loss.reset()
+        probs, targets, _ = self.val_predictions.compute()
+        self.val_predictions.reset()
+        if self.trainer.sanity_checking:
+            return
+        report = tagging_metrics(probs, targets, self.tags)
+        self.thresholds.copy_(equal_error_thresholds(probs, targets).to(self.thresholds))
+        self.last_val_report = report
+        self.log("val/roc_auc", report.roc_auc, prog_bar=True)
+        self.log("val/pr_auc", report.pr_auc)
+
+    def on_test_epoch_end(self) -> None:
+        self.log("test/loss", self.test_loss.compute())
+        self.test_loss.reset()
+        probs, targets, _ = self.test_predictions.compute()
+        self.test_predictions.reset()
+        report = tagging_metrics(probs, targets, self.tags, thresholds=self.thresholds)
+        self.last_test_report = report
+        for name in ("roc_auc", "pr_auc", "tpr", "fpr"):
+            self.log(f"test/{name}", getattr(report, name))
+
+    # ---- optimisation ------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        hp = self.hparams
+        return torch.optim.SGD(self.network.parameters(), lr=hp.lr, momentum=hp.momentum,
+                               weight_decay=hp.weight_decay, nesterov=hp.nesterov)
+
+    # ---- consistency with the data ----------------------------------------------------------------
+    def _check_datamodule(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None:
+            return
+        frontend = datamodule.frontend_config.to_dict() if datamodule.frontend_config is not None else None
+        if frontend != self.hparams.frontend:
+            raise ConfigError(f"the model expects frontend {self.hparams.frontend}, the data module gives {frontend}")
+        if tuple(datamodule.tags) != tuple(self.tags):
+            raise ConfigError(
+                f"the model was built for {len(self.tags)} tags ({', '.join(self.tags[:5])}, ...), the data module "
+                f"provides {len(datamodule.tags)} ({', '.join(datamodule.tags[:5])}, ...): use the same --tags vocabulary")
+        if datamodule.layout.to_dict() != dict(self.hparams.layout):
+            raise ConfigError(f"the model expects segments {dict(self.hparams.layout)}, "
+                              f"the data module gives {datamodule.layout.to_dict()}")
+
+    def on_fit_start(self) -> None:
+        self._check_datamodule()
+
+    def on_test_start(self) -> None:
+        self._check_datamodule()
+
+    # ---- checkpoints --------------------------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "TaggingModule":
+        """Rebuild the network from the checkpoint's hyperparameters and load its weights."""
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"{path}: checkpoint not found")
+        try:
+            checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+        except Exception as error:  # a truncated or foreign file
+            raise DataError(f"{path}: not a readable checkpoint ({error.__class__.__name__}: {error})") from None
+        hparams = checkpoint.get("hyper_parameters") or {}
+        if "network_config" not in hparams or "tags" not in hparams:
+            raise DataError(f"{path}: not a checkpoint of this suite (no network config or tag list in it)")
+        network = build_network(hparams["network_config"])
+        module = cls(network=network, **hparams)
+        module.load_state_dict(checkpoint["state_dict"])
+        module.eval()
+        return module
+

@@ -1,0 +1,286 @@
+"""One training run, start to finish: data, model, callbacks, Trainer, fit, test, result files.
+
+`run_experiment(options)` is what `python run.py --model ...` does; sweeps call it once per
+trial. `options` is the flat dict of run.py's options (see `run.py --help`); everything the
+run resolved from them (tag list, clip length, segment layout, Mel settings, network config,
+package versions) is written to `config.json` in the run folder before training starts, and
+the run folder is enough to resume (`--resume RUN_DIR`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from callbacks import GlobalDecayRestart, LocalDecay, RNGStateCheckpoint
+from datamodules.audio import SAMPLE_RATE
+from datamodules.datamodule import DatasetInfo, MTATDataModule
+from datamodules.errors import ConfigError
+from datamodules.frontend import MelConfig
+from lightning_modules.base import TaggingModule
+from lightning_modules.files import write_json_atomic, write_text_atomic
+from lightning_modules.registry import MODELS, ModelSpec, build_network, input_shape, network_config, segment_layout
+from lightning_modules.results import write_results
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"
+
+# Options that change neither what is trained nor how: two runs differing only in these share a run folder.
+NON_IDENTITY_OPTIONS = {"run_dir", "runs_root", "resume", "num_workers", "prepare_workers", "progress",
+                        "logger", "summary", "devices", "num_nodes", "accelerator", "strategy"}
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """Where a finished run put its files, and its headline numbers."""
+
+    run_dir: Path
+    best_checkpoint: Path | None
+    metrics: dict
+
+
+def config_digest(options: dict) -> str:
+    """Short hash of the options that define a run (default run folders are named by it)."""
+    identity = {k: v for k, v in sorted(options.items()) if k not in NON_IDENTITY_OPTIONS}
+    return hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def default_run_dir(options: dict) -> Path:
+    return Path(options["runs_root"]).resolve() / f"{options['model']}-seed{options['seed']}-{config_digest(options)}"
+
+
+def model_spec(name: str) -> ModelSpec:
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    return MODELS[name]
+
+
+def frontend_config(spec: ModelSpec, options: dict) -> MelConfig | None:
+    """The model's default Mel settings with the user's overrides (None for waveform models)."""
+    if spec.frontend is None:
+        mel_options = ("n_fft", "hop_length", "n_mels", "f_min", "f_max")
+        given = [name for name in mel_options if options.get(name) is not None]
+        if given:
+            raise ConfigError(f"{spec.name} reads raw waveforms; Mel options do not apply: "
+                              + ", ".join("--" + g.replace("_", "-") for g in given))
+        return None
+    values = spec.frontend.to_dict()
+    for key in ("n_fft", "hop_length", "n_mels", "f_min", "f_max"):
+        if options.get(key) is not None:
+            values[key] = options[key]
+    if options.get("mel_compression"):
+        values["compression"] = options["mel_compression"]
+    if options.get("mel_backend"):
+        values["backend"] = options["mel_backend"]
+    return MelConfig.from_dict(values)
+
+
+def build_datamodule(options: dict, spec: ModelSpec, layout: dict | None = None,
+                     frontend: MelConfig | None = None) -> MTATDataModule:
+    """The data module for these options; `layout` may be omitted before the clip length is known."""
+    return MTATDataModule(
+        data_dir=options["data"], cache_root=options["cache_dir"], vocabulary=options["tags"], n_tags=options["n_tags"],
+        split=options["split"], layout=layout or {"segment_samples": 1, "segments_per_clip": 1},
+        frontend=frontend.to_dict() if frontend is not None else None,
+        batch_size=options["batch_size"] or spec.batch_size, eval_batch_size=options.get("eval_batch_size"),
+        num_workers=options.get("num_workers"), seed=options["seed"],
+        synthetic={"n_clips": options["synthetic_clips"], "clip_samples": options["synthetic_clip_samples"],
+                   "seed": options["synthetic_seed"]},
+        prepare_workers=options.get("prepare_workers"), progress=options.get("progress", True))
+
+
+def _local_rank() -> int:
+    for name in ("LOCAL_RANK", "SLURM_LOCALID"):
+        if os.environ.get(name):
+            return int(os.environ[name])
+    return 0
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    """An exclusive lock on `path` (processes on other nodes of a shared file system wait their turn)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def prepare_data_once(datamodule: MTATDataModule, timeout_s: float = 24 * 3600) -> DatasetInfo:
+    """Do the data module's one-time work on one process per node; the others wait for it.
+
+    This runs before the Trainer exists (the model's size depends on the data), so Lightning's own
+    prepare_data barrier is not available yet: a lock file serialises processes that share a file
+    system, and processes with a non-zero local rank wait until the cache can be opened.
+    """
+    if _local_rank() == 0:
+        with _file_lock(datamodule.cache_root / ".prepare.lock"):
+            datamodule.prepare_data()
+    else:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with _file_lock(datamodule.cache_root / ".prepare.lock"):
+                try:
+                    datamodule.dataset_info()
+                    from datamodules.cache import open_cache
+                    open_cache(datamodule.cache_dir)
+                    break
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+            time.sleep(5)
+    return datamodule.dataset_info()
+
+
+def resolve_run(options: dict) -> tuple[dict, MTATDataModule, TaggingModule, DatasetInfo]:
+    """Prepare the data and build the data module and the model the options describe."""
+    spec = model_spec(options["model"])
+    frontend = frontend_config(spec, options)
+    info = prepare_data_once(build_datamodule(options, spec, frontend=frontend))
+    layout = segment_layout(spec, info.clip_samples, frontend, options.get("segments_per_clip"),
+                            options.get("train_crop"))
+    datamodule = build_datamodule(options, spec, layout.to_dict(), frontend)
+    net_config = network_config(spec, input_shape(frontend, layout), len(info.tags), options)
+    module = TaggingModule(
+        network=build_network(net_config), network_config=net_config, tags=list(info.tags),
+        frontend=frontend.to_dict() if frontend is not None else None, layout=layout.to_dict(),
+        sample_rate=SAMPLE_RATE, lr=options["lr"], momentum=options["momentum"],
+        weight_decay=options["weight_decay"], nesterov=options["nesterov"], nonfinite_loss=options["nonfinite_loss"])
+    resolved = dict(options, resolved={
+        "data_dir": str(info.data_dir), "clip_samples": info.clip_samples, "sample_rate": SAMPLE_RATE,
+        "tags": list(info.tags), "layout": layout.to_dict(),
+        "frontend": frontend.to_dict() if frontend is not None else None, "network": net_config,
+        "batch_size": datamodule.hparams.batch_size, "versions": _versions()})
+    return resolved, datamodule, module, info
+
+
+def _versions() -> dict:
+    import lightning
+    import nnAudio
+    import torchaudio
+    import torchmetrics
+    return {"torch": torch.__version__, "torchaudio": torchaudio.__version__, "lightning": lightning.__version__,
+            "torchmetrics": torchmetrics.__version__, "nnAudio": getattr(nnAudio, "__version__", "unknown")}
+
+
+def build_callbacks(options: dict, run_dir: Path) -> tuple[list[Callback], ModelCheckpoint]:
+    checkpoint = ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename="best-{epoch:03d}",
+                                 monitor=options["monitor"], mode=options["monitor_mode"], save_top_k=1,
+                                 save_last=True, auto_insert_metric_name=False)
+    callbacks: list[Callback] = [checkpoint, RNGStateCheckpoint()]
+    if options["local_decay"] > 0:
+        callbacks.append(LocalDecay(decay=options["local_decay"], formula=options["local_decay_formula"]))
+    if options["max_restarts"] >= 0 and options["patience"] > 0:
+        callbacks.append(GlobalDecayRestart(
+            monitor=options["monitor"], mode=options["monitor_mode"], patience=options["patience"],
+            global_decay=options["global_decay"], max_restarts=options["max_restarts"],
+            schedule=options["global_decay_schedule"]))
+    return callbacks, checkpoint
+
+
+def build_logger(options: dict, run_dir: Path):
+    kind = options.get("logger", "csv")
+    if kind == "none":
+        return False
+    if kind == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+        return CSVLogger(save_dir=run_dir, name="logs", version="")
+    if kind == "tensorboard":
+        from lightning.pytorch.loggers import TensorBoardLogger
+        return TensorBoardLogger(save_dir=run_dir, name="logs", version="")
+    raise ConfigError(f"unknown logger {kind!r}")
+
+
+def build_trainer(options: dict, run_dir: Path, callbacks: list[Callback], logger) -> pl.Trainer:
+    if options.get("deterministic"):
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    return pl.Trainer(
+        default_root_dir=run_dir, max_epochs=options["max_epochs"], accelerator=options["accelerator"],
+        devices=options["devices"], num_nodes=options["num_nodes"], strategy=options["strategy"],
+        precision=options["precision"], sync_batchnorm=options["sync_batchnorm"],
+        deterministic=options.get("deterministic", False), callbacks=callbacks, logger=logger,
+        use_distributed_sampler=False,  # MTATDataModule shards by rank itself (exact evaluation)
+        limit_train_batches=options.get("limit_train_batches"), limit_val_batches=options.get("limit_val_batches"),
+        limit_test_batches=options.get("limit_test_batches"), num_sanity_val_steps=options.get("sanity_steps", 2),
+        enable_progress_bar=options.get("progress", True), log_every_n_steps=options.get("log_every_n_steps", 50))
+
+
+def run_experiment(options: dict) -> RunOutcome:
+    """Train, keep the best checkpoint, test it, and write the run folder's result files."""
+    pl.seed_everything(options["seed"], workers=True, verbose=False)
+    resolved, datamodule, module, info = resolve_run(options)
+    run_dir = Path(options["run_dir"]).resolve() if options.get("run_dir") else default_run_dir(options)
+    last = run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
+    resume_from = last if last.is_file() else None
+    if resume_from is None and (run_dir / CONFIG_FILE).is_file() and (run_dir / "metrics.json").is_file():
+        raise ConfigError(f"{run_dir} already holds a finished run; pass another --run-dir to train again")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if resume_from is not None:
+        _check_same_run(run_dir, resolved)
+    if _is_global_zero():
+        write_json_atomic(run_dir / CONFIG_FILE, resolved)
+        write_text_atomic(run_dir / "tags.txt", "\n".join(info.tags) + "\n")
+    if options.get("compile"):
+        module.network = torch.compile(module.network)
+    callbacks, checkpoint = build_callbacks(options, run_dir)
+    trainer = build_trainer(options, run_dir, callbacks, build_logger(options, run_dir))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
+    trainer.test(module, datamodule=datamodule, ckpt_path=str(best) if best else None, verbose=False)
+    metrics = {}
+    if trainer.is_global_zero:
+        metrics = write_results(run_dir, resolved, module.last_test_report, module.thresholds.cpu(),
+                                best_checkpoint=best, best_val=_best_val(checkpoint), epochs=trainer.current_epoch)
+    return RunOutcome(run_dir, best, metrics)
+
+
+def _best_val(checkpoint: ModelCheckpoint) -> dict:
+    score = checkpoint.best_model_score
+    return {"monitor": checkpoint.monitor, "best": float(score) if score is not None else None}
+
+
+def _is_global_zero() -> bool:
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0))) == 0 and _local_rank() == 0
+
+
+def _check_same_run(run_dir: Path, resolved: dict) -> None:
+    """Refuse to resume a run folder with a different configuration (it would mix two experiments)."""
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        return
+    saved = json.loads(path.read_text())
+    differing = sorted(k for k in set(saved) | set(resolved)
+                       if k not in NON_IDENTITY_OPTIONS and k != "resolved" and saved.get(k) != resolved.get(k))
+    if differing:
+        raise ConfigError(f"{run_dir} holds a run with other settings ({', '.join(differing)}); "
+                          "resume it with --resume, or pick another --run-dir")
+
+
+def describe_network(options: dict) -> str:
+    """`--summary`: the network for MTAT's clip length, layer by layer, with both parameter counts."""
+    from datamodules.audio import MTAT_CLIP_SAMPLES
+    from lightning_modules.summary import format_summary, layer_summary
+
+    spec = model_spec(options["model"])
+    frontend = frontend_config(spec, options)
+    layout = segment_layout(spec, MTAT_CLIP_SAMPLES, frontend, options.get("segments_per_clip"),
+                            options.get("train_crop"))
+    shape = input_shape(frontend, layout)
+    network = build_network(network_config(spec, shape, options["n_tags"], options))
+    segments = f"{layout.segments_per_clip} segment(s) of {layout.segment_samples} samples per clip"
+    mel = f"; Mel n_fft {frontend.n_fft}, hop {frontend.hop_length}, {frontend.n_mels} bands" if frontend else ""
+    title = f"{spec.name} ({spec.table}): input {shape}, {segments}{mel}"
+    return format_summary(layer_summary(network, shape), title)

@@ -1,0 +1,101 @@
+"""The models `run.py --model` knows: their networks, input frontends, segment layouts and defaults.
+
+A network is described by a JSON-able config `{"name": ..., "kwargs": {...}}`; the config is
+saved with every checkpoint, so `build_network(config)` rebuilds the same architecture without
+the data (for `--tag`, evaluation, and loading checkpoints).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from torch import nn
+
+from datamodules.errors import ConfigError
+from datamodules.frontend import MelConfig
+from datamodules.segments import SegmentLayout
+from lightning_modules.lstm_mel import LSTMMel
+from lightning_modules.mel_cnn import MelCNN
+from lightning_modules.sample_cnn import FRAME_CHANNELS, FRAME_SAMPLES, WHOLE_CLIP_CHANNELS, SampleCNN
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What `--model NAME` trains, and its defaults (the paper's where it gives them).
+
+    `frame_samples`: fixed segment length for waveform models cut into frames (None: whole clip).
+    `segments_per_clip`: segments per clip in evaluation (and in training with fixed crops);
+    None for frame models means as many frames as cover the clip.
+    `batch_size`: the paper does not give batch sizes; these are the SampleCNN paper's 23 for
+    frames and what fits a 16 GB GPU comfortably for the rest.
+    """
+
+    name: str
+    table: str
+    network: type[nn.Module]
+    frontend: MelConfig | None
+    segments_per_clip: int | None
+    frame_samples: int | None
+    train_crop: str
+    batch_size: int
+    network_defaults: tuple[tuple[str, object], ...] = ()
+
+
+MODELS: dict[str, ModelSpec] = {
+    "sample_cnn": ModelSpec("sample_cnn", "Table 1", SampleCNN, None, 1, None, "fixed", 16,
+                            (("block_channels", list(WHOLE_CLIP_CHANNELS)), ("dropout", 0.5), ("frame_head", False))),
+    "sample_cnn_frames": ModelSpec("sample_cnn_frames", "Lee et al. 2017 (3^9 model)", SampleCNN, None, None,
+                                   FRAME_SAMPLES, "random", 23,
+                                   (("block_channels", list(FRAME_CHANNELS)), ("dropout", 0.5), ("frame_head", True))),
+    "mel_cnn": ModelSpec("mel_cnn", "Table 2", MelCNN, MelConfig(n_fft=2048, hop_length=1792, n_mels=128), 1, None,
+                         "fixed", 32, (("dropout", 0.1),)),
+    "lstm_mel": ModelSpec("lstm_mel", "Table 3", LSTMMel, MelConfig(n_fft=2048, hop_length=512, n_mels=128), 4, None,
+                          "fixed", 32, (("dropout", 0.0),)),
+}
+
+NETWORKS: dict[str, type[nn.Module]] = {"SampleCNN": SampleCNN, "MelCNN": MelCNN, "LSTMMel": LSTMMel}
+
+
+def segment_layout(spec: ModelSpec, clip_samples: int, frontend: MelConfig | None,
+                   segments_per_clip: int | None = None, train_crop: str | None = None) -> SegmentLayout:
+    """The segments `spec` reads from clips of `clip_samples`, with the user's overrides."""
+    crop = train_crop or spec.train_crop
+    if frontend is not None:
+        n = segments_per_clip or spec.segments_per_clip
+        return SegmentLayout.for_mel_frames(clip_samples, frontend.hop_length, n, crop)
+    if spec.frame_samples is not None:
+        n = segments_per_clip or max(1, math.ceil(clip_samples / spec.frame_samples))
+        layout = SegmentLayout(spec.frame_samples, n, crop)
+    else:
+        n = segments_per_clip or spec.segments_per_clip
+        layout = SegmentLayout(clip_samples // n, n, crop)
+    layout.check_fits(clip_samples)
+    return layout
+
+
+def input_shape(frontend: MelConfig | None, layout: SegmentLayout) -> tuple[int, ...]:
+    """Shape of one network input (no batch dimension): (samples,) or (n_mels, frames)."""
+    if frontend is None:
+        return (layout.segment_samples,)
+    return (frontend.n_mels, frontend.n_frames(layout.segment_samples))
+
+
+def network_config(spec: ModelSpec, shape: tuple[int, ...], n_tags: int, options: dict | None = None) -> dict:
+    """The JSON-able description of the network for these inputs (`build_network` takes it)."""
+    kwargs = dict(spec.network_defaults)
+    if spec.frontend is None:
+        kwargs.update(n_samples=shape[0], n_tags=n_tags)
+    else:
+        kwargs.update(n_mels=shape[0], n_frames=shape[1], n_tags=n_tags)
+    if options and options.get("dropout") is not None:
+        kwargs["dropout"] = options["dropout"]
+    return {"name": spec.name, "class": spec.network.__name__, "kwargs": kwargs}
+
+
+def build_network(config: dict) -> nn.Module:
+    """Instantiate the network a config describes (ConfigError for unknown or impossible ones)."""
+    class_name = config.get("class")
+    if class_name not in NETWORKS:
+        raise ConfigError(f"unknown network {class_name!r} in config {config}")
+    return NETWORKS[class_name](**config["kwargs"])

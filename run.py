@@ -1,0 +1,214 @@
+#!/usr/bin/env python
+"""Music auto-tagging on MagnaTagATune: train, evaluate, summarise, sweep, tag, download.
+
+    python run.py --model mel_cnn --data synthetic          # train + test on the generated stand-in
+    python run.py --model lstm_mel --data /data/mtat        # the paper's LSTM on real MTAT
+    python run.py --model sample_cnn --summary              # the network as Table 1 lists it
+    python run.py --resume runs/mel_cnn-seed0-1a2b3c4d      # continue a killed run
+
+Every training option defaults to the paper's value where the paper gives one; `--help` lists them.
+Problems you can fix (missing files, bad options) end with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from datamodules.errors import SuiteError
+
+MODEL_CHOICES = ("sample_cnn", "sample_cnn_frames", "mel_cnn", "lstm_mel")
+USAGE_ERROR = 2
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _fraction_or_count(text: str) -> float | int:
+    value = float(text)
+    return int(value) if value > 1 and value.is_integer() else value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = parser.add_argument
+    what = parser.add_argument_group("what to do")
+    what.add_argument("--model", choices=MODEL_CHOICES,
+                      help="architecture: sample_cnn (Table 1, whole 29.1 s clips), sample_cnn_frames (Lee et al.'s "
+                           "59,049-sample frames, averaged per clip), mel_cnn (Table 2), lstm_mel (Table 3)")
+    what.add_argument("--summary", action="store_true", help="print the network's layers, output shapes and "
+                      "parameter counts (PyTorch and the paper's Keras convention) and exit")
+    what.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint, "
+                      "with the options saved there")
+
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", default="synthetic", metavar="DIR|synthetic",
+                      help="MTAT folder (annotations_final.csv + mp3/0..f/), or 'synthetic' to generate and use the "
+                           "stand-in dataset (default)")
+    data.add_argument("--cache-dir", default=None, help="where decoded waveforms and the synthetic dataset are kept "
+                      "(default: $MTAT_TAGGING_CACHE or ~/.cache/mtat-tagging)")
+    data.add_argument("--tags", choices=("paper", "standard"), default="paper",
+                      help="tag vocabulary: 'paper' merges synonyms then keeps the top 50 (default); 'standard' is the "
+                           "unmerged top 50 of the literature, for comparison with published results")
+    data.add_argument("--n-tags", type=_positive_int, default=50, help="tags kept by the vocabulary (default 50)")
+    data.add_argument("--split", choices=("folder", "clean"), default="folder",
+                      help="'folder': MTAT folders 0-b train, c valid, d-f test (the paper's; default); 'clean': the "
+                           "Lee/Won lists (real MTAT only)")
+    data.add_argument("--synthetic-clips", type=_positive_int, default=1200, help="clips in the synthetic dataset")
+    data.add_argument("--synthetic-clip-samples", type=_positive_int, default=None,
+                      help="clip length of the synthetic dataset in samples at 16 kHz (default: MTAT's 465,984)")
+    data.add_argument("--synthetic-seed", type=int, default=0, help="seed of the synthetic dataset")
+    data.add_argument("--num-workers", type=int, default=None, help="loader processes (default: cores per device - 1)")
+    data.add_argument("--prepare-workers", type=int, default=None, help="decoding processes (default: all cores)")
+
+    mel = parser.add_argument_group("Mel frontend (computed on the batch's device; defaults are the model's)")
+    mel.add_argument("--n-fft", type=_positive_int, help="FFT window (mel_cnn, lstm_mel: 2048)")
+    mel.add_argument("--hop-length", type=_positive_int, help="hop between frames (mel_cnn: 1792, lstm_mel: 512)")
+    mel.add_argument("--n-mels", type=_positive_int, help="Mel bands (128)")
+    mel.add_argument("--f-min", type=float, help="lowest frequency in Hz (0)")
+    mel.add_argument("--f-max", type=float, help="highest frequency in Hz (8000, the Nyquist frequency)")
+    mel.add_argument("--mel-compression", choices=("db", "log1p", "none"), help="amplitude compression (db)")
+    mel.add_argument("--mel-backend", choices=("nnaudio", "torchaudio"), help="library computing the Mel (nnaudio)")
+    mel.add_argument("--segments-per-clip", type=_positive_int,
+                     help="segments each clip is cut into; predictions are averaged per clip (lstm_mel: 4)")
+    mel.add_argument("--train-crop", choices=("fixed", "random"),
+                     help="training sees the evaluation segments ('fixed', default) or random crops of that length")
+
+    opt = parser.add_argument_group("optimisation (paper §4.5)")
+    opt.add_argument("--lr", type=float, default=0.01, help="initial SGD learning rate (0.01)")
+    opt.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (0.9)")
+    opt.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (0)")
+    opt.add_argument("--nesterov", action="store_true", help="Nesterov momentum (off)")
+    opt.add_argument("--batch-size", type=_positive_int, default=None,
+                     help="segments per batch (the paper is silent; defaults: sample_cnn 16, sample_cnn_frames 23, "
+                          "mel_cnn 32, lstm_mel 32)")
+    opt.add_argument("--eval-batch-size", type=_positive_int, default=None, help="segments per evaluation batch")
+    opt.add_argument("--max-epochs", type=_positive_int, default=100, help="upper bound on epochs (100)")
+    opt.add_argument("--local-decay", type=float, default=1e-6, help="formula (1) decay per batch, reset each "
+                     "epoch (1e-6; 0 turns it off)")
+    opt.add_argument("--local-decay-formula", choices=("paper", "keras"), default="paper",
+                     help="'paper': compounding, as printed; 'keras': lr0 / (1 + d * i)")
+    opt.add_argument("--patience", type=int, default=3, help="epochs without improvement before a global-decay "
+                     "restart (3; 0 turns global decay off)")
+    opt.add_argument("--global-decay", type=float, default=0.2, help="formula (2) factor (0.2)")
+    opt.add_argument("--max-restarts", type=int, default=4, help="restarts before training stops (4)")
+    opt.add_argument("--global-decay-schedule", choices=("paper", "sample_cnn"), default="paper",
+                     help="'paper': rate x decay^(n+1) at the (n+1)-th restart, compounding; "
+                          "'sample_cnn': lr0 x decay^k at the k-th restart")
+    opt.add_argument("--monitor", default="val/loss", help="metric for restarts and the best checkpoint (val/loss)")
+    opt.add_argument("--monitor-mode", choices=("min", "max"), default="min", help="min for losses, max for AUCs")
+    opt.add_argument("--nonfinite-loss", choices=("stop", "skip"), default="stop",
+                     help="on a NaN/inf training loss: stop with a message (default) or skip the batch")
+    opt.add_argument("--dropout", type=float, default=None, help="override the network's dropout rate")
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--seed", type=int, default=0, help="seed for weights, order and crops (0)")
+    run.add_argument("--deterministic", action="store_true", help="deterministic algorithms (bit-exact reruns)")
+    run.add_argument("--run-dir", default=None, help="run folder (default: RUNS_ROOT/<model>-seed<seed>-<config hash>;"
+                     " rerunning the same command resumes it)")
+    run.add_argument("--runs-root", default="runs", help="parent of default run folders (./runs)")
+    run.add_argument("--logger", choices=("csv", "tensorboard", "none"), default="csv", help="metrics logger (csv)")
+    run.add_argument("--accelerator", default="auto", help="cpu, gpu, auto (auto)")
+    run.add_argument("--devices", default="auto", help="devices per node: a count, a list, or auto")
+    run.add_argument("--num-nodes", type=_positive_int, default=1, help="nodes (1)")
+    run.add_argument("--strategy", default="auto", help="Lightning strategy (auto; ddp with several devices)")
+    run.add_argument("--precision", choices=("32", "bf16-mixed", "16-mixed"), default="32",
+                     help="training precision; the Mel frontend always runs in fp32 (32)")
+    run.add_argument("--sync-batchnorm", action="store_true", help="synchronise batch norm across devices")
+    run.add_argument("--compile", action="store_true", help="torch.compile the network")
+    run.add_argument("--limit-train-batches", type=_fraction_or_count, default=None,
+                     help="train on this many batches (int) or this fraction per epoch (quick tries)")
+    run.add_argument("--limit-val-batches", type=_fraction_or_count, default=None, help="same for validation")
+    run.add_argument("--limit-test-batches", type=_fraction_or_count, default=None, help="same for test")
+    run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    return parser
+
+
+def options_from_args(args: argparse.Namespace) -> dict:
+    """The flat options dict the experiment code takes, with paths made absolute."""
+    from datamodules.audio import MTAT_CLIP_SAMPLES
+    from datamodules.datamodule import default_cache_root
+
+    options = vars(args).copy()
+    options["cache_dir"] = str(Path(args.cache_dir).expanduser().resolve() if args.cache_dir else default_cache_root())
+    options["runs_root"] = str(Path(args.runs_root).expanduser().resolve())
+    if args.data != "synthetic":
+        options["data"] = str(Path(args.data).expanduser().resolve())
+    if args.run_dir:
+        options["run_dir"] = str(Path(args.run_dir).expanduser().resolve())
+    options["synthetic_clip_samples"] = args.synthetic_clip_samples or MTAT_CLIP_SAMPLES
+    options["devices"] = _devices(args.devices)
+    return options
+
+
+def _devices(text: str):
+    if text == "auto":
+        return "auto"
+    if text.startswith("[") or "," in text:
+        return [int(x) for x in text.strip("[]").split(",") if x.strip()]
+    return int(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.resume:
+            return _resume(args.resume)
+        if not args.model:
+            parser.error("--model is required (or --resume RUN_DIR)")
+        options = options_from_args(args)
+        if args.summary:
+            return _summary(options)
+        return _train(options)
+    except SuiteError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command (or --resume RUN_DIR) to continue from the last checkpoint",
+              file=sys.stderr)
+        return 130
+
+
+def _train(options: dict) -> int:
+    from lightning_modules.experiment import run_experiment
+
+    outcome = run_experiment(options)
+    if outcome.metrics:
+        test = outcome.metrics["test"]
+        print(f"test ROC-AUC {test['roc_auc']:.4f}  PR-AUC {test['pr_auc']:.4f}  "
+              f"TPR {test['tpr']:.3f}  FPR {test['fpr']:.3f}")
+        print(f"run folder: {outcome.run_dir}")
+    return 0
+
+
+def _resume(run_dir: str) -> int:
+    from datamodules.errors import DataError
+    from lightning_modules.experiment import CONFIG_FILE
+
+    path = Path(run_dir).expanduser().resolve() / CONFIG_FILE
+    if not path.is_file():
+        raise DataError(f"{path}: no run configuration here; is {run_dir} a run folder?")
+    options = json.loads(path.read_text())
+    options.pop("resolved", None)
+    options["run_dir"] = str(path.parent)
+    options["resume"] = None
+    return _train(options)
+
+
+def _summary(options: dict) -> int:
+    from lightning_modules.experiment import describe_network
+
+    print(describe_network(options))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
