@@ -218,8 +218,11 @@ def build_trainer(options: dict, run_dir: Path, callbacks: list[Callback], logge
         enable_progress_bar=options.get("progress", True), log_every_n_steps=options.get("log_every_n_steps", 50))
 
 
-def run_experiment(options: dict) -> RunOutcome:
-    """Train, keep the best checkpoint, test it, and write the run folder's result files."""
+def run_experiment(options: dict, extra_callbacks: tuple[Callback, ...] = ()) -> RunOutcome:
+    """Train, keep the best checkpoint, test it, and write the run folder's result files.
+
+    `extra_callbacks` join the run's own (a sweep adds its pruning callback here).
+    """
     pl.seed_everything(options["seed"], workers=True, verbose=False)
     resolved, datamodule, module, info = resolve_run(options)
     run_dir = Path(options["run_dir"]).resolve() if options.get("run_dir") else default_run_dir(options)
@@ -236,6 +239,7 @@ def run_experiment(options: dict) -> RunOutcome:
     if options.get("compile"):
         module.network = torch.compile(module.network)
     callbacks, checkpoint = build_callbacks(options, run_dir)
+    callbacks += list(extra_callbacks)
     trainer = build_trainer(options, run_dir, callbacks, build_logger(options, run_dir))
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
