@@ -5,6 +5,7 @@
     python run.py --model lstm_mel --data /data/mtat        # the paper's LSTM on real MTAT
     python run.py --model sample_cnn --summary              # the network as Table 1 lists it
     python run.py --resume runs/mel_cnn-seed0-1a2b3c4d      # continue a killed run
+    python run.py --tag song.mp3 music/ --checkpoint runs/mel_cnn-seed0-1a2b3c4d   # tag your own music
 
 Every training option defaults to the paper's value where the paper gives one; `--help` lists them.
 Problems you can fix (missing files, bad options) end with one line on stderr and exit code 2.
@@ -17,9 +18,10 @@ import json
 import sys
 from pathlib import Path
 
-from datamodules.errors import SuiteError
+from datamodules.errors import ConfigError, SuiteError
 
 MODEL_CHOICES = ("sample_cnn", "sample_cnn_frames", "mel_cnn", "lstm_mel")
+TAGGING_OPTIONS = ("tag", "checkpoint", "top_k", "json", "taggram", "start", "duration")  # not training options
 USAGE_ERROR = 2
 
 
@@ -47,6 +49,20 @@ def build_parser() -> argparse.ArgumentParser:
                       "parameter counts (PyTorch and the paper's Keras convention) and exit")
     what.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint, "
                       "with the options saved there")
+    what.add_argument("--tag", nargs="+", metavar="PATH", help="tag audio files (MP3, WAV, FLAC, OGG, ...; any rate, "
+                      "mono or stereo, any length) and folders (walked recursively) with --checkpoint")
+
+    tagging = parser.add_argument_group("tagging your own music (--tag)")
+    tagging.add_argument("--checkpoint", metavar="CKPT|RUN_DIR", help="model to tag with: a .ckpt file, or a run "
+                         "folder (its best checkpoint)")
+    tagging.add_argument("--top-k", type=_positive_int, default=5, help="also list the K highest-scoring tags (5)")
+    tagging.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    tagging.add_argument("--taggram", metavar="PNG|DIR", help="plot tag probability over time: a .png for one file, "
+                         "else a folder with one PNG per file")
+    tagging.add_argument("--start", type=float, default=None, metavar="SECONDS",
+                         help="tag from this time in each file (default: its start)")
+    tagging.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                         help="tag this many seconds (default: to the end of the file)")
 
     data = parser.add_argument_group("data")
     data.add_argument("--data", default="synthetic", metavar="DIR|synthetic",
@@ -114,7 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run-dir", default=None, help="run folder (default: RUNS_ROOT/<model>-seed<seed>-<config hash>;"
                      " rerunning the same command resumes it)")
     run.add_argument("--runs-root", default="runs", help="parent of default run folders (./runs)")
-    run.add_argument("--logger", choices=("csv", "tensorboard", "none"), default="csv", help="metrics logger (csv)")
+    run.add_argument("--logger", choices=("wandb", "csv", "tensorboard", "none"), default="wandb",
+                     help="metrics logger (wandb: online when logged in to W&B, else offline into RUN_DIR/wandb with "
+                          "the `wandb sync` command printed at the end; csv and tensorboard write RUN_DIR/logs)")
     run.add_argument("--accelerator", default="auto", help="cpu, gpu, auto (auto)")
     run.add_argument("--devices", default="auto", help="devices per node: a count, a list, or auto")
     run.add_argument("--num-nodes", type=_positive_int, default=1, help="nodes (1)")
@@ -136,7 +154,7 @@ def options_from_args(args: argparse.Namespace) -> dict:
     from datamodules.audio import MTAT_CLIP_SAMPLES
     from datamodules.datamodule import default_cache_root
 
-    options = vars(args).copy()
+    options = {k: v for k, v in vars(args).items() if k not in TAGGING_OPTIONS}
     options["cache_dir"] = str(Path(args.cache_dir).expanduser().resolve() if args.cache_dir else default_cache_root())
     options["runs_root"] = str(Path(args.runs_root).expanduser().resolve())
     if args.data != "synthetic":
@@ -160,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.tag:
+            return _tag(args)
+        if args.checkpoint:
+            parser.error("--checkpoint goes with --tag PATH...")
         if args.resume:
             return _resume(args.resume)
         if not args.model:
@@ -187,6 +209,16 @@ def _train(options: dict) -> int:
               f"TPR {test['tpr']:.3f}  FPR {test['fpr']:.3f}")
         print(f"run folder: {outcome.run_dir}")
     return 0
+
+
+def _tag(args: argparse.Namespace) -> int:
+    from lightning_modules.tagger import run_tagging
+
+    if not args.checkpoint:
+        raise ConfigError("--tag needs --checkpoint CKPT (a .ckpt file or a run folder)")
+    return run_tagging(args.tag, args.checkpoint, top_k=args.top_k, json_output=args.json, taggram=args.taggram,
+                       start_s=args.start, duration_s=args.duration, accelerator=args.accelerator,
+                       progress=args.progress)
 
 
 def _resume(run_dir: str) -> int:

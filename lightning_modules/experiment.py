@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +24,16 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from callbacks import GlobalDecayRestart, LocalDecay, RNGStateCheckpoint
+from callbacks.history import HISTORY_FILE, TrainingHistory
 from datamodules.audio import SAMPLE_RATE
 from datamodules.datamodule import DatasetInfo, MTATDataModule
 from datamodules.errors import ConfigError
 from datamodules.frontend import MelConfig
 from lightning_modules.base import TaggingModule
 from lightning_modules.files import write_json_atomic, write_text_atomic
+from lightning_modules.loggers import build_logger, finish_logger, log_run_results
 from lightning_modules.registry import MODELS, ModelSpec, build_network, input_shape, network_config, segment_layout
+from lightning_modules.figures import TestPredictionsCapture, figures_for_run
 from lightning_modules.results import write_results
 
 CONFIG_FILE = "config.json"
@@ -38,7 +42,8 @@ LAST_CHECKPOINT = "last.ckpt"
 
 # Options that change neither what is trained nor how: two runs differing only in these share a run folder.
 NON_IDENTITY_OPTIONS = {"run_dir", "runs_root", "resume", "num_workers", "prepare_workers", "progress",
-                        "logger", "summary", "devices", "num_nodes", "accelerator", "strategy"}
+                        "logger", "summary", "devices", "num_nodes", "accelerator", "strategy",
+                        "wandb_group", "wandb_project"}
 
 
 @dataclass(frozen=True)
@@ -188,20 +193,8 @@ def build_callbacks(options: dict, run_dir: Path) -> tuple[list[Callback], Model
             monitor=options["monitor"], mode=options["monitor_mode"], patience=options["patience"],
             global_decay=options["global_decay"], max_restarts=options["max_restarts"],
             schedule=options["global_decay_schedule"]))
+    callbacks.append(TrainingHistory(run_dir / HISTORY_FILE))  # after GlobalDecayRestart: sees its restarts
     return callbacks, checkpoint
-
-
-def build_logger(options: dict, run_dir: Path):
-    kind = options.get("logger", "csv")
-    if kind == "none":
-        return False
-    if kind == "csv":
-        from lightning.pytorch.loggers import CSVLogger
-        return CSVLogger(save_dir=run_dir, name="logs", version="")
-    if kind == "tensorboard":
-        from lightning.pytorch.loggers import TensorBoardLogger
-        return TensorBoardLogger(save_dir=run_dir, name="logs", version="")
-    raise ConfigError(f"unknown logger {kind!r}")
 
 
 def build_trainer(options: dict, run_dir: Path, callbacks: list[Callback], logger) -> pl.Trainer:
@@ -215,7 +208,8 @@ def build_trainer(options: dict, run_dir: Path, callbacks: list[Callback], logge
         use_distributed_sampler=False,  # MTATDataModule shards by rank itself (exact evaluation)
         limit_train_batches=options.get("limit_train_batches"), limit_val_batches=options.get("limit_val_batches"),
         limit_test_batches=options.get("limit_test_batches"), num_sanity_val_steps=options.get("sanity_steps", 2),
-        enable_progress_bar=options.get("progress", True), log_every_n_steps=options.get("log_every_n_steps", 50))
+        enable_progress_bar=options.get("progress", True),
+        log_every_n_steps=options.get("log_every_n_steps", 1))  # loss and learning rate at every step
 
 
 def run_experiment(options: dict, extra_callbacks: tuple[Callback, ...] = ()) -> RunOutcome:
@@ -239,16 +233,37 @@ def run_experiment(options: dict, extra_callbacks: tuple[Callback, ...] = ()) ->
     if options.get("compile"):
         module.network = torch.compile(module.network)
     callbacks, checkpoint = build_callbacks(options, run_dir)
-    callbacks += list(extra_callbacks)
-    trainer = build_trainer(options, run_dir, callbacks, build_logger(options, run_dir))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
-    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
-    trainer.test(module, datamodule=datamodule, ckpt_path=str(best) if best else None, verbose=False)
-    metrics = {}
-    if trainer.is_global_zero:
-        metrics = write_results(run_dir, resolved, module.last_test_report, module.thresholds.cpu(),
-                                best_checkpoint=best, best_val=_best_val(checkpoint), epochs=trainer.current_epoch)
+    capture = TestPredictionsCapture()
+    callbacks += [capture, *extra_callbacks]
+    logger = build_logger(options, run_dir, config=resolved)
+    failed = True
+    try:
+        trainer = build_trainer(options, run_dir, callbacks, logger)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+        best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
+        trainer.test(module, datamodule=datamodule, ckpt_path=str(best) if best else None, verbose=False)
+        metrics = {}
+        if trainer.is_global_zero:
+            metrics = write_results(run_dir, resolved, module.last_test_report, module.thresholds.cpu(),
+                                    best_checkpoint=best, best_val=_best_val(checkpoint), epochs=trainer.current_epoch)
+            _figures_and_tables(run_dir, module, datamodule, capture, logger, metrics)
+        failed = False
+    finally:
+        finish_logger(logger, failed=failed)
     return RunOutcome(run_dir, best, metrics)
+
+
+def _figures_and_tables(run_dir: Path, module: TaggingModule, datamodule: MTATDataModule,
+                        capture: TestPredictionsCapture, logger, metrics: dict) -> None:
+    """The run's figures (PNG in RUN_DIR/figures) and, for W&B, the per-tag table, figures and summary."""
+    figures = {}
+    try:
+        figures = figures_for_run(run_dir, module, datamodule, capture, run_dir / HISTORY_FILE,
+                                  report=module.last_test_report)
+    except Exception as error:  # a plotting problem must not cost the finished run its logging
+        print(f"warning: figures not written ({type(error).__name__}: {error})", file=sys.stderr)
+    summary = {f"best_validation/{k}": v for k, v in metrics.get("best_validation", {}).items()}
+    log_run_results(logger, module.last_test_report, figures, summary)
 
 
 def _best_val(checkpoint: ModelCheckpoint) -> dict:

@@ -1,0 +1,212 @@
+"""`run.py --tag`: decoding any common file, cutting it as evaluation does, reporting, and surviving broken files.
+
+The model is the paper's LSTM (4 segments per clip) trained for one epoch on the tiny synthetic
+dataset; what matters here is that tagging reproduces evaluation, not that the tags are good.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from PIL import Image
+
+import run
+from datamodules.datamodule import MTATDataModule
+from datamodules.mtat import find_audio_root, read_annotations
+from datamodules.segments import SegmentLayout
+from lightning_modules.tagger import AudioError, Tagger, cut_segments, load_audio, segment_starts
+from tests.helpers import TINY_CLIP_SAMPLES, TINY_MEL_ARGS, tiny_data_args
+
+CLIPS = 120
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    path = tmp_path_factory.getbasetemp() / "synthetic-cache-120"  # shared with the other test files
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_run(cache_dir, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("tagger") / "run"
+    code = run.main(["--model", "lstm_mel", *tiny_data_args(cache_dir, clips=CLIPS), *TINY_MEL_ARGS["lstm_mel"],
+                     "--max-epochs", "1", "--run-dir", str(run_dir), "--logger", "none"])
+    assert code == 0
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def tagger(trained_run):
+    checkpoint = json.loads((trained_run / "metrics.json").read_text())["best_checkpoint"]
+    return Tagger.from_checkpoint(checkpoint)
+
+
+def tone(seconds, rate, freqs=(440.0,), amplitude=0.3):
+    t = np.arange(int(seconds * rate)) / rate
+    return np.stack([amplitude * np.sin(2 * np.pi * f * t) for f in freqs], axis=1).astype(np.float32)
+
+
+def peak_hz(x, rate=16_000):
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return np.fft.rfftfreq(len(x), 1 / rate)[np.argmax(spectrum)]
+
+
+# ------------------------------------------------------------------------------------------
+# Segments
+# ------------------------------------------------------------------------------------------
+def test_segments_cover_short_exact_and_long_inputs():
+    assert segment_starts(100, 1000).tolist() == [0]
+    segments, starts = cut_segments(np.ones(100, np.float32), 1000)
+    assert segments.shape == (1, 1000) and segments[0, :100].all() and not segments[0, 100:].any()
+    # a training-length clip is cut exactly as evaluation cuts it (4 segments, 4 x 14,336 < 59,049)
+    layout = SegmentLayout.for_mel_frames(TINY_CLIP_SAMPLES, 256, 4)
+    starts = segment_starts(TINY_CLIP_SAMPLES, layout.segment_samples)
+    assert starts.tolist() == layout.starts(TINY_CLIP_SAMPLES).tolist()
+    # a whole-clip SampleCNN segment: one centred segment for the clip, consecutive ones over a song
+    assert segment_starts(465_984, 465_984).tolist() == [0]
+    long = segment_starts(10 * 465_984 + 1000, 465_984)
+    assert len(long) == 10 and long[0] == 0 and long[-1] + 465_984 == 10 * 465_984 + 1000
+    assert np.all(np.diff(long) >= 465_984)  # no overlap here, gaps of at most a few samples
+    wave = np.arange(5000, dtype=np.float32)
+    segments, starts = cut_segments(wave, 1200)
+    assert len(starts) == 4 and all((seg == wave[s:s + 1200]).all() for seg, s in zip(segments, starts))
+
+
+# ------------------------------------------------------------------------------------------
+# Decoding
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", ["WAV", "FLAC", "OGG", "MP3"])
+@pytest.mark.parametrize("rate", [8000, 22050, 44100])
+def test_any_format_and_rate_becomes_16k_mono(tmp_path, fmt, rate):
+    path = tmp_path / f"tone.{fmt.lower()}"
+    sf.write(path, tone(1.5, rate, freqs=(440.0, 1000.0)), rate, format=fmt)  # stereo: 440 Hz left, 1 kHz right
+    audio = load_audio(path)
+    assert audio.sample_rate == 16_000 and audio.source_rate == rate and audio.channels == 2
+    assert abs(len(audio.waveform) - 24_000) <= 2 and audio.waveform.dtype == np.float32
+    spectrum = np.abs(np.fft.rfft(audio.waveform))
+    freqs = np.fft.rfftfreq(len(audio.waveform), 1 / 16_000)
+    top_two = sorted(freqs[np.argsort(spectrum)[-2:]])
+    assert top_two == pytest.approx([440, 1000], abs=2)  # both channels, at their pitch
+    assert 0.1 < np.abs(audio.waveform).max() < 0.35  # mixed down by averaging, not summing
+
+
+def test_start_and_duration_select_an_excerpt(tmp_path):
+    first, second = tone(1.0, 22050, (440.0,))[:, 0], tone(1.5, 22050, (1500.0,))[:, 0]
+    path = tmp_path / "two.flac"
+    sf.write(path, np.concatenate([first, second]), 22050)
+    audio = load_audio(path, start_s=1.2, duration_s=0.5)
+    assert len(audio.waveform) == 8000 and audio.start_s == pytest.approx(1.2)
+    assert peak_hz(audio.waveform) == pytest.approx(1500, abs=5)
+    assert len(load_audio(path, start_s=2.0).waveform) == 8000  # to the end
+    with pytest.raises(AudioError, match="past the end"):
+        load_audio(path, start_s=3.0)
+
+
+def _broken_files(folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "empty.wav").write_bytes(b"")
+    (folder / "garbage.mp3").write_bytes(np.random.default_rng(0).bytes(4000))
+    (folder / "notes.wav").write_text("not audio at all\n" * 50)
+    for fmt in ("WAV", "FLAC", "MP3", "OGG"):
+        good = folder / f"good.{fmt.lower()}"
+        sf.write(good, tone(4.0, 22050, (440.0, 660.0)), 22050, format=fmt)
+        data = good.read_bytes()
+        (folder / f"truncated.{fmt.lower()}").write_bytes(data[: len(data) // 2])
+        good.unlink()
+
+
+def test_broken_files_raise_audio_errors_with_reasons(tmp_path):
+    _broken_files(tmp_path)
+    reasons = {}
+    for path in sorted(tmp_path.iterdir()):
+        with pytest.raises(AudioError) as error:
+            load_audio(path)
+        reasons[path.name] = str(error.value)
+    assert "empty file" in reasons["empty.wav"]
+    assert "not a readable audio file" in reasons["garbage.mp3"] and "not a readable" in reasons["notes.wav"]
+    assert "truncated" in reasons["truncated.wav"] and "truncated" in reasons["truncated.mp3"]
+    assert "decoded" in reasons["truncated.mp3"]  # fewer samples than the file declares
+    assert reasons["truncated.flac"] and "no audio samples" in reasons["truncated.ogg"]
+
+
+# ------------------------------------------------------------------------------------------
+# Tagging
+# ------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_tagging_a_dataset_clip_reproduces_evaluation(tagger, cache_dir, trained_run):
+    hp = tagger.module.hparams
+    datamodule = MTATDataModule("synthetic", str(cache_dir), layout=dict(hp.layout), frontend=dict(hp.frontend),
+                                batch_size=4, num_workers=0, progress=False,
+                                synthetic={"n_clips": CLIPS, "clip_samples": TINY_CLIP_SAMPLES, "seed": 0})
+    datamodule.setup()
+    test = datamodule.dataset("test")
+    annotations = read_annotations(datamodule.data_dir / "annotations_final.csv")
+    for position in (0, 3):
+        n = datamodule.layout.segments_per_clip
+        batch = torch.utils.data.default_collate([test[position * n + k] for k in range(n)])
+        batch = datamodule.on_after_batch_transfer(batch, 0)
+        with torch.inference_mode():
+            expected = torch.sigmoid(tagger.module(batch["input"])).mean(0).double().numpy()
+        row = int(test.rows[position])
+        result = tagger.tag_file(find_audio_root(datamodule.data_dir) / annotations.mp3_paths[row])
+        assert len(result.segment_starts_s) == n
+        # same decoder; the cache stores int16, the tagger float32: a quantisation step apart at most
+        np.testing.assert_allclose(result.probs, expected, atol=2e-3)
+        assert [t for t, _ in result.tags] == [tagger.tags[i] for i in np.argsort(-result.probs, kind="stable")
+                                              if result.probs[i] >= tagger.thresholds[i]]
+
+
+@pytest.mark.slow
+def test_tag_command_on_a_folder_of_good_and_broken_files(trained_run, tmp_path, capsys):
+    music = tmp_path / "music"
+    (music / "album").mkdir(parents=True)
+    sf.write(music / "short.wav", tone(0.3, 8000), 8000)  # shorter than one segment (0.9 s)
+    sf.write(music / "album" / "long.mp3", tone(10.0, 44100, (220.0, 330.0)), 44100, format="MP3")
+    sf.write(music / "album" / "mono.ogg", tone(3.0, 22050), 22050, format="OGG")
+    sf.write(music / "album" / "song.flac", tone(5.0, 16000, (440.0, 550.0)), 16000)
+    (music / "cover.jpg").write_bytes(b"\xff\xd8 not tagged")
+    _broken_files(music / "broken")
+    taggrams = tmp_path / "taggrams"
+    code = run.main(["--tag", str(music), str(tmp_path / "missing.mp3"), "--checkpoint", str(trained_run),
+                     "--json", "--top-k", "3", "--taggram", str(taggrams), "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 1  # some inputs failed, the rest were tagged
+    report = json.loads(captured.out)
+    by_name = {entry["path"].rsplit("/", 1)[-1]: entry for entry in report["files"]}
+    assert set(by_name) == {"short.wav", "long.mp3", "mono.ogg", "song.flac"}
+    failed = {entry["path"].rsplit("/", 1)[-1] for entry in report["failed"]}
+    assert failed == {"missing.mp3", "empty.wav", "garbage.mp3", "notes.wav", "truncated.wav", "truncated.flac",
+                      "truncated.mp3", "truncated.ogg"}
+    assert all(entry["error"] for entry in report["failed"])
+    assert [p.rsplit("/", 1)[-1] for p in report["ignored"]] == ["cover.jpg"]
+    # lengths and segment counts: 14,336-sample segments, a short file padded to one
+    assert by_name["short.wav"]["segments"] == 1 and by_name["short.wav"]["duration_s"] == pytest.approx(0.3)
+    assert by_name["long.mp3"]["segments"] == round(160_000 / 14_336) and by_name["long.mp3"]["channels"] == 2
+    assert by_name["long.mp3"]["source_sample_rate"] == 44100
+    thresholds = dict(zip(report["tags"], report["thresholds"]))
+    for entry in report["files"]:
+        scores = entry["scores"]
+        assert [t["tag"] for t in entry["top"]] == sorted(scores, key=lambda t: -scores[t])[:3]
+        assert {t["tag"] for t in entry["tags"]} == {t for t in scores if scores[t] >= thresholds[t] - 1e-6}
+        with Image.open(entry["taggram"]) as image:
+            assert image.format == "PNG"
+    assert len(list(taggrams.glob("*.png"))) == 4
+    assert "8 of 12 input(s) failed" in captured.err
+
+
+@pytest.mark.slow
+def test_tag_command_text_output_excerpt_and_usage_errors(trained_run, tmp_path, capsys):
+    song = tmp_path / "song.wav"
+    sf.write(song, tone(6.0, 44100), 44100)
+    code = run.main(["--tag", str(song), "--checkpoint", str(trained_run), "--start", "1", "--duration", "2",
+                     "--taggram", str(tmp_path / "one.png")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert f"{song}  (2.0 s from 1 s, 44100 Hz mono, 2 segments)" in out
+    assert "  tags:  " in out and "  top 5: " in out and (tmp_path / "one.png").is_file()
+    assert run.main(["--tag", str(song)]) == 2  # no checkpoint
+    assert run.main(["--tag", str(song), "--checkpoint", str(tmp_path / "nothing.ckpt")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
