@@ -5,6 +5,7 @@
     python run.py --model lstm_mel --data /data/mtat        # the paper's LSTM on real MTAT
     python run.py --model sample_cnn --summary              # the network as Table 1 lists it
     python run.py --resume runs/mel_cnn-seed0-1a2b3c4d      # continue a killed run
+    python run.py --sweep lstm_mel --trials 50              # one worker of an Optuna study (start many)
     python run.py --tag song.mp3 music/ --checkpoint runs/mel_cnn-seed0-1a2b3c4d   # tag your own music
 
 Every training option defaults to the paper's value where the paper gives one; `--help` lists them.
@@ -22,6 +23,9 @@ from datamodules.errors import ConfigError, SuiteError
 
 MODEL_CHOICES = ("sample_cnn", "sample_cnn_frames", "mel_cnn", "lstm_mel")
 TAGGING_OPTIONS = ("tag", "checkpoint", "top_k", "json", "taggram", "start", "duration")  # not training options
+SWEEP_OPTIONS = ("sweep", "trials", "timeout", "study_name", "storage", "sweep_report", "pruner",
+                 "pruner_startup_trials", "pruner_warmup_epochs", "sweep_space", "sweep_seed", "heartbeat_interval",
+                 "grace_period", "max_retry", "max_failures")  # steer the sweep; not training options
 USAGE_ERROR = 2
 
 
@@ -146,6 +150,43 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limit-val-batches", type=_fraction_or_count, default=None, help="same for validation")
     run.add_argument("--limit-test-batches", type=_fraction_or_count, default=None, help="same for test")
     run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
+    sweep = parser.add_argument_group(
+        "sweeps (Optuna; training options given on the command line are fixed for all trials)")
+    sweep.add_argument("--sweep", choices=MODEL_CHOICES, metavar="MODEL",
+                       help="tune MODEL's search space (sweeps/spaces.py; lstm_mel: FFT, hop, Mel bands, segments per "
+                            "clip, lr, global decay): runs trials until the study has --trials, then writes the "
+                            "report into RUNS_ROOT/sweeps/STUDY; start it many times (or on many machines) to add workers")
+    sweep.add_argument("--trials", type=_positive_int, default=20,
+                       help="trials in the whole study, all workers together (complete + pruned; 20)")
+    sweep.add_argument("--timeout", type=float, default=None, metavar="S",
+                       help="this worker starts no new trial after S seconds")
+    sweep.add_argument("--study-name", default=None,
+                       help="study name (default: MODEL-<hash of the fixed options and the space>)")
+    sweep.add_argument("--storage", default=None, metavar="URL",
+                       help="sqlite:///PATH, postgresql://USER:PW@HOST/DB, or journal:PATH on a shared file system "
+                            "(default: sqlite in RUNS_ROOT/sweeps/STUDY/study.db)")
+    sweep.add_argument("--sweep-report", action="store_true",
+                       help="write the report of an existing study (--study-name, or the same --sweep command) and exit")
+    sweep.add_argument("--pruner", choices=("median", "none"), default="median",
+                       help="stop trials whose validation ROC-AUC is below the median of earlier trials at the same "
+                            "epoch (median, the default) or never (none)")
+    sweep.add_argument("--pruner-startup-trials", type=int, default=5,
+                       help="finished trials before the pruner prunes anything (5)")
+    sweep.add_argument("--pruner-warmup-epochs", type=int, default=0, help="epochs of every trial never pruned (0)")
+    sweep.add_argument("--sweep-space", default=None, metavar="JSON|FILE",
+                       help='change the search space: {"hop_length": [256, 512], "lr": {"low": 0.001, "high": 0.1, '
+                            '"log": true}, "global_decay": null} (a list: choices; an object: a range; null: remove)')
+    sweep.add_argument("--sweep-seed", type=int, default=None,
+                       help="base of the sampler seed (each worker mixes in its host, pid and SLURM array task)")
+    sweep.add_argument("--heartbeat-interval", type=_positive_int, default=60,
+                       help="seconds between a running trial's heartbeats (60)")
+    sweep.add_argument("--grace-period", type=_positive_int, default=300,
+                       help="a trial without a heartbeat for this long is failed and retried (300 s; a worker that "
+                            "died on this machine is noticed at once)")
+    sweep.add_argument("--max-retry", type=int, default=3, help="retries of a trial whose worker died (3)")
+    sweep.add_argument("--max-failures", type=_positive_int, default=3,
+                       help="this worker stops after this many failed trials in a row (3)")
     return parser
 
 
@@ -154,7 +195,7 @@ def options_from_args(args: argparse.Namespace) -> dict:
     from datamodules.audio import MTAT_CLIP_SAMPLES
     from datamodules.datamodule import default_cache_root
 
-    options = {k: v for k, v in vars(args).items() if k not in TAGGING_OPTIONS}
+    options = {k: v for k, v in vars(args).items() if k not in TAGGING_OPTIONS and k not in SWEEP_OPTIONS}
     options["cache_dir"] = str(Path(args.cache_dir).expanduser().resolve() if args.cache_dir else default_cache_root())
     options["runs_root"] = str(Path(args.runs_root).expanduser().resolve())
     if args.data != "synthetic":
@@ -184,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--checkpoint goes with --tag PATH...")
         if args.resume:
             return _resume(args.resume)
+        if args.sweep or args.sweep_report:
+            return _sweep(parser, args, sys.argv[1:] if argv is None else argv)
         if not args.model:
             parser.error("--model is required (or --resume RUN_DIR)")
         options = options_from_args(args)
@@ -208,6 +251,31 @@ def _train(options: dict) -> int:
         print(f"test ROC-AUC {test['roc_auc']:.4f}  PR-AUC {test['pr_auc']:.4f}  "
               f"TPR {test['tpr']:.3f}  FPR {test['fpr']:.3f}")
         print(f"run folder: {outcome.run_dir}")
+    return 0
+
+
+def _given_options(argv: list[str]) -> set[str]:
+    """The options the command line names explicitly (a sweep keeps them fixed for all trials)."""
+    probe = build_parser()
+    unset = object()  # argparse fills in defaults only for attributes the namespace lacks
+    namespace = argparse.Namespace(**{dest: unset for dest in vars(probe.parse_args([]))})
+    return {dest for dest, value in vars(probe.parse_args(argv, namespace=namespace)).items() if value is not unset}
+
+
+def _sweep(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> int:
+    from sweeps.report import format_summary
+    from sweeps.study import run_sweep
+
+    if args.sweep and args.model and args.model != args.sweep:
+        parser.error(f"--model {args.model} and --sweep {args.sweep} disagree; --sweep MODEL is enough")
+    if args.run_dir:
+        parser.error("--run-dir does not apply to a sweep: each trial gets a folder in RUNS_ROOT/sweeps/STUDY/trials")
+    if args.summary:
+        parser.error("--summary does not go with --sweep")
+    args.model = args.sweep or args.model
+    options = options_from_args(args)
+    outcome = run_sweep(options, {k: getattr(args, k) for k in SWEEP_OPTIONS}, fixed=_given_options(argv))
+    print(format_summary(outcome.report))
     return 0
 
 

@@ -1,0 +1,38 @@
+"""The sweep's pruning callback (kept apart from `sweeps.study` so that module imports without Lightning)."""
+
+from __future__ import annotations
+
+import math
+
+from optuna_integration import PyTorchLightningPruningCallback
+
+from datamodules.errors import ConfigError
+from sweeps.study import OBJECTIVE
+
+
+class SweepPruningCallback(PyTorchLightningPruningCallback):
+    """optuna-integration's pruning callback that refuses a missing monitor and keeps the best value.
+
+    The parent only warns when the monitored metric is missing (a misspelt name would never
+    prune and never score); here that is a ConfigError. `best` is the highest finite value
+    reported (starting from `initial_best` when a retried trial resumes an earlier run).
+    """
+
+    def __init__(self, trial, monitor: str = OBJECTIVE, initial_best: float | None = None):
+        super().__init__(trial, monitor)
+        self.best = initial_best
+        self.reported: dict[int, float] = {}
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            logged = ", ".join(sorted(trainer.callback_metrics)) or "nothing"
+            raise ConfigError(f"the sweep's objective {self.monitor!r} was not logged by validation "
+                              f"(logged: {logged})")
+        value = float(value)
+        self.reported[pl_module.current_epoch] = value
+        if math.isfinite(value):
+            self.best = value if self.best is None else max(self.best, value)
+        super().on_validation_end(trainer, pl_module)

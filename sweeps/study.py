@@ -1,0 +1,832 @@
+"""Optuna sweeps: `python run.py --sweep MODEL` runs one worker of a persistent, shared study.
+
+A worker repeats: recover stale trials, stop if the study has its `--trials`, ask a trial, train
+it (`run_experiment` with the trial's parameters and a pruning callback), tell the result. Any
+number of workers, on one machine or many, may point at the same storage; each trial is an
+ordinary run folder under the study's folder, `<runs_root>/sweeps/<study>/trials/trial-NNNN`.
+
+Storage (`--storage`)
+    default: `sqlite:///<runs_root>/sweeps/<study>/study.db` (one machine; rerunning the same
+    command continues the study). `postgresql://user:pw@host/db` (or any SQLAlchemy URL) for
+    a cluster; `journal:/shared/path/study.log` for a journal file on a shared file system.
+    Creating the storage and the study is safe with racing workers: file storages are created
+    under an fcntl lock beside the file, and every RDB operation of the start-up is retried on
+    the database errors a race produces (measured: two workers racing `create_study` on a new
+    sqlite file crashed one of them 5 times out of 5; "table studies already exists" and
+    "UNIQUE constraint failed: alembic_version").
+
+Exactly `--trials` K trials in total
+    A trial counts when it is COMPLETE or PRUNED, and claims a place while RUNNING. A worker
+    stops asking once K places are claimed. Two workers may still ask at the same moment; the
+    trial that finds K claims with smaller numbers than its own is surplus: it is failed at once,
+    marked `surplus`, and (if it was a retry) queued again. Failed trials (errors, impossible
+    parameters, killed workers) do not count, so the study ends with exactly K counted trials.
+
+Workers differ
+    Each worker's TPE sampler is seeded from the study name, `--sweep-seed`, host, pid and
+    SLURM array task (same seeds proposed the same parameters, measured). TPE runs with its
+    constant liar, so running trials repel new proposals.
+
+Killed workers (SIGKILL, node loss, SLURM time limit)
+    Every running trial carries a lease (user attribute `sweep_worker`: host, boot id, pid and
+    its start time, last beat) refreshed every `--heartbeat-interval` seconds by a thread; RDB
+    storages also get Optuna's own heartbeat (`RDBStorage(heartbeat_interval, grace_period,
+    RetryHeartbeatStaleTrialCallback)`). Before each trial a worker fails stale trials: those
+    whose worker process is gone (same host: immediately), whose heartbeat is older than
+    `--grace-period` (Optuna's for RDB; the lease beat for journal files, which have no heartbeat
+    in Optuna 5), or that never got a lease. A failed stale trial is queued again (same
+    parameters, its reported values inherited, up to `--max-retry` times); the retry resumes
+    the original run folder from its `last.ckpt` when its configuration matches. Ctrl-C and
+    SIGTERM (Lightning raises SystemExit on it) fail the running trial and queue it again at
+    once, so rerunning the command resumes it.
+
+Objective and pruning
+    The best validation macro ROC-AUC of the trial (`val/roc_auc`, reported after every
+    validation epoch; the maximum, since GlobalDecayRestart can roll weights back). Pruning:
+    optuna-integration's `PyTorchLightningPruningCallback` (MedianPruner by default), wrapped so
+    that a missing monitor is an error instead of a warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import math
+import os
+import random
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import optuna
+from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
+from optuna.trial import TrialState
+
+from datamodules.errors import ConfigError, DataError, SuiteError
+from lightning_modules.files import write_json_atomic
+from sweeps.spaces import SearchSpace, baselines, build_space, infeasibility, parse_overrides
+
+OBJECTIVE = "val/roc_auc"
+LEASE = "sweep_worker"
+STUDY_ATTR = "sweep"
+TRIAL_RECORD = "sweep_trial.json"
+LOCK_SUFFIX = ".sweep-lock"  # beside the storage file; not ".lock", which Optuna's journal lock uses itself
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
+CLAIMS = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+
+STUDY_NON_IDENTITY = frozenset({"run_dir", "runs_root", "resume", "num_workers", "prepare_workers", "progress",
+                                "logger", "summary", "devices", "num_nodes", "accelerator", "strategy",
+                                "cache_dir", "wandb_group", "wandb_project"})
+"""Options two workers of one study may set differently (where files go, how many loader processes)."""
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """How a worker runs the study (run.py's sweep option group)."""
+
+    trials: int = 20
+    timeout: float | None = None
+    study_name: str | None = None
+    storage: str | None = None
+    report_only: bool = False
+    pruner: str = "median"
+    pruner_startup_trials: int = 5
+    pruner_warmup_epochs: int = 0
+    space_overrides: dict = field(default_factory=dict)
+    sweep_seed: int | None = None
+    heartbeat_interval: int = 60
+    grace_period: int = 300
+    max_retry: int = 3
+    max_failures: int = 3
+
+    def __post_init__(self) -> None:
+        if self.trials < 1:
+            raise ConfigError(f"--trials must be at least 1, got {self.trials}")
+        if self.pruner not in ("median", "none"):
+            raise ConfigError(f"--pruner must be 'median' or 'none', got {self.pruner!r}")
+        if self.heartbeat_interval < 1 or self.grace_period <= self.heartbeat_interval:
+            raise ConfigError(f"--grace-period ({self.grace_period} s) must exceed --heartbeat-interval "
+                              f"({self.heartbeat_interval} s, at least 1)")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ConfigError(f"--timeout must be positive, got {self.timeout}")
+
+
+def settings_from_options(sweep_options: dict) -> SweepSettings:
+    """SweepSettings from run.py's sweep option group (missing or None values take the defaults)."""
+    given = {k: v for k, v in sweep_options.items() if v is not None}
+    return SweepSettings(
+        trials=given.get("trials", 20), timeout=given.get("timeout"), study_name=given.get("study_name"),
+        storage=given.get("storage"), report_only=bool(given.get("sweep_report", False)),
+        pruner=given.get("pruner", "median"), pruner_startup_trials=given.get("pruner_startup_trials", 5),
+        pruner_warmup_epochs=given.get("pruner_warmup_epochs", 0),
+        space_overrides=parse_overrides(given.get("sweep_space")), sweep_seed=given.get("sweep_seed"),
+        heartbeat_interval=given.get("heartbeat_interval", 60), grace_period=given.get("grace_period", 300),
+        max_retry=given.get("max_retry", 3), max_failures=given.get("max_failures", 3))
+
+
+# ---- storage ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StorageTarget:
+    """Where a study lives: an RDB URL, or a journal file path. `lock` serialises start-up (file storages)."""
+
+    kind: str  # "rdb" or "journal"
+    url: str
+    lock: Path | None
+
+    def describe(self) -> str:
+        return self.url if self.kind == "rdb" else f"journal:{self.url}"
+
+
+def study_dir(runs_root: str | Path, study_name: str) -> Path:
+    return Path(runs_root).resolve() / "sweeps" / study_name
+
+
+def parse_storage(url: str | None, folder: Path) -> StorageTarget:
+    """`--storage` (None: sqlite in the study folder) -> StorageTarget; relative paths are made absolute."""
+    if not url:
+        path = folder / "study.db"
+        return StorageTarget("rdb", f"sqlite:///{path}", path.with_name(path.name + LOCK_SUFFIX))
+    if url.startswith("journal:"):
+        rest = url[len("journal:"):]
+        rest = rest[2:] if rest.startswith("///") else rest
+        if not rest:
+            raise ConfigError("--storage journal:PATH needs a file path")
+        path = Path(rest).expanduser().resolve()
+        return StorageTarget("journal", str(path), path.with_name(path.name + LOCK_SUFFIX))
+    if url.startswith("sqlite:"):
+        rest = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
+        if not rest or rest.startswith(":memory:") or "mode=memory" in url:
+            raise ConfigError(f"--storage {url}: workers cannot share an in-memory or unnamed sqlite database; "
+                              "use sqlite:///path/to/study.db")
+        path = Path(rest.split("?", 1)[0]).expanduser().resolve()
+        return StorageTarget("rdb", f"sqlite:///{path}", path.with_name(path.name + LOCK_SUFFIX))
+    if url.startswith("redis"):
+        raise ConfigError("--storage: Redis journals need the redis package, which this suite does not install; "
+                          "use PostgreSQL or a journal file")
+    if "://" in url:
+        return StorageTarget("rdb", url, None)
+    path = Path(url).expanduser().resolve()
+    if path.suffix in (".db", ".sqlite", ".sqlite3"):
+        return StorageTarget("rdb", f"sqlite:///{path}", path.with_name(path.name + LOCK_SUFFIX))
+    if path.suffix in (".log", ".journal", ".jsonl"):
+        return StorageTarget("journal", str(path), path.with_name(path.name + LOCK_SUFFIX))
+    raise ConfigError(f"--storage {url!r}: give an SQLAlchemy URL (sqlite:///..., postgresql://...), "
+                      "journal:PATH, or a file ending in .db or .log")
+
+
+@contextlib.contextmanager
+def file_lock(path: Path | None):
+    """Exclusive fcntl lock on `path` for the duration (no-op for None)."""
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _retrying(action, what: str, attempts: int = 8):
+    """Run `action()`, retrying the database errors racing workers cause (tables or rows created twice)."""
+    import sqlalchemy.exc
+
+    for attempt in range(attempts):
+        try:
+            return action()
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError,
+                sqlalchemy.exc.ProgrammingError) as error:
+            if attempt == attempts - 1:
+                raise DataError(f"{what} failed {attempts} times; last error: {error}") from None
+            time.sleep(0.2 * (attempt + 1) + random.random() * 0.5)
+
+
+def open_storage(target: StorageTarget, settings: SweepSettings):
+    """The Optuna storage for `target`, with heartbeats and stale-trial retries for RDB storages."""
+    if target.kind == "journal":
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        Path(target.url).parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            return JournalStorage(JournalFileBackend(target.url))
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    engine_kwargs = {}
+    if target.url.startswith("sqlite:///"):
+        Path(target.url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs = {"connect_args": {"timeout": 120}}
+    else:
+        engine_kwargs = {"pool_pre_ping": True}
+
+    def connect():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            return RDBStorage(target.url, engine_kwargs=engine_kwargs, heartbeat_interval=settings.heartbeat_interval,
+                              grace_period=settings.grace_period,
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                                  settings.max_retry, inherit_intermediate_values=True))
+
+    with file_lock(target.lock):
+        try:
+            return _retrying(connect, f"opening {target.describe()}")
+        except ImportError as error:
+            raise ConfigError(f"--storage {target.url}: its database driver is not installed ({error})") from None
+
+
+# ---- study identity ------------------------------------------------------------------------------
+def _jsonable(value):
+    return json.loads(json.dumps(value, default=str))
+
+
+def study_identity(model: str, options: dict, space: SearchSpace) -> dict:
+    """What makes two workers' studies the same: model, search space, and every fixed option that
+    changes results (paths of caches and run folders, loader processes and devices do not)."""
+    fixed = {k: v for k, v in sorted(options.items()) if k not in STUDY_NON_IDENTITY and k not in space.names}
+    return _jsonable({"model": model, "space": space.to_dict(), "fixed": fixed})
+
+
+def default_study_name(identity: dict) -> str:
+    digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{identity['model']}-{digest}"
+
+
+def worker_seed(study_name: str, base_seed: int | None = None) -> int:
+    """A sampler seed that differs between workers (host, pid, SLURM array task) of one study."""
+    parts = [study_name, str(base_seed), socket.gethostname(), str(os.getpid()),
+             *(os.environ.get(k, "") for k in ("SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_PROCID"))]
+    return int.from_bytes(hashlib.sha256("|".join(parts).encode()).digest()[:4], "little")
+
+
+def make_pruner(settings: SweepSettings) -> optuna.pruners.BasePruner:
+    if settings.pruner == "none":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=settings.pruner_startup_trials,
+                                       n_warmup_steps=settings.pruner_warmup_epochs)
+
+
+def make_sampler(study_name: str, settings: SweepSettings) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.TPESampler(seed=worker_seed(study_name, settings.sweep_seed), constant_liar=True)
+
+
+def create_or_load_study(storage, target: StorageTarget, name: str, identity: dict, first_trials=(),
+                         sampler=None, pruner=None) -> tuple[optuna.Study, bool]:
+    """Load study `name`, creating it (with `identity` and `first_trials` enqueued) if it is new.
+
+    Safe with racing workers: file storages are serialised by a lock beside the file; RDB
+    errors from racing creations are retried. A study this suite did not create, or one created
+    with another model, space or fixed options, is refused with ConfigError.
+    Returns (study, created).
+    """
+    def load_or_create():
+        try:
+            return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner), False
+        except KeyError:
+            return optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+                                       direction="maximize", load_if_exists=True), True
+
+    with file_lock(target.lock):
+        study, created = _retrying(load_or_create, f"creating study {name!r} in {target.describe()}")
+        stored = study.user_attrs.get(STUDY_ATTR)
+        if stored is None:
+            if study.get_trials(deepcopy=False) or study.direction != optuna.study.StudyDirection.MAXIMIZE:
+                raise ConfigError(f"study {name!r} in {target.describe()} was not created by run.py --sweep; "
+                                  "pick another --study-name")
+            study.set_user_attr(STUDY_ATTR, identity)
+            for params in first_trials:
+                study.enqueue_trial(params, user_attrs={"baseline": "paper"}, skip_if_exists=True)
+            created = True
+            stored = study.user_attrs.get(STUDY_ATTR)
+    if stored != identity:
+        raise ConfigError(f"study {name!r} was created with other settings ({_identity_diff(stored, identity)}); "
+                          "rerun it with the same options, or pick another --study-name")
+    return study, created
+
+
+def _identity_diff(stored: dict, mine: dict) -> str:
+    out = []
+    if stored.get("model") != mine.get("model"):
+        out.append(f"model {stored.get('model')} vs {mine.get('model')}")
+    if stored.get("space") != mine.get("space"):
+        out.append(f"search space {SearchSpace.from_dict(stored['space']).describe()} vs "
+                   f"{SearchSpace.from_dict(mine['space']).describe()}")
+    a, b = stored.get("fixed", {}), mine.get("fixed", {})
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+            out.append(f"{key}: {a.get(key)!r} vs {b.get(key)!r}")
+    return "; ".join(out) or "unknown difference"
+
+
+# ---- leases: which process runs a trial, and is it alive -------------------------------------------
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _process_start(pid: int) -> str | None:
+    """Start time of process `pid` (clock ticks since boot) or None when there is no such live process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):  # a zombie has exited already
+        return None
+    return fields[19]
+
+
+@dataclass(frozen=True)
+class WorkerId:
+    host: str
+    boot_id: str
+    pid: int
+    started: str | None
+
+    @classmethod
+    def current(cls) -> "WorkerId":
+        pid = os.getpid()
+        return cls(socket.gethostname(), _boot_id(), pid, _process_start(pid))
+
+    def lease(self, trial_number: int) -> dict:
+        return {"trial": trial_number, "host": self.host, "boot_id": self.boot_id, "pid": self.pid,
+                "started": self.started, "beat": time.time()}
+
+
+def lease_is_dead_here(lease: dict, here: WorkerId) -> bool:
+    """True when the lease's process ran on this machine (same host and boot) and is gone."""
+    if lease.get("host") != here.host or lease.get("boot_id") != here.boot_id or not here.boot_id:
+        return False
+    started = _process_start(int(lease.get("pid", -1)))
+    return started is None or (lease.get("started") is not None and started != lease.get("started"))
+
+
+class TrialHeartbeat:
+    """A thread that keeps a running trial's lease (and Optuna's RDB heartbeat) fresh."""
+
+    def __init__(self, storage, trial_id: int, trial_number: int, interval: float, worker: WorkerId):
+        self.storage, self.trial_id, self.number = storage, trial_id, trial_number
+        self.interval, self.worker = interval, worker
+        self.lost = False  # the trial was finished by someone else (declared stale)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"sweep-heartbeat-{trial_number}", daemon=True)
+
+    def beat(self) -> None:
+        try:
+            if hasattr(self.storage, "record_heartbeat") and self.storage.get_heartbeat_interval():
+                self.storage.record_heartbeat(self.trial_id)
+            self.storage.set_trial_user_attr(self.trial_id, LEASE, self.worker.lease(self.number))
+        except UpdateFinishedTrialError:
+            self.lost = True
+            self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.beat()
+            except Exception as error:  # a database hiccup: keep beating, the grace period absorbs it
+                print(f"sweep: heartbeat of trial {self.number} failed ({error}); retrying", file=sys.stderr)
+
+    def __enter__(self) -> "TrialHeartbeat":
+        self.beat()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# ---- stale trials -------------------------------------------------------------------------------------
+def _study_id(storage, study: optuna.Study) -> int:
+    return storage.get_study_id_from_name(study.study_name)
+
+
+def _trial_id(storage, study: optuna.Study, number: int) -> int:
+    return storage.get_trial_id_from_study_id_trial_number(_study_id(storage, study), number)
+
+
+def retry_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retry: int | None) -> bool:
+    """Queue a finished (failed) trial again: same parameters, reported values inherited, retry history kept."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    before = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        RetryHeartbeatStaleTrialCallback(max_retry, inherit_intermediate_values=True)(study, trial)
+    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,))) > before
+
+
+def fail_and_retry(storage, study: optuna.Study, number: int, reason: str, max_retry: int | None) -> bool:
+    """Fail a RUNNING trial and queue it again; False when another worker finished it first."""
+    trial_id = _trial_id(storage, study, number)
+    try:
+        storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+        if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
+            return False
+    except UpdateFinishedTrialError:
+        return False
+    retry_trial(study, storage.get_trial(trial_id), max_retry)
+    return True
+
+
+def recover_stale_trials(storage, target: StorageTarget, study: optuna.Study, settings: SweepSettings,
+                         here: WorkerId | None = None, now: float | None = None) -> list[int]:
+    """Fail the study's stale RUNNING trials and queue them again; returns their numbers.
+
+    Stale: the lease's process is gone (same machine), the lease's beat is older than the grace
+    period (journal storage; RDB storages use Optuna's heartbeat for that), or the trial has run
+    longer than the grace period without ever getting a lease.
+    """
+    here = here or WorkerId.current()
+    now = time.time() if now is None else now
+    recovered = []
+    with file_lock(target.lock if target.kind == "journal" else None):
+        if target.kind == "rdb" and storage.get_heartbeat_interval():
+            running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
+            still = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+            recovered += sorted(running - still)
+        for trial in study.get_trials(deepcopy=True, states=(TrialState.RUNNING,)):
+            lease = trial.user_attrs.get(LEASE)
+            reason = None
+            if isinstance(lease, dict) and lease.get("trial") == trial.number:
+                if lease_is_dead_here(lease, here):
+                    reason = f"worker process {lease.get('pid')} on {lease.get('host')} is gone"
+                elif target.kind == "journal" and now - float(lease.get("beat", 0)) > settings.grace_period:
+                    reason = (f"no heartbeat from {lease.get('host')}:{lease.get('pid')} for "
+                              f"{now - float(lease.get('beat', 0)):.0f} s")
+            elif trial.datetime_start is not None:
+                age = (datetime.now() - trial.datetime_start).total_seconds()
+                if age > settings.grace_period:
+                    reason = f"running for {age:.0f} s without a worker lease"
+            if reason and fail_and_retry(storage, study, trial.number, reason, settings.max_retry):
+                recovered.append(trial.number)
+    return recovered
+
+
+# ---- the trial -------------------------------------------------------------------------------------------
+class InfeasibleTrial(ConfigError):
+    """The trial's parameters cannot train on this dataset (it fails before training)."""
+
+
+def _same_config(run_dir: Path, options: dict) -> bool:
+    from lightning_modules.experiment import CONFIG_FILE, NON_IDENTITY_OPTIONS
+
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        return True
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    mine = _jsonable(options)
+    keys = (set(saved) | set(mine)) - set(NON_IDENTITY_OPTIONS) - {"resolved"}
+    return all(saved.get(k) == mine.get(k) for k in keys)
+
+
+def _try_lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+@dataclass
+class TrialFolder:
+    path: Path
+    lock: object
+    resumed: bool = False
+    record: dict | None = None
+
+
+def claim_trial_folder(trials_root: Path, number: int, root: int, options: dict, params: dict) -> TrialFolder:
+    """The run folder of trial `number` (a retry of trial `root`), locked against concurrent use.
+
+    A retry takes its original's folder when nobody holds it and its configuration matches:
+    it resumes from `last.ckpt`, or reuses the recorded result of a run that finished but was
+    never told. Otherwise the trial gets a fresh folder.
+    """
+    candidates = [trials_root / f"trial-{root:04d}"]
+    if root != number:
+        candidates.append(trials_root / f"trial-{number:04d}")
+    candidates += [trials_root / f"trial-{number:04d}-{k}" for k in range(1, 100)]
+    for path in candidates:
+        lock = _try_lock(path / ".sweep.lock")
+        if lock is None:
+            continue
+        if (path / "metrics.json").is_file():
+            record = _read_record(path)
+            if record is not None and record.get("params") == _jsonable(params) and _same_config(path, options):
+                return TrialFolder(path, lock, record=record)
+            lock.close()
+            continue
+        if not _same_config(path, options):
+            lock.close()
+            continue
+        from lightning_modules.experiment import CHECKPOINT_DIR, LAST_CHECKPOINT
+        return TrialFolder(path, lock, resumed=(path / CHECKPOINT_DIR / LAST_CHECKPOINT).is_file())
+    raise DataError(f"no usable run folder for trial {number} under {trials_root}")
+
+
+def _read_record(path: Path) -> dict | None:
+    try:
+        record = json.loads((path / TRIAL_RECORD).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("value"), (int, float)) else None
+
+
+@dataclass
+class SweepContext:
+    """What every trial of this worker shares."""
+
+    study: optuna.Study
+    storage: object
+    target: StorageTarget
+    settings: SweepSettings
+    model: str
+    options: dict
+    space: SearchSpace
+    clip_samples: int
+    folder: Path
+    worker: WorkerId
+
+
+def run_trial(ctx: SweepContext, trial: optuna.Trial) -> float:
+    """Train one trial; return its best validation ROC-AUC (raises TrialPruned, InfeasibleTrial, ...)."""
+    from lightning_modules.experiment import run_experiment
+    from sweeps.pruning import SweepPruningCallback
+
+    params = ctx.space.suggest(trial)
+    reason = infeasibility(ctx.model, ctx.options, params, ctx.clip_samples)
+    if reason:
+        raise InfeasibleTrial(f"parameters {params} cannot train on {ctx.clip_samples}-sample clips: {reason}")
+    frozen = ctx.storage.get_trial(_trial_id(ctx.storage, ctx.study, trial.number))
+    history = frozen.system_attrs.get("retry_history") or []
+    root = history[0] if history else trial.number
+    options = dict(ctx.options, **params, wandb_group=ctx.study.study_name)
+    folder = claim_trial_folder(ctx.folder / "trials", trial.number, root, options, params)
+    try:
+        trial.set_user_attr("run_dir", str(folder.path))
+        if folder.record is not None:
+            _set_result_attrs(trial, folder.record)
+            trial.set_user_attr("reused_result_of", root)
+            return float(folder.record["value"])
+        inherited = [v for v in frozen.intermediate_values.values() if math.isfinite(v)] if folder.resumed else []
+        trial.set_user_attr("resumed", folder.resumed)
+        callback = SweepPruningCallback(trial, OBJECTIVE, max(inherited) if inherited else None)
+        outcome = run_experiment(dict(options, run_dir=str(folder.path)), extra_callbacks=(callback,))
+        if callback.best is None:
+            raise SuiteError(f"trial {trial.number} reported no finite {OBJECTIVE}")
+        record = {"study": ctx.study.study_name, "trial": trial.number, "params": _jsonable(params),
+                  "value": callback.best, "reported": {str(k): v for k, v in sorted(callback.reported.items())},
+                  "best_checkpoint": str(outcome.best_checkpoint) if outcome.best_checkpoint else None,
+                  "test_roc_auc": (outcome.metrics or {}).get("roc_auc"),
+                  "epochs": (outcome.metrics or {}).get("epochs")}
+        write_json_atomic(folder.path / TRIAL_RECORD, _finite(record))
+        _set_result_attrs(trial, record)
+        return callback.best
+    finally:
+        folder.lock.close()
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _set_result_attrs(trial, record: dict) -> None:
+    for key in ("best_checkpoint", "test_roc_auc", "epochs"):
+        if record.get(key) is not None:
+            trial.set_user_attr(key, record[key])
+
+
+# ---- the worker loop --------------------------------------------------------------------------------------
+@dataclass
+class SweepOutcome:
+    study_name: str
+    folder: Path
+    storage: str
+    ran: list = field(default_factory=list)  # (number, state name, value) of this worker's trials
+    stopped: str = ""
+    report: dict = field(default_factory=dict)
+
+
+def _claims_before(study: optuna.Study, number: int) -> int:
+    return sum(1 for t in study.get_trials(deepcopy=False, states=CLAIMS) if t.number < number)
+
+
+def run_worker(ctx: SweepContext, log=print) -> SweepOutcome:
+    """Run trials until the study has `settings.trials` counted trials or the timeout passes."""
+    settings = ctx.settings
+    outcome = SweepOutcome(ctx.study.study_name, ctx.folder, ctx.target.describe())
+    started = time.monotonic()
+    failures = 0
+    while True:
+        if settings.timeout is not None and time.monotonic() - started > settings.timeout:
+            outcome.stopped = f"timeout of {settings.timeout:g} s reached"
+            break
+        for number in recover_stale_trials(ctx.storage, ctx.target, ctx.study, settings, ctx.worker):
+            log(f"sweep: trial {number} was stale (its worker is gone); failed it and queued it again")
+        claims = len(ctx.study.get_trials(deepcopy=False, states=CLAIMS))
+        if claims >= settings.trials:
+            outcome.stopped = f"the study has its {settings.trials} trials (finished or running)"
+            break
+        with warnings.catch_warnings():  # Optuna expects heartbeats only under Study.optimize; this loop beats itself
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            trial = ctx.study.ask()
+        trial_id = _trial_id(ctx.storage, ctx.study, trial.number)
+        if _claims_before(ctx.study, trial.number) >= settings.trials:
+            _release_surplus(ctx, trial, trial_id)
+            continue
+        state, value, error = _run_one(ctx, trial, trial_id)
+        outcome.ran.append((trial.number, state.name, value))
+        if state == TrialState.FAIL:
+            failures += 1
+            if failures >= settings.max_failures:
+                outcome.stopped = f"{failures} trials in a row failed"
+                raise SuiteError(f"sweep stopped: {failures} trials in a row failed; last: {error}") from None
+        else:
+            failures = 0
+    return outcome
+
+
+def _release_surplus(ctx: SweepContext, trial: optuna.Trial, trial_id: int) -> None:
+    """A trial asked while another worker took the last place: fail it unrun, requeue it if it was a retry."""
+    ctx.storage.set_trial_user_attr(trial_id, "surplus", True)
+    ctx.study.tell(trial, state=TrialState.FAIL)
+    frozen = ctx.storage.get_trial(trial_id)
+    if frozen.system_attrs.get("retry_history") or frozen.user_attrs.get("baseline"):
+        retry_trial(ctx.study, frozen, None)
+
+
+def _run_one(ctx: SweepContext, trial: optuna.Trial, trial_id: int):
+    """Run and tell one trial; returns (state, value, error). Interrupts fail it, queue it again, re-raise."""
+    value, error, state = None, None, TrialState.COMPLETE
+    heartbeat = TrialHeartbeat(ctx.storage, trial_id, trial.number, ctx.settings.heartbeat_interval, ctx.worker)
+    with heartbeat:
+        try:
+            value = run_trial(ctx, trial)
+        except optuna.TrialPruned as pruned:
+            state, error = TrialState.PRUNED, pruned
+        except UpdateFinishedTrialError as lost:
+            state, error = None, lost
+        except (KeyboardInterrupt, SystemExit) as stop:  # Ctrl-C, or SIGTERM in training (Lightning: SystemExit)
+            if _tell(ctx, trial, TrialState.FAIL, None, "interrupted") == TrialState.FAIL:
+                retry_trial(ctx.study, ctx.storage.get_trial(trial_id), None)
+            print(f"sweep: trial {trial.number} interrupted; it is queued again and resumes from its last "
+                  "checkpoint when the study runs next", file=sys.stderr, flush=True)
+            if isinstance(stop, SystemExit) and stop.code is None:  # Lightning's SIGTERMException carries no code
+                raise SystemExit(128 + signal.SIGTERM) from None
+            raise
+        except Exception as failure:  # one bad trial must not end the sweep; see max_failures
+            state, error = TrialState.FAIL, failure
+            _record_error(ctx, trial_id, failure)
+    if state is None or heartbeat.lost:
+        print(f"sweep: trial {trial.number} was declared stale by another worker and retried there; "
+              "this result is dropped", file=sys.stderr)
+        return TrialState.FAIL, None, error
+    told = _tell(ctx, trial, state, value, None)
+    if told is None:
+        print(f"sweep: trial {trial.number} was failed by another worker meanwhile; this result is dropped",
+              file=sys.stderr)
+        return TrialState.FAIL, None, error
+    shown = f"{value:.4f}" if value is not None else "n/a"
+    print(f"sweep: trial {trial.number} {told.name.lower()} (best {OBJECTIVE} {shown}) {trial.params}"
+          + (f": {error}" if state == TrialState.FAIL else ""), flush=True)
+    return told, value, error
+
+
+def _tell(ctx: SweepContext, trial, state: TrialState, value, reason: str | None) -> TrialState | None:
+    try:
+        if reason:
+            trial.set_user_attr("fail_reason", reason)
+        if state == TrialState.COMPLETE:
+            ctx.study.tell(trial, value)
+        else:
+            ctx.study.tell(trial, state=state)
+    except UpdateFinishedTrialError:  # another worker declared it stale and failed it meanwhile
+        return None
+    return state
+
+
+def _record_error(ctx: SweepContext, trial_id: int, error: BaseException) -> None:
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    with contextlib.suppress(Exception):
+        ctx.storage.set_trial_user_attr(trial_id, "error", f"{type(error).__name__}: {error}"[:2000])
+        run_dir = ctx.storage.get_trial(trial_id).user_attrs.get("run_dir")
+        if run_dir:
+            (Path(run_dir) / "error.txt").write_text(text)
+    print(text, file=sys.stderr)
+
+
+# ---- entry points -----------------------------------------------------------------------------------------------
+def dataset_clip_samples(options: dict) -> int:
+    """Clip length of the options' dataset (preparing it once, as a run would)."""
+    from lightning_modules.experiment import build_datamodule, frontend_config, model_spec, prepare_data_once
+
+    spec = model_spec(options["model"])
+    return prepare_data_once(build_datamodule(options, spec, frontend=frontend_config(spec, options))).clip_samples
+
+
+def _check_single_process(options: dict) -> dict:
+    devices = options.get("devices", "auto")
+    many = (isinstance(devices, list) and len(devices) > 1) or (isinstance(devices, int) and devices > 1) \
+        or devices == -1 or options.get("num_nodes", 1) > 1
+    if many:
+        raise ConfigError("a sweep trains each trial in one process on one device; for more throughput start "
+                          "more workers (e.g. a SLURM job array), not more --devices")
+    return dict(options, devices=1 if devices == "auto" else devices)
+
+
+def prepare_sweep(options: dict, settings: SweepSettings, fixed=()) -> SweepContext:
+    """Everything before the first trial: data, space, study (created safely), storage."""
+    options = _check_single_process(options)
+    model = options["model"]
+    clip_samples = dataset_clip_samples(options)
+    space = build_space(model, options, clip_samples, fixed=fixed, overrides=settings.space_overrides)
+    identity = study_identity(model, options, space)
+    name = settings.study_name or default_study_name(identity)
+    folder = study_dir(options["runs_root"], name)
+    target = parse_storage(settings.storage, folder)
+    storage = open_storage(target, settings)
+    study, _ = create_or_load_study(storage, target, name, identity, baselines(space, options),
+                                    make_sampler(name, settings), make_pruner(settings))
+    folder.mkdir(parents=True, exist_ok=True)
+    return SweepContext(study, storage, target, settings, model, options, space, clip_samples, folder,
+                        WorkerId.current())
+
+
+def run_sweep(options: dict, sweep_options: dict, fixed=(), log=print) -> SweepOutcome:
+    """`run.py --sweep MODEL`: one worker of the study, then the study's report.
+
+    `options`: the training options every trial shares (run.py's, without the sweep group);
+    `sweep_options`: run.py's sweep group (see `settings_from_options`); `fixed`: the option
+    names given on the command line, which leave the search space.
+    """
+    from sweeps.report import write_report
+
+    training, settings = options, settings_from_options(sweep_options)
+    if settings.report_only:
+        return report_only(training, settings, fixed, log)
+    ctx = prepare_sweep(training, settings, fixed)
+    log(f"sweep: study {ctx.study.study_name} in {ctx.target.describe()}; {settings.trials} trials in total")
+    log(f"sweep: space {ctx.space.describe()}")
+    for note in ctx.space.notes:
+        log(f"sweep: {note}")
+    outcome = run_worker(ctx, log)
+    log(f"sweep: worker stops: {outcome.stopped}")
+    outcome.report = write_report(ctx.study, ctx.folder)
+    return outcome
+
+
+def report_only(options: dict, settings: SweepSettings, fixed=(), log=print) -> SweepOutcome:
+    """`--sweep-report`: the report of an existing study, no training."""
+    from sweeps.report import write_report
+
+    if settings.study_name:
+        name = settings.study_name
+    else:
+        if not options.get("model"):
+            raise ConfigError("--sweep-report needs --study-name NAME, or the --sweep command of the study")
+        options = _check_single_process(options)
+        space = build_space(options["model"], options, dataset_clip_samples(options), fixed=fixed,
+                            overrides=settings.space_overrides)
+        name = default_study_name(study_identity(options["model"], options, space))
+    folder = study_dir(options["runs_root"], name)
+    target = parse_storage(settings.storage, folder)
+    if target.kind == "rdb" and target.url.startswith("sqlite:///") and not Path(target.url[10:]).is_file():
+        raise DataError(f"no study database at {target.url[10:]}; is --runs-root or --study-name right?")
+    storage = open_storage(target, settings)
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        raise DataError(f"no study named {name!r} in {target.describe()}") from None
+    outcome = SweepOutcome(name, folder, target.describe(), stopped="report only")
+    outcome.report = write_report(study, folder)
+    return outcome
