@@ -80,7 +80,6 @@ LEASE = "sweep_worker"
 STUDY_ATTR = "sweep"
 TRIAL_RECORD = "sweep_trial.json"
 LOCK_SUFFIX = ".sweep-lock"  # beside the storage file; not ".lock", which Optuna's journal lock uses itself
-COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 CLAIMS = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
 STUDY_NON_IDENTITY = frozenset({"run_dir", "runs_root", "resume", "num_workers", "prepare_workers", "progress",
@@ -454,7 +453,7 @@ def recover_stale_trials(storage, target: StorageTarget, study: optuna.Study, se
     here = here or WorkerId.current()
     now = time.time() if now is None else now
     recovered = []
-    with file_lock(target.lock if target.kind == "journal" else None):
+    with file_lock(target.lock):  # file storages: one recovery at a time (servers lock the trial's row themselves)
         if target.kind == "rdb" and storage.get_heartbeat_interval():
             running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
             with warnings.catch_warnings():
