@@ -1,0 +1,109 @@
+"""Smoke tests of the benchmarks: each `--quick` mode runs on tiny sizes and writes its ratio fields.
+
+The quick modes use a 6-clip synthetic dataset of 118,098-sample clips (48 rows, linked) kept in
+one temporary work folder shared by the tests; the figures they produce are not meaningful.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def work_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("bench-work")
+
+
+def run_benchmark(script: str, work: Path, out: Path, *extra: str) -> dict:
+    command = [sys.executable, str(REPO_ROOT / "benchmarks" / f"{script}.py"), "--quick", "--work-dir", str(work),
+               "--out-dir", str(out), *extra]
+    done = subprocess.run(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-4000:]
+    payload = json.loads((out / f"{script}.quick.json").read_text())
+    markdown = (out / f"{script}.quick.md").read_text()
+    assert payload["benchmark"] == script and payload["quick"] is True
+    assert payload["machine"]["cores"] >= 1 and payload["machine"]["cpu_model"]
+    assert "Machine:" in markdown
+    return payload
+
+
+def positive_numbers(value) -> list[float]:
+    """Every number in a nested dict of ratios (all must be finite and positive)."""
+    if isinstance(value, dict):
+        return [x for v in value.values() for x in positive_numbers(v)]
+    assert isinstance(value, (int, float)) and not isinstance(value, bool), value
+    assert math.isfinite(value) and value > 0, value
+    return [value]
+
+
+@pytest.mark.slow
+def test_data_pipeline_quick(work_dir, tmp_path):
+    payload = run_benchmark("data_pipeline", work_dir, tmp_path)
+    ratios = payload["ratios"]
+    for key in ("prepare_vs_librosa", "prepare_1worker_vs_librosa", "prepare_vs_cores_x_decode",
+                "prepare_cpu_vs_decode_cpu", "loader_vs_npy_load", "loader_vs_npy_mmap", "loader_vs_consumption",
+                "loader_vs_fastest_model"):
+        assert key in ratios
+    positive_numbers(ratios)
+    assert set(ratios["loader_vs_consumption"]) == {"mel_cnn"}
+    # the ratios are the quotients of the absolute figures written next to them
+    prepare = payload["prepare"]
+    expected = prepare["prepare_all"]["clips_per_s"] / prepare["librosa_1proc"]["clips_per_s"]
+    assert ratios["prepare_vs_librosa"] == pytest.approx(expected)
+    assert prepare["clips"] == 48
+    assert "## Ratios" in (tmp_path / "data_pipeline.quick.md").read_text()
+
+
+@pytest.mark.slow
+def test_frontend_quick(work_dir, tmp_path):
+    payload = run_benchmark("frontend", work_dir, tmp_path, "--models", "mel_cnn")
+    ratios = payload["ratios"]["mel_cnn"]
+    assert set(ratios) == {"nnaudio_vs_torchaudio", "frontend_share_nnaudio", "frontend_share_torchaudio",
+                           "step_speedup_with_torchaudio"}
+    positive_numbers(ratios)
+    assert ratios["frontend_share_nnaudio"] < 1 and ratios["frontend_share_torchaudio"] < 1
+    result = payload["results"][0]
+    assert result["max_db_difference"] < 0.1  # both backends compute the same log-Mel
+
+
+@pytest.mark.slow
+def test_training_quick(work_dir, tmp_path):
+    payload = run_benchmark("training", work_dir, tmp_path, "--models", "mel_cnn,sample_cnn_frames")
+    ratios = payload["ratios"]
+    assert set(ratios["clips_per_s_vs_fastest"]) == {"mel_cnn", "sample_cnn_frames"}
+    assert max(ratios["clips_per_s_vs_fastest"].values()) == pytest.approx(1.0)
+    for key in ("lightning_vs_plain", "lightning_vs_plain_median", "lightning_vs_plain_cpu"):
+        positive_numbers(ratios[key])
+    for model in payload["models"]:
+        assert model["peak_rss_mib"] >= model["rss_before_steps_mib"] > 0
+        assert model["network_flops_per_step"] > 0
+    assert payload["overhead"]["plain_epoch_seconds"]["values"] and payload["overhead"]["lightning_epoch_seconds"]["values"]
+
+
+@pytest.mark.slow
+def test_gpu_quick(work_dir, tmp_path):
+    if not torch.cuda.is_available():
+        payload = run_benchmark("gpu", work_dir, tmp_path)
+        assert payload["skipped"] is True and "no CUDA GPU" in payload["reason"]
+        assert "Skipped" in (tmp_path / "gpu.quick.md").read_text()
+        # the same code, run on the CPU, produces every ratio field
+        payload = run_benchmark("gpu", work_dir, tmp_path, "--allow-cpu", "--skip-overhead")
+    else:
+        payload = run_benchmark("gpu", work_dir, tmp_path, "--skip-overhead")
+    assert payload["skipped"] is False
+    ratios = payload["ratios"]
+    positive_numbers(ratios["bf16_vs_fp32_speed"])
+    positive_numbers(ratios["bf16_vs_fp32_memory"])
+    positive_numbers(ratios["frontend_nnaudio_vs_torchaudio"])
+    assert set(ratios["mfu"]) == {"mel_cnn/32", "mel_cnn/bf16-mixed"}
+    assert payload["epoch"]["train_clips"] == 36 and payload["epoch"]["train_epoch_seconds"] > 0
