@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
                       "parameter counts (PyTorch and the paper's Keras convention) and exit")
     what.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint, "
                       "with the options saved there")
+    what.add_argument("--evaluate", metavar="CKPT|RUN_DIR", help="test a checkpoint (a .ckpt file, or a run folder: its "
+                      "best checkpoint) without training, on the data of its run (options given here override "
+                      "them); writes metrics.json, per_tag.csv and results.md into --run-dir (default: "
+                      "RUN_DIR/evaluations/<checkpoint name>)")
     what.add_argument("--tag", nargs="+", metavar="PATH", help="tag audio files (MP3, WAV, FLAC, OGG, ...; any rate, "
                       "mono or stereo, any length) and folders (walked recursively) with --checkpoint")
 
@@ -85,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--synthetic-clip-samples", type=_positive_int, default=None,
                       help="clip length of the synthetic dataset in samples at 16 kHz (default: MTAT's 465,984)")
     data.add_argument("--synthetic-seed", type=int, default=0, help="seed of the synthetic dataset")
-    data.add_argument("--num-workers", type=int, default=None, help="loader processes (default: cores per device - 1)")
+    data.add_argument("--num-workers", type=int, default=None, help="loader processes per training process "
+                      "(default: its share of the usable cores - 1, at most 8)")
     data.add_argument("--prepare-workers", type=int, default=None, help="decoding processes (default: all cores)")
 
     mel = parser.add_argument_group("Mel frontend (computed on the batch's device; defaults are the model's)")
@@ -138,13 +143,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="metrics logger (wandb: online when logged in to W&B, else offline into RUN_DIR/wandb with "
                           "the `wandb sync` command printed at the end; csv and tensorboard write RUN_DIR/logs)")
     run.add_argument("--accelerator", default="auto", help="cpu, gpu, auto (auto)")
-    run.add_argument("--devices", default="auto", help="devices per node: a count, a list, or auto")
-    run.add_argument("--num-nodes", type=_positive_int, default=1, help="nodes (1)")
-    run.add_argument("--strategy", default="auto", help="Lightning strategy (auto; ddp with several devices)")
+    run.add_argument("--devices", default="auto", help="devices (processes) per node: a count, a list of GPU "
+                     "indices (0,1), or auto (all GPUs, or 1 on CPU)")
+    run.add_argument("--num-nodes", type=_positive_int, default=1, help="nodes (1); under SLURM, as many as the job has")
+    run.add_argument("--strategy", choices=("auto", "ddp"), default="auto",
+                     help="auto: DDP when devices x nodes > 1, else one device; ddp: always DDP (one process per "
+                          "device; run.py is started again for each extra process on this node)")
     run.add_argument("--precision", choices=("32", "bf16-mixed", "16-mixed"), default="32",
-                     help="training precision; the Mel frontend always runs in fp32 (32)")
-    run.add_argument("--sync-batchnorm", action="store_true", help="synchronise batch norm across devices")
-    run.add_argument("--compile", action="store_true", help="torch.compile the network")
+                     help="training precision; the Mel frontend always runs in fp32; 16-mixed needs a GPU (32)")
+    run.add_argument("--sync-batchnorm", action="store_true", help="batch-norm statistics over the whole batch of "
+                     "all GPUs under DDP (GPU only; no effect on one device)")
+    run.add_argument("--compile", action="store_true", help="torch.compile the network (the first steps of each "
+                     "stage compile it; checkpoints stay loadable without compiling)")
     run.add_argument("--limit-train-batches", type=_fraction_or_count, default=None,
                      help="train on this many batches (int) or this fraction per epoch (quick tries)")
     run.add_argument("--limit-val-batches", type=_fraction_or_count, default=None, help="same for validation")
@@ -195,7 +205,8 @@ def options_from_args(args: argparse.Namespace) -> dict:
     from datamodules.audio import MTAT_CLIP_SAMPLES
     from datamodules.datamodule import default_cache_root
 
-    options = {k: v for k, v in vars(args).items() if k not in TAGGING_OPTIONS and k not in SWEEP_OPTIONS}
+    options = {k: v for k, v in vars(args).items()
+               if k not in TAGGING_OPTIONS and k not in SWEEP_OPTIONS and k != "evaluate"}
     options["cache_dir"] = str(Path(args.cache_dir).expanduser().resolve() if args.cache_dir else default_cache_root())
     options["runs_root"] = str(Path(args.runs_root).expanduser().resolve())
     if args.data != "synthetic":
@@ -208,11 +219,20 @@ def options_from_args(args: argparse.Namespace) -> dict:
 
 
 def _devices(text: str):
+    """--devices: 'auto', a count (-1: every GPU), or a list of GPU indices ('0,1' or '[0,1]')."""
     if text == "auto":
         return "auto"
-    if text.startswith("[") or "," in text:
-        return [int(x) for x in text.strip("[]").split(",") if x.strip()]
-    return int(text)
+    try:
+        if text.startswith("[") or "," in text:
+            devices = [int(x) for x in text.strip("[]").split(",") if x.strip()]
+            if devices and min(devices) >= 0:
+                return devices
+        elif int(text) > 0 or int(text) == -1:
+            return int(text)
+    except ValueError:
+        pass
+    raise ConfigError(f"--devices {text}: expected auto, a positive count, -1 (every GPU) or a list of GPU indices "
+                      "such as 0,1")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -225,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--checkpoint goes with --tag PATH...")
         if args.resume:
             return _resume(args.resume)
+        if args.evaluate:
+            return _evaluate(parser, args, sys.argv[1:] if argv is None else argv)
         if args.sweep or args.sweep_report:
             return _sweep(parser, args, sys.argv[1:] if argv is None else argv)
         if not args.model:
@@ -287,6 +309,35 @@ def _tag(args: argparse.Namespace) -> int:
     return run_tagging(args.tag, args.checkpoint, top_k=args.top_k, json_output=args.json, taggram=args.taggram,
                        start_s=args.start, duration_s=args.duration, accelerator=args.accelerator,
                        progress=args.progress)
+
+
+def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> int:
+    """--evaluate CKPT|RUN_DIR: the checkpoint's run options, overridden by the options given here, then test."""
+    from lightning_modules.experiment import CONFIG_FILE, NON_IDENTITY_OPTIONS, evaluate_checkpoint, locate_checkpoint
+
+    if args.summary or args.sweep or args.sweep_report:
+        parser.error("--evaluate does not go with --summary or --sweep")
+    checkpoint, source_run = locate_checkpoint(args.evaluate)
+    if source_run is not None:
+        given = _given_options(argv)
+        saved = json.loads((source_run / CONFIG_FILE).read_text())
+        for key, value in saved.items():
+            if hasattr(args, key) and key not in given and key not in NON_IDENTITY_OPTIONS:
+                setattr(args, key, value)
+    options = options_from_args(args)
+    if args.run_dir:
+        run_dir = Path(args.run_dir).expanduser().resolve()
+    elif source_run is not None:
+        run_dir = source_run / "evaluations" / checkpoint.stem
+    else:
+        run_dir = checkpoint.parent / f"{checkpoint.stem}-evaluation"
+    outcome = evaluate_checkpoint(options, checkpoint, run_dir)
+    if outcome.metrics:
+        test = outcome.metrics["test"]
+        print(f"test ROC-AUC {test['roc_auc']:.4f}  PR-AUC {test['pr_auc']:.4f}  "
+              f"TPR {test['tpr']:.3f}  FPR {test['fpr']:.3f}  ({test['n_clips']} clips)")
+        print(f"evaluation folder: {outcome.run_dir}")
+    return 0
 
 
 def _resume(run_dir: str) -> int:

@@ -63,6 +63,31 @@ def default_cache_root() -> Path:
     return (base / "mtat-tagging").resolve()
 
 
+MAX_DEFAULT_WORKERS = 8
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask: SLURM's or taskset's allocation, not the machine's)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def default_num_workers(processes_on_node: int = 1) -> int:
+    """Loader workers per training process: its share of the cores, less one for the process itself (<= 8).
+
+    Processes started by srun each get their own CPU allocation (`--cpus-per-task`); processes
+    that Lightning starts on one node share one, so it is divided among them. A process with a
+    single core loads in the main process (0 workers).
+    """
+    cores = usable_cores()
+    if os.environ.get("SLURM_CPUS_PER_TASK") and os.environ.get("SLURM_LOCALID") is not None:
+        cores = min(cores, int(os.environ["SLURM_CPUS_PER_TASK"]))
+    else:
+        cores //= max(1, processes_on_node)
+    return max(0, min(MAX_DEFAULT_WORKERS, cores - 1))
+
+
 class SegmentDataset(Dataset):
     """Item `clip_position * segments_per_clip + k`: segment k of a clip, read from the waveform cache.
 
@@ -124,7 +149,7 @@ class MTATDataModule(pl.LightningDataModule):
         layout: segment layout (`SegmentLayout.to_dict()`).
         frontend: Mel settings (`MelConfig.to_dict()`), or None to feed raw waveforms.
         batch_size / eval_batch_size: segments per training / evaluation batch.
-        num_workers: loader worker processes (None: sized to the machine's cores per device).
+        num_workers: loader worker processes (None: `default_num_workers`, from the cores of each training process).
         seed: drives the epoch order and random crops.
         synthetic: size, clip length and seed of the generated dataset (with data_dir="synthetic").
         prepare_workers: decoding processes for the cache (None: all cores).
@@ -220,11 +245,25 @@ class MTATDataModule(pl.LightningDataModule):
             return 0, 1
         return trainer.global_rank, trainer.world_size
 
+    def _processes_on_this_node(self) -> int:
+        trainer = self.trainer
+        if trainer is None:
+            return 1
+        return max(1, trainer.world_size // max(1, trainer.num_nodes))
+
     def _num_workers(self) -> int:
         if self.hparams.num_workers is not None:
             return self.hparams.num_workers
-        devices_here = max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
-        return max(1, min(8, (os.cpu_count() or 1) // devices_here - 1))
+        return default_num_workers(self._processes_on_this_node())
+
+    def _pin_memory(self) -> bool:
+        """Pinned host memory speeds up copies to a GPU only: on when this process trains on CUDA."""
+        if self.hparams.pin_memory is not None:
+            return self.hparams.pin_memory
+        trainer = self.trainer
+        if trainer is not None:
+            return trainer.strategy.root_device.type == "cuda"
+        return torch.cuda.is_available()
 
     def _loader(self, stage: str) -> DataLoader:
         training = stage == "train"
@@ -233,7 +272,7 @@ class MTATDataModule(pl.LightningDataModule):
         sampler = EpochSampler(len(dataset), shuffle=training, pad=training, seed=self.hparams.seed,
                                rank=rank, world_size=world)
         workers = self._num_workers()
-        pin = torch.cuda.is_available() if self.hparams.pin_memory is None else self.hparams.pin_memory
+        pin = self._pin_memory()
         batch_size = self.hparams.batch_size if training else (self.hparams.eval_batch_size or self.hparams.batch_size)
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                           pin_memory=pin, persistent_workers=workers > 0, drop_last=False)

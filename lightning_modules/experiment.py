@@ -197,13 +197,119 @@ def build_callbacks(options: dict, run_dir: Path) -> tuple[list[Callback], Model
     return callbacks, checkpoint
 
 
+STRATEGIES = ("auto", "ddp")
+PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+
+
+class SyncModelBuffers(Callback):
+    """Before every validation and test, copy global rank 0's model buffers to the other ranks.
+
+    DDP here runs with `forward_sync_buffers=False`: buffers are broadcast once when DDP wraps the
+    model, not before every training step. The model's buffers are BatchNorm running statistics
+    (plus the small `thresholds` vector); the Mel frontend's kernels are no model buffers, they
+    live in the data module. Each rank updates its running statistics from its own batches, so
+    they drift apart during an epoch; they only matter in eval mode, so they are made identical
+    here, once per evaluation, before any rank evaluates. Every rank then evaluates with rank 0's
+    statistics, the ones rank 0's checkpoints save: validation metrics and the thresholds chosen
+    on them are exactly what a single process evaluating that checkpoint gets.
+    """
+
+    @staticmethod
+    def sync(trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.world_size < 2 or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return
+        for buffer in pl_module.buffers():
+            torch.distributed.broadcast(buffer, src=0)
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.sync(trainer, pl_module)
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.sync(trainer, pl_module)
+
+
+def resolved_accelerator(options: dict) -> str:
+    """'gpu' or 'cpu' for the usual values of --accelerator ('auto': a GPU when CUDA sees one)."""
+    name = str(options.get("accelerator") or "auto").lower()
+    if name == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    return "gpu" if name in ("gpu", "cuda") else name
+
+
+def planned_processes(options: dict) -> int:
+    """Training processes the options ask for: devices per node x nodes.
+
+    `--devices auto` (or -1) means every GPU of the node, or one process on CPU.
+    """
+    devices = options.get("devices", "auto")
+    if isinstance(devices, (list, tuple)):
+        per_node = len(devices)
+    elif devices in ("auto", -1, "-1"):
+        per_node = torch.cuda.device_count() if resolved_accelerator(options) == "gpu" else 1
+    else:
+        per_node = int(devices)
+    return max(1, per_node) * int(options.get("num_nodes") or 1)
+
+
+def build_strategy(options: dict):
+    """DDP when more than one process trains (or when asked for), else Lightning's single-device choice.
+
+    DDP settings: no search for unused parameters (every parameter of these networks gets a
+    gradient at every step, and the search costs a graph traversal per step) and no buffer
+    broadcast before every forward (`SyncModelBuffers` aligns the BatchNorm statistics before
+    each evaluation instead, which is all evaluation needs; training-mode BatchNorm uses batch
+    statistics, so the running statistics never affect a training step).
+    """
+    name = options.get("strategy") or "auto"
+    if name not in STRATEGIES:
+        raise ConfigError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+    if name == "auto" and planned_processes(options) == 1:
+        return "auto"
+    if options.get("sync_batchnorm") and resolved_accelerator(options) == "cpu":
+        raise ConfigError("--sync-batchnorm needs GPUs: PyTorch's SyncBatchNorm does not run on CPU tensors")
+    from lightning.pytorch.strategies import DDPStrategy
+    return DDPStrategy(find_unused_parameters=False, forward_sync_buffers=False)
+
+
+def cluster_plugins() -> list:
+    """Under SLURM: Lightning's SLURM environment without its own requeue handler.
+
+    Lightning would otherwise catch SIGUSR1, save a mid-epoch `hpc_ckpt_N.ckpt` and resume from
+    it, which Lightning itself warns is unreliable for a dataloader that cannot resume mid-epoch.
+    The batch scripts in slurm/ requeue the job from the batch shell instead; the requeued job
+    runs the same command, finds the same (deterministic) run folder and resumes exactly from
+    its last end-of-epoch checkpoint, like `--resume`.
+    """
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+    if SLURMEnvironment.detect():
+        return [SLURMEnvironment(auto_requeue=False)]
+    return []
+
+
+def check_precision(options: dict) -> str:
+    precision = str(options.get("precision") or "32")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "16-mixed" and resolved_accelerator(options) == "cpu":
+        raise ConfigError("--precision 16-mixed needs a GPU (PyTorch has no float16 autocast for CPU training); "
+                          "use bf16-mixed on CPU")
+    return precision
+
+
+def check_run_options(options: dict) -> None:
+    """Raise ConfigError for precision and distributed settings that cannot work here."""
+    check_precision(options)
+    build_strategy(options)
+
+
 def build_trainer(options: dict, run_dir: Path, callbacks: list[Callback], logger) -> pl.Trainer:
     if options.get("deterministic"):
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    callbacks = [*callbacks, SyncModelBuffers()]
     return pl.Trainer(
         default_root_dir=run_dir, max_epochs=options["max_epochs"], accelerator=options["accelerator"],
-        devices=options["devices"], num_nodes=options["num_nodes"], strategy=options["strategy"],
-        precision=options["precision"], sync_batchnorm=options["sync_batchnorm"],
+        devices=options["devices"], num_nodes=options["num_nodes"], strategy=build_strategy(options),
+        plugins=cluster_plugins(), precision=check_precision(options), sync_batchnorm=options["sync_batchnorm"],
         deterministic=options.get("deterministic", False), callbacks=callbacks, logger=logger,
         use_distributed_sampler=False,  # MTATDataModule shards by rank itself (exact evaluation)
         limit_train_batches=options.get("limit_train_batches"), limit_val_batches=options.get("limit_val_batches"),
@@ -217,6 +323,7 @@ def run_experiment(options: dict, extra_callbacks: tuple[Callback, ...] = ()) ->
 
     `extra_callbacks` join the run's own (a sweep adds its pruning callback here).
     """
+    check_run_options(options)  # before the data are prepared: a bad option fails at once
     pl.seed_everything(options["seed"], workers=True, verbose=False)
     resolved, datamodule, module, info = resolve_run(options)
     run_dir = Path(options["run_dir"]).resolve() if options.get("run_dir") else default_run_dir(options)
@@ -231,7 +338,7 @@ def run_experiment(options: dict, extra_callbacks: tuple[Callback, ...] = ()) ->
         write_json_atomic(run_dir / CONFIG_FILE, resolved)
         write_text_atomic(run_dir / "tags.txt", "\n".join(info.tags) + "\n")
     if options.get("compile"):
-        module.network = torch.compile(module.network)
+        module.network.compile()  # in place: state_dict keys stay those of the plain network
     callbacks, checkpoint = build_callbacks(options, run_dir)
     capture = TestPredictionsCapture()
     callbacks += [capture, *extra_callbacks]
@@ -251,6 +358,84 @@ def run_experiment(options: dict, extra_callbacks: tuple[Callback, ...] = ()) ->
     finally:
         finish_logger(logger, failed=failed)
     return RunOutcome(run_dir, best, metrics)
+
+
+def locate_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
+    """(checkpoint file, the run folder it belongs to or None) for a .ckpt file or a run folder.
+
+    A run folder means its best checkpoint (metrics.json's, else the one checkpoints/best-*.ckpt).
+    """
+    from datamodules.errors import DataError
+
+    path = Path(path).expanduser().resolve()
+    if path.is_file():
+        run_dir = path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
+        return path, (run_dir if (run_dir / CONFIG_FILE).is_file() else None)
+    if not path.is_dir():
+        raise DataError(f"{path}: no such checkpoint file or run folder")
+    metrics = path / "metrics.json"
+    if metrics.is_file():
+        best = json.loads(metrics.read_text()).get("best_checkpoint")
+        if best and Path(best).is_file():
+            return Path(best), path
+    candidates = sorted((path / CHECKPOINT_DIR).glob("best-*.ckpt"))
+    if len(candidates) == 1:
+        return candidates[0], path
+    if len(candidates) > 1:
+        raise DataError(f"{path}: several best-*.ckpt in {CHECKPOINT_DIR}/; name the checkpoint file")
+    raise DataError(f"{path}: no checkpoint here (expected metrics.json or {CHECKPOINT_DIR}/best-*.ckpt)")
+
+
+def evaluate_checkpoint(options: dict, checkpoint: Path, run_dir: Path) -> RunOutcome:
+    """`--evaluate`: test a checkpoint without training; write config.json and the result files into `run_dir`.
+
+    The network, tag list, Mel settings, segment layout and per-tag thresholds come from the
+    checkpoint; `options` say which data to test on (their vocabulary must give the checkpoint's
+    tags) and how to run (devices, precision, batch size).
+    """
+    check_run_options(options)
+    pl.seed_everything(options["seed"], workers=True, verbose=False)
+    module = TaggingModule.from_checkpoint(checkpoint)
+    hparams = module.hparams
+    name = hparams.network_config.get("name")
+    if options.get("model") and options["model"] != name:
+        raise ConfigError(f"--model {options['model']} does not match the checkpoint's network ({name})")
+    options = dict(options, model=name)
+    spec = model_spec(name)
+    frontend = MelConfig.from_dict(hparams.frontend) if hparams.frontend is not None else None
+    datamodule = build_datamodule(options, spec, dict(hparams.layout), frontend)
+    info = prepare_data_once(datamodule)
+    if tuple(info.tags) != tuple(hparams.tags):
+        raise ConfigError(f"{checkpoint} was trained on {len(hparams.tags)} tags ({', '.join(hparams.tags[:5])}, ...), "
+                          f"the data give {len(info.tags)} ({', '.join(info.tags[:5])}, ...): use the training run's "
+                          "--data, --tags and --n-tags")
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    resolved = dict(options, evaluated_checkpoint=str(checkpoint), resolved={
+        "data_dir": str(info.data_dir), "clip_samples": info.clip_samples, "sample_rate": hparams.sample_rate,
+        "tags": list(info.tags), "layout": dict(hparams.layout), "frontend": hparams.frontend,
+        "network": hparams.network_config, "batch_size": datamodule.hparams.batch_size, "versions": _versions()})
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if _is_global_zero():
+        write_json_atomic(run_dir / CONFIG_FILE, resolved)
+        write_text_atomic(run_dir / "tags.txt", "\n".join(info.tags) + "\n")
+    trainer = build_trainer(options, run_dir, [], logger=False)
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    metrics = {}
+    if trainer.is_global_zero:
+        metrics = write_results(run_dir, resolved, module.last_test_report, module.thresholds.cpu(),
+                                best_checkpoint=checkpoint, best_val=_saved_best_val(saved),
+                                epochs=int(saved.get("epoch", 0)) + 1)
+    return RunOutcome(run_dir, checkpoint, metrics)
+
+
+def _saved_best_val(checkpoint: dict) -> dict:
+    """The monitored validation score a checkpoint's ModelCheckpoint state recorded (None when absent)."""
+    for key, state in (checkpoint.get("callbacks") or {}).items():
+        if str(key).startswith("ModelCheckpoint") and isinstance(state, dict):
+            score = state.get("best_model_score")
+            return {"monitor": state.get("monitor"),
+                    "best": float(score) if score is not None else None}
+    return {"monitor": None, "best": None}
 
 
 def _figures_and_tables(run_dir: Path, module: TaggingModule, datamodule: MTATDataModule,
