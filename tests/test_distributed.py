@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -173,7 +174,7 @@ def test_invalid_distributed_and_precision_options_are_config_errors(capsys):
 def test_slurm_environment_is_detected_without_lightnings_requeue_handler(monkeypatch):
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
-    for name in [n for n in list(__import__("os").environ) if n.startswith("SLURM_")]:
+    for name in [n for n in os.environ if n.startswith("SLURM_")]:
         monkeypatch.delenv(name)
     assert cluster_plugins() == []
     for name, value in {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train", "SLURM_JOB_ID": "42", "SLURM_PROCID": "0",
@@ -193,8 +194,6 @@ def test_sync_model_buffers_is_a_no_op_on_one_process():
 
 
 def test_loader_workers_are_sized_to_each_processs_share_of_the_cores(monkeypatch):
-    import os
-
     for name in ("SLURM_CPUS_PER_TASK", "SLURM_LOCALID"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
