@@ -107,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="training sees the evaluation segments ('fixed', default) or random crops of that length")
 
     opt = parser.add_argument_group("optimisation (paper §4.5)")
-    opt.add_argument("--lr", type=float, default=0.01, help="initial SGD learning rate (0.01)")
+    opt.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
+                     help="'sgd' (the paper's, default) or 'adam' (much faster for lstm_mel; try --lr 0.001)")
+    opt.add_argument("--lr", type=float, default=0.01, help="initial learning rate (0.01)")
     opt.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (0.9)")
     opt.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (0)")
     opt.add_argument("--nesterov", action="store_true", help="Nesterov momentum (off)")
@@ -132,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--nonfinite-loss", choices=("stop", "skip"), default="stop",
                      help="on a NaN/inf training loss: stop with a message (default) or skip the batch")
     opt.add_argument("--dropout", type=float, default=None, help="override the network's dropout rate")
+    opt.add_argument("--input-norm", action="store_true",
+                     help="lstm_mel: batch-normalise the log-Mel bands before the LSTM (not in Table 3; the raw dB "
+                          "input saturates the LSTM: recommended)")
 
     run = parser.add_argument_group("run")
     run.add_argument("--seed", type=int, default=0, help="seed for weights, order and crops (0)")

@@ -27,6 +27,7 @@ from lightning_modules.metrics import ClipPredictions, TaggingReport, equal_erro
 from lightning_modules.registry import build_network
 
 NONFINITE_ACTIONS = ("stop", "skip")
+OPTIMIZERS = ("sgd", "adam")
 
 
 class NonFiniteLossError(SuiteError):
@@ -44,16 +45,20 @@ class TaggingModule(pl.LightningModule):
             or None for raw waveforms.
         layout: segment layout (`SegmentLayout.to_dict()`) used for training and evaluation.
         sample_rate: sample rate of the waveforms the model was trained on.
-        lr, momentum, weight_decay, nesterov: SGD settings (paper: 0.01, 0.9, 0, no Nesterov).
+        optimizer: "sgd" (the paper's) or "adam" (trains the LSTM far faster from raw log-Mel input).
+        lr, momentum, weight_decay, nesterov: optimiser settings (paper: SGD, 0.01, 0.9, 0, no Nesterov;
+            momentum and nesterov apply to SGD only).
         nonfinite_loss: "stop" (raise, naming the step) or "skip" (drop the batch and go on).
     """
 
     def __init__(self, network: nn.Module, network_config: dict, tags: list[str], frontend: dict | None,
-                 layout: dict, sample_rate: int, lr: float = 0.01, momentum: float = 0.9,
+                 layout: dict, sample_rate: int, optimizer: str = "sgd", lr: float = 0.01, momentum: float = 0.9,
                  weight_decay: float = 0.0, nesterov: bool = False, nonfinite_loss: str = "stop"):
         super().__init__()
         if nonfinite_loss not in NONFINITE_ACTIONS:
             raise ConfigError(f"unknown non-finite loss action {nonfinite_loss!r}; choose {', '.join(NONFINITE_ACTIONS)}")
+        if optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {optimizer!r}; choose {', '.join(OPTIMIZERS)}")
         self.save_hyperparameters(ignore=["network"])
         self.network = network
         n_tags = len(tags)
@@ -142,6 +147,8 @@ class TaggingModule(pl.LightningModule):
     # ---- optimisation ------------------------------------------------------------------------------
     def configure_optimizers(self):
         hp = self.hparams
+        if hp.optimizer == "adam":
+            return torch.optim.Adam(self.network.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
         return torch.optim.SGD(self.network.parameters(), lr=hp.lr, momentum=hp.momentum,
                                weight_decay=hp.weight_decay, nesterov=hp.nesterov)
 

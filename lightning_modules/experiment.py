@@ -162,7 +162,7 @@ def resolve_run(options: dict) -> tuple[dict, MTATDataModule, TaggingModule, Dat
     module = TaggingModule(
         network=build_network(net_config), network_config=net_config, tags=list(info.tags),
         frontend=frontend.to_dict() if frontend is not None else None, layout=layout.to_dict(),
-        sample_rate=SAMPLE_RATE, lr=options["lr"], momentum=options["momentum"],
+        sample_rate=SAMPLE_RATE, optimizer=options["optimizer"], lr=options["lr"], momentum=options["momentum"],
         weight_decay=options["weight_decay"], nesterov=options["nesterov"], nonfinite_loss=options["nonfinite_loss"])
     resolved = dict(options, resolved={
         "data_dir": str(info.data_dir), "clip_samples": info.clip_samples, "sample_rate": SAMPLE_RATE,

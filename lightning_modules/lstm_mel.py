@@ -47,7 +47,7 @@ class LSTMMel(nn.Module):
 
     def __init__(self, n_mels: int, n_frames: int, n_tags: int, hidden_size: int = 100,
                  num_layers: int = 2, conv_channels: int = 50, n_convs: int = 3,
-                 kernel_size: int = 3, dropout: float = 0.0) -> None:
+                 kernel_size: int = 3, dropout: float = 0.0, input_norm: bool = False) -> None:
         super().__init__()
         _check_positive_int("n_mels", n_mels)
         _check_positive_int("n_frames", n_frames)
@@ -68,6 +68,9 @@ class LSTMMel(nn.Module):
         self.n_mels = n_mels
         self.n_frames = n_frames
         self.n_tags = n_tags
+        # Not in Table 3: batch norm over the Mel bands of the log-Mel input. Raw dB values
+        # (about -100 to +20) saturate the LSTM gates; the paper reports saturating weights.
+        self.input_norm = nn.BatchNorm1d(n_mels) if input_norm else None
         self.lstm = nn.LSTM(input_size=n_mels, hidden_size=hidden_size, num_layers=num_layers,
                             batch_first=True, bidirectional=True)
         convs = []
@@ -92,6 +95,8 @@ class LSTMMel(nn.Module):
 
         The LSTM is one module; ``layer_summary`` splits it into one row per layer.
         """
+        if self.input_norm is not None:
+            yield "input batch norm", self.input_norm
         yield f"bi-LSTM({self.lstm.hidden_size})", self.lstm
         for conv in self.convs:
             yield f"conv {conv[0].kernel_size[0]} - {conv[0].out_channels}", conv
@@ -103,6 +108,8 @@ class LSTMMel(nn.Module):
         if mel.dim() != 3 or tuple(mel.shape[1:]) != (self.n_mels, self.n_frames):
             raise ValueError(f"LSTMMel expects input of shape (batch, {self.n_mels}, "
                              f"{self.n_frames}), got {tuple(mel.shape)}")
+        if self.input_norm is not None:
+            mel = self.input_norm(mel)
         sequence, _ = self.lstm(mel.transpose(1, 2))   # (batch, time, 2 * hidden)
         x = self.convs(sequence.transpose(1, 2))       # (batch, channels, time')
         x = self.dropout(x)

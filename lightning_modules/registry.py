@@ -90,6 +90,10 @@ def network_config(spec: ModelSpec, shape: tuple[int, ...], n_tags: int, options
         kwargs.update(n_mels=shape[0], n_frames=shape[1], n_tags=n_tags)
     if options and options.get("dropout") is not None:
         kwargs["dropout"] = options["dropout"]
+    if options and options.get("input_norm"):
+        if spec.network is not LSTMMel:
+            raise ConfigError(f"--input-norm applies to lstm_mel only ({spec.name} normalises with batch norm already)")
+        kwargs["input_norm"] = True
     return {"name": spec.name, "class": spec.network.__name__, "kwargs": kwargs}
 
 

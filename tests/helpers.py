@@ -21,7 +21,7 @@ TINY_MEL_ARGS = {
     "sample_cnn": [],
     "sample_cnn_frames": [],
     "mel_cnn": ["--hop-length", "512", "--n-mels", "96"],
-    "lstm_mel": ["--hop-length", "256", "--n-mels", "64"],
+    "lstm_mel": ["--hop-length", "512", "--n-mels", "64", "--segments-per-clip", "2"],
 }
 
 

@@ -14,7 +14,11 @@ import run
 from tests.helpers import TINY_MEL_ARGS, read_metrics, tiny_data_args
 
 LEARNING_BAR = 0.65
-EPOCHS = {"sample_cnn": 6, "sample_cnn_frames": 6, "mel_cnn": 8, "lstm_mel": 10}
+EPOCHS = {"sample_cnn": 6, "sample_cnn_frames": 6, "mel_cnn": 8, "lstm_mel": 6}
+# SGD at the paper's settings moves the LSTM too slowly for a CI budget (the paper trained it for
+# hundreds of epochs); Adam with input normalisation shows the architecture learns in six.
+OPTIMISATION = {"sample_cnn": ["--lr", "0.05"], "sample_cnn_frames": ["--lr", "0.05"], "mel_cnn": ["--lr", "0.05"],
+                "lstm_mel": ["--optimizer", "adam", "--lr", "0.001", "--input-norm"]}
 
 
 @pytest.fixture(scope="session")
@@ -27,11 +31,12 @@ def cache_dir(tmp_path_factory):
 def test_model_learns_on_synthetic_data(model, cache_dir, tmp_path, capsys):
     run_dir = tmp_path / "run"
     code = run.main(["--model", model, *tiny_data_args(cache_dir), *TINY_MEL_ARGS[model],
-                     "--max-epochs", str(EPOCHS[model]), "--lr", "0.05", "--run-dir", str(run_dir),
+                     "--max-epochs", str(EPOCHS[model]), *OPTIMISATION[model], "--run-dir", str(run_dir),
                      "--logger", "csv"])
     out = capsys.readouterr().out
     assert code == 0
     metrics = read_metrics(run_dir)
+    print(f"{model}: test ROC-AUC {metrics['roc_auc']:.3f}")
     assert metrics["roc_auc"] >= LEARNING_BAR, metrics["test"]
     assert 0 <= metrics["tpr"] <= 1 and 0 <= metrics["fpr"] <= 1
     assert f"run folder: {run_dir}" in out and "test ROC-AUC" in out
