@@ -329,8 +329,13 @@ def run_experiment(options: dict, extra_callbacks: tuple[Callback, ...] = ()) ->
     run_dir = Path(options["run_dir"]).resolve() if options.get("run_dir") else default_run_dir(options)
     last = run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
     resume_from = last if last.is_file() else None
-    if resume_from is None and (run_dir / CONFIG_FILE).is_file() and (run_dir / "metrics.json").is_file():
-        raise ConfigError(f"{run_dir} already holds a finished run; pass another --run-dir to train again")
+    if (run_dir / "metrics.json").is_file():
+        # Rerunning the command of a finished run (a requeued job, a sweep retry) changes nothing.
+        _check_same_run(run_dir, resolved)
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        print(f"{run_dir} already holds this finished run; pass another --run-dir to train again")
+        best = Path(metrics["best_checkpoint"]) if metrics.get("best_checkpoint") else None
+        return RunOutcome(run_dir, best, metrics)
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume_from is not None:
         _check_same_run(run_dir, resolved)
