@@ -10,10 +10,10 @@ TINY_CLIP_SAMPLES = 59_049
 TINY_CLIPS = 240
 
 
-def tiny_data_args(cache_dir: Path, clips: int = TINY_CLIPS) -> list[str]:
+def tiny_data_args(cache_dir: Path, clips: int = TINY_CLIPS, clip_samples: int = TINY_CLIP_SAMPLES) -> list[str]:
     """run.py options selecting the small synthetic dataset kept in `cache_dir`."""
     return ["--data", "synthetic", "--synthetic-clips", str(clips), "--synthetic-clip-samples",
-            str(TINY_CLIP_SAMPLES), "--cache-dir", str(cache_dir), "--num-workers", "0", "--no-progress"]
+            str(clip_samples), "--cache-dir", str(cache_dir), "--num-workers", "0", "--no-progress"]
 
 
 # Mel settings that fit 3.7 s clips (the paper's hop 1792 gives mel_cnn only 33 frames there).
