@@ -41,8 +41,15 @@ def _fraction_or_count(text: str) -> float | int:
     return int(value) if value > 1 and value.is_integer() else value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line: the full usage is dozens of lines, and --help has it."""
+
+    def error(self, message: str):
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (--help lists the options)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
     what = parser.add_argument_group("what to do")
@@ -261,12 +268,27 @@ def main(argv: list[str] | None = None) -> int:
             return _summary(options)
         return _train(options)
     except SuiteError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {_one_line(error)}", file=sys.stderr)
         return USAGE_ERROR
     except KeyboardInterrupt:
         print("interrupted: rerun the same command (or --resume RUN_DIR) to continue from the last checkpoint",
               file=sys.stderr)
         return 130
+
+
+def _one_line(error: SuiteError) -> str:
+    """The error's message on one line.
+
+    A DataLoader worker re-raises an error of its dataset as the same class with the worker's
+    traceback prepended ("Caught DataError in DataLoader worker process 0. Original Traceback ...
+    datamodules.errors.DataError: <message>"): keep the message, drop the traceback.
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if any(line.startswith("Original Traceback") for line in lines):
+        prefix = f"{type(error).__module__}.{type(error).__qualname__}: "
+        last = next((line for line in reversed(lines) if line.startswith(prefix)), lines[-1])
+        return last.removeprefix(prefix)
+    return " ".join(lines)
 
 
 def _train(options: dict) -> int:
@@ -313,7 +335,7 @@ def _tag(args: argparse.Namespace) -> int:
         raise ConfigError("--tag needs --checkpoint CKPT (a .ckpt file or a run folder)")
     return run_tagging(args.tag, args.checkpoint, top_k=args.top_k, json_output=args.json, taggram=args.taggram,
                        start_s=args.start, duration_s=args.duration, accelerator=args.accelerator,
-                       progress=args.progress)
+                       progress=args.progress, model=args.model)
 
 
 def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> int:

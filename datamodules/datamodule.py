@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 import lightning.pytorch as pl
@@ -27,7 +28,8 @@ from datamodules.audio import INT16_SCALE
 from datamodules.cache import open_cache, prepare_cache
 from datamodules.errors import ConfigError, DataError
 from datamodules.frontend import MelConfig, build_frontend
-from datamodules.mtat import build_vocabulary, dataset_clip_samples, find_audio_root, read_annotations, split_rows
+from datamodules.mtat import (SPLITS, TAG_VOCABULARIES, build_vocabulary, dataset_clip_samples, find_audio_root,
+                              read_annotations, split_rows)
 from datamodules.sampling import EpochSampler
 from datamodules.segments import SegmentLayout
 from datamodules.synthetic import ensure_synthetic_mtat, synthetic_dir_name
@@ -161,6 +163,11 @@ class MTATDataModule(pl.LightningDataModule):
                  pin_memory: bool | None = None, seed: int = 0, synthetic: dict | None = None,
                  prepare_workers: int | None = None, progress: bool = True):
         super().__init__()
+        if vocabulary not in TAG_VOCABULARIES:
+            raise ConfigError(f"unknown tag vocabulary {vocabulary!r} (--tags); "
+                              f"choose one of: {', '.join(TAG_VOCABULARIES)}")
+        if split not in SPLITS:
+            raise ConfigError(f"unknown split {split!r} (--split); choose one of: {', '.join(SPLITS)}")
         self.save_hyperparameters()
         self.layout = SegmentLayout.from_dict(layout)
         self.frontend_config = MelConfig.from_dict(frontend) if frontend is not None else None
@@ -192,6 +199,13 @@ class MTATDataModule(pl.LightningDataModule):
     # ---- one-time work --------------------------------------------------------------------
     def prepare_data(self) -> None:
         """Generate the synthetic dataset if asked for, then decode every clip once into the cache."""
+        try:
+            self.cache_root.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.cache_root):
+                pass
+        except OSError as error:
+            raise DataError(f"cache folder {self.cache_root} (--cache-dir) is not writable: "
+                            f"{error.strerror or error}") from None
         if self.hparams.data_dir == SYNTHETIC:
             s = self.synthetic
             generated = ensure_synthetic_mtat(self.cache_root, n_clips=s.n_clips, clip_samples=s.clip_samples,
@@ -199,6 +213,9 @@ class MTATDataModule(pl.LightningDataModule):
             if Path(generated).resolve() != self.data_dir:
                 raise RuntimeError(f"synthetic dataset generated at {generated}, expected {self.data_dir}")
         annotations = self._annotations()
+        # Vocabulary and split problems show up now, not after the (long) decoding.
+        build_vocabulary(annotations, self.hparams.vocabulary, self.hparams.n_tags)
+        split_rows(annotations, self.hparams.split)
         prepare_cache(find_audio_root(self.data_dir), annotations.mp3_paths, annotations.clip_ids, self.cache_dir,
                       dataset_clip_samples(self.data_dir), workers=self.hparams.prepare_workers,
                       progress=self.hparams.progress)

@@ -14,6 +14,7 @@ rebuilds the network from those hyperparameters.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -68,6 +69,7 @@ class TaggingModule(pl.LightningModule):
         self.val_predictions = ClipPredictions(num_tags=n_tags)
         self.test_predictions = ClipPredictions(num_tags=n_tags)
         self.skipped_batches = 0
+        self._drop_gradients = False  # set by a skipped training batch, for on_before_optimizer_step
         self.last_val_report: TaggingReport | None = None
         self.last_test_report: TaggingReport | None = None
 
@@ -87,19 +89,46 @@ class TaggingModule(pl.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int):
         loss, _ = self._step(batch)
-        if not torch.isfinite(loss):
+        finite = bool(torch.isfinite(loss))
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:
+            # Every process must take the same branch: one that skipped the backward pass (or stopped) would
+            # leave the others waiting for it in DDP's gradient all-reduce.
+            finite = trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if not finite:
             if self.hparams.nonfinite_loss == "skip":
                 self.skipped_batches += 1
                 self.log("train/skipped_batches", float(self.skipped_batches), on_step=True, on_epoch=False)
-                return None
+                return self._skipped_batch_loss()
             checkpoint = self._last_checkpoint()
+            value = loss.item()
+            what = (f"training loss is {value}" if not math.isfinite(value)
+                    else "another process's training loss is not finite")
             raise NonFiniteLossError(
-                f"training loss is {loss.item()} at global step {self.global_step} (epoch {self.current_epoch}, "
+                f"{what} at global step {self.global_step} (epoch {self.current_epoch}, "
                 f"batch {batch_idx}); last good checkpoint: {checkpoint or 'none saved yet'}. "
                 "Lower the learning rate, or pass --nonfinite-loss skip to drop such batches."
             )
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["target"]))
         return loss
+
+    def _skipped_batch_loss(self) -> torch.Tensor:
+        """What a skipped batch returns: a NaN whose gradient is zero for every parameter.
+
+        Returning None (Lightning's way to skip) is refused under DDP, where every process must run
+        the backward pass of every step for the gradient all-reduce. So each process back-propagates
+        this instead (zero gradients reaching every parameter), and `on_before_optimizer_step` then
+        drops the gradients, so the optimizer changes no weight, momentum or Adam moment. The NaN
+        value keeps the batch out of the epoch's mean training loss.
+        """
+        self._drop_gradients = True
+        zero = sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
+        return zero + float("nan")
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        if self._drop_gradients:
+            self._drop_gradients = False
+            optimizer.zero_grad(set_to_none=True)  # parameters without a gradient are left alone by the step
 
     def _last_checkpoint(self) -> str | None:
         trainer = self._trainer

@@ -27,7 +27,7 @@ from callbacks import GlobalDecayRestart, LocalDecay, RNGStateCheckpoint
 from callbacks.history import HISTORY_FILE, TrainingHistory
 from datamodules.audio import SAMPLE_RATE
 from datamodules.datamodule import DatasetInfo, MTATDataModule
-from datamodules.errors import ConfigError
+from datamodules.errors import ConfigError, DataError
 from datamodules.frontend import MelConfig
 from lightning_modules.base import TaggingModule
 from lightning_modules.files import write_json_atomic, write_text_atomic
@@ -115,8 +115,13 @@ def _local_rank() -> int:
 @contextlib.contextmanager
 def _file_lock(path: Path):
     """An exclusive lock on `path` (processes on other nodes of a shared file system wait their turn)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a")
+    except OSError as error:  # e.g. --cache-dir under a file, or in a read-only folder
+        raise DataError(f"cache folder {path.parent} (--cache-dir) is not writable: "
+                        f"{error.strerror or error}") from None
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

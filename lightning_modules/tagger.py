@@ -399,8 +399,10 @@ def write_taggram(result: FileTags, tags: Sequence[str], path: Path) -> Path:
 def run_tagging(paths: Sequence[str | Path], checkpoint: str | Path, *, top_k: int = DEFAULT_TOP_K,
                 json_output: bool = False, taggram: str | Path | None = None, start_s: float | None = None,
                 duration_s: float | None = None, accelerator: str = "auto", progress: bool = True,
-                out: TextIO | None = None, err: TextIO | None = None) -> int:
+                out: TextIO | None = None, err: TextIO | None = None, model: str | None = None) -> int:
     """Tag files and folders; print a report per file (or one JSON document). Returns 0, or 1 if any input failed.
+
+    `model`, when given (run.py's --model), must name the checkpoint's network.
 
     Raises:
         SuiteError: for problems with the command itself (unreadable checkpoint, bad options).
@@ -416,6 +418,9 @@ def run_tagging(paths: Sequence[str | Path], checkpoint: str | Path, *, top_k: i
         raise ConfigError("--start must be >= 0 and --duration > 0 seconds")
     checkpoint_path = resolve_checkpoint(checkpoint)
     tagger = Tagger.from_checkpoint(checkpoint_path, device=_device(accelerator))
+    network = tagger.module.hparams.network_config.get("name")
+    if model and model != network:
+        raise ConfigError(f"--model {model} does not match the checkpoint's network ({network}): {checkpoint_path}")
     inputs = find_audio_files(paths)
     failures = list(inputs.failures)
     results: list[FileTags] = []
