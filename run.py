@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--model", choices=MODEL_CHOICES,
                       help="architecture: sample_cnn (Table 1, whole 29.1 s clips), sample_cnn_frames (Lee et al.'s "
                            "59,049-sample frames, averaged per clip), mel_cnn (Table 2), lstm_mel (Table 3)")
+    what.add_argument("--download", metavar="DIR", help="fetch MagnaTagATune into DIR (the three mp3.zip parts and "
+                      "both CSVs from the dataset's home), resuming partial downloads, verifying SHA-256, joining and "
+                      "unpacking; then use --data DIR")
+    what.add_argument("--download-url", metavar="URL", default=None,
+                      help="folder URL to download from instead of the dataset's home (a mirror; http(s):// or file://)")
     what.add_argument("--summary", action="store_true", help="print the network's layers, output shapes and "
                       "parameter counts (PyTorch and the paper's Keras convention) and exit")
     what.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint, "
@@ -251,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.download:
+            return _download(args.download, args.download_url, args.progress)
         if args.tag:
             return _tag(args)
         if args.checkpoint:
@@ -364,6 +371,14 @@ def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: l
         print(f"test ROC-AUC {test['roc_auc']:.4f}  PR-AUC {test['pr_auc']:.4f}  "
               f"TPR {test['tpr']:.3f}  FPR {test['fpr']:.3f}  ({test['n_clips']} clips)")
         print(f"evaluation folder: {outcome.run_dir}")
+    return 0
+
+
+def _download(dest: str, base_url: str | None, progress: bool) -> int:
+    from datamodules.download import MTAT_BASE_URL, download_mtat
+
+    data_dir = download_mtat(Path(dest).expanduser().resolve(), base_url=base_url or MTAT_BASE_URL, progress=progress)
+    print(f"MagnaTagATune is ready in {data_dir}: train with --data {data_dir}")
     return 0
 
 

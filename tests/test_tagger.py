@@ -17,7 +17,10 @@ from datamodules.datamodule import MTATDataModule
 from datamodules.mtat import find_audio_root, read_annotations
 from datamodules.segments import SegmentLayout
 from lightning_modules.tagger import AudioError, Tagger, cut_segments, load_audio, segment_starts
-from tests.helpers import TINY_CLIP_SAMPLES, TINY_MEL_ARGS, tiny_data_args
+from tests.helpers import TINY_CLIP_SAMPLES, tiny_data_args
+
+# hop 256 and 4 segments: (59,049 // 256 + 1) // 4 = 57 frames, i.e. 14,336-sample segments
+LSTM_ARGS = ["--hop-length", "256", "--n-mels", "64", "--segments-per-clip", "4"]
 
 CLIPS = 120
 
@@ -32,7 +35,7 @@ def cache_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained_run(cache_dir, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("tagger") / "run"
-    code = run.main(["--model", "lstm_mel", *tiny_data_args(cache_dir, clips=CLIPS), *TINY_MEL_ARGS["lstm_mel"],
+    code = run.main(["--model", "lstm_mel", *tiny_data_args(cache_dir, clips=CLIPS), *LSTM_ARGS,
                      "--max-epochs", "1", "--run-dir", str(run_dir), "--logger", "none"])
     assert code == 0
     return run_dir
