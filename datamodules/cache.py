@@ -83,11 +83,8 @@ import soundfile as sf
 
 from datamodules.audio import INT16_SCALE, SAMPLE_RATE
 from datamodules.errors import ConfigError, DataError
+from datamodules.locking import file_lock
 
-try:  # fcntl is POSIX-only; without it the preparation simply is not locked.
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None
 
 CACHE_FORMAT_VERSION = 1
 """Bumped whenever the on-disk layout changes; a cache of another version is rebuilt."""
@@ -278,18 +275,9 @@ def _read_json(path: Path):
         return None
 
 
-@contextlib.contextmanager
-def _locked(cache_dir: Path) -> Iterator[None]:
+def _locked(cache_dir: Path):
     """Hold an exclusive ``flock`` on ``cache_dir/.lock`` (released even on SIGKILL)."""
-    if fcntl is None:  # pragma: no cover - Windows
-        yield
-        return
-    with open(cache_dir / LOCK_FILE, "a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    return file_lock(cache_dir / LOCK_FILE)
 
 
 def _ensure_writable(cache_dir: Path) -> None:

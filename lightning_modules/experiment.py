@@ -10,7 +10,6 @@ the run folder is enough to resume (`--resume RUN_DIR`).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -26,9 +25,11 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from callbacks import GlobalDecayRestart, LocalDecay, RNGStateCheckpoint
 from callbacks.history import HISTORY_FILE, TrainingHistory
 from datamodules.audio import SAMPLE_RATE
+from datamodules.cache import open_cache
 from datamodules.datamodule import DatasetInfo, MTATDataModule
 from datamodules.errors import ConfigError, DataError
 from datamodules.frontend import MelConfig
+from datamodules.locking import file_lock
 from lightning_modules.base import TaggingModule
 from lightning_modules.files import write_json_atomic, write_text_atomic
 from lightning_modules.loggers import build_logger, finish_logger, log_run_results
@@ -113,20 +114,17 @@ def _local_rank() -> int:
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path):
-    """An exclusive lock on `path` (processes on other nodes of a shared file system wait their turn)."""
+def _prepare_lock(cache_root: Path):
+    """The lock that serialises data preparation (processes on other nodes of a shared file system wait too)."""
+    lock = cache_root / ".prepare.lock"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path, "a")
+        cache_root.mkdir(parents=True, exist_ok=True)
+        lock.touch()
     except OSError as error:  # e.g. --cache-dir under a file, or in a read-only folder
-        raise DataError(f"cache folder {path.parent} (--cache-dir) is not writable: "
+        raise DataError(f"cache folder {cache_root} (--cache-dir) is not writable: "
                         f"{error.strerror or error}") from None
-    with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with file_lock(lock):
+        yield
 
 
 def prepare_data_once(datamodule: MTATDataModule, timeout_s: float = 24 * 3600) -> DatasetInfo:
@@ -137,15 +135,14 @@ def prepare_data_once(datamodule: MTATDataModule, timeout_s: float = 24 * 3600) 
     system, and processes with a non-zero local rank wait until the cache can be opened.
     """
     if _local_rank() == 0:
-        with _file_lock(datamodule.cache_root / ".prepare.lock"):
+        with _prepare_lock(datamodule.cache_root):
             datamodule.prepare_data()
     else:
         deadline = time.monotonic() + timeout_s
         while True:
-            with _file_lock(datamodule.cache_root / ".prepare.lock"):
+            with _prepare_lock(datamodule.cache_root):
                 try:
                     datamodule.dataset_info()
-                    from datamodules.cache import open_cache
                     open_cache(datamodule.cache_dir)
                     break
                 except Exception:
@@ -375,14 +372,12 @@ def locate_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
 
     A run folder means its best checkpoint (metrics.json's, else the one checkpoints/best-*.ckpt).
     """
-    from datamodules.errors import DataError
-
     path = Path(path).expanduser().resolve()
     if path.is_file():
         run_dir = path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
         return path, (run_dir if (run_dir / CONFIG_FILE).is_file() else None)
     if not path.is_dir():
-        raise DataError(f"{path}: no such checkpoint file or run folder")
+        raise DataError(f"{path}: checkpoint not found (no such file or run folder)")
     metrics = path / "metrics.json"
     if metrics.is_file():
         best = json.loads(metrics.read_text()).get("best_checkpoint")

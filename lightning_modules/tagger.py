@@ -284,24 +284,10 @@ class Tagger:
 # Files, folders and the command
 # --------------------------------------------------------------------------------------------
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or a run folder's best checkpoint (from metrics.json, else checkpoints/best-*.ckpt)."""
-    path = Path(path).expanduser().resolve()
-    if path.is_file():
-        return path
-    if not path.is_dir():
-        raise DataError(f"{path}: checkpoint not found")
-    metrics = path / "metrics.json"
-    if metrics.is_file():
-        best = json.loads(metrics.read_text()).get("best_checkpoint")
-        if best and Path(best).is_file():
-            return Path(best)
-    candidates = sorted((path / "checkpoints").glob("best-*.ckpt")) or sorted(path.glob("best-*.ckpt"))
-    if candidates:
-        return candidates[-1]
-    for last in (path / "checkpoints" / "last.ckpt", path / "last.ckpt"):
-        if last.is_file():
-            return last
-    raise DataError(f"{path}: no checkpoint in this folder (expected metrics.json or checkpoints/best-*.ckpt)")
+    """A checkpoint file, or a run folder's best checkpoint (as `--evaluate` finds it)."""
+    from lightning_modules.experiment import locate_checkpoint  # experiment imports this module's siblings
+
+    return locate_checkpoint(path)[0]
 
 
 @dataclass
