@@ -42,11 +42,15 @@ def per_tag_csv(report: TaggingReport) -> str:
     return out.getvalue()
 
 
-def results_markdown(model: str, report: TaggingReport, run_dir: Path) -> str:
-    """A table shaped like the paper's Table 4, with the paper's row for the same model beside it."""
+def results_markdown(model: str, report: TaggingReport, run_dir: Path, data: str) -> str:
+    """A table shaped like the paper's Table 4, with the paper's row for the same model beside it.
+
+    `data` names the dataset of this run, so a result on the generated stand-in is never read as
+    an MTAT result next to the paper's row.
+    """
     lines = [f"# Results of {run_dir.name}", "",
              "| model | ROC-AUC | PR-AUC | TPR | FPR |", "|---|---|---|---|---|",
-             f"| {model} (this run, {report.n_clips} test clips) | {_fmt(report.roc_auc)} | {_fmt(report.pr_auc)} "
+             f"| {model} (this run, {data}, {report.n_clips} test clips) | {_fmt(report.roc_auc)} | {_fmt(report.pr_auc)} "
              f"| {_fmt(report.tpr, 3)} | {_fmt(report.fpr, 3)} |"]
     if model in PAPER_TABLE_4:
         auc, tpr, fpr = PAPER_TABLE_4[model]
@@ -72,6 +76,7 @@ def write_results(run_dir: Path, resolved: dict, report: TaggingReport, threshol
         "roc_auc": test["roc_auc"], "pr_auc": test["pr_auc"], "tpr": test["tpr"], "fpr": test["fpr"],
     }
     write_text_atomic(run_dir / "per_tag.csv", per_tag_csv(report))
-    write_text_atomic(run_dir / "results.md", results_markdown(resolved["model"], report, run_dir))
+    data = "synthetic data" if resolved.get("data") == "synthetic" else f"data {resolved.get('data')}"
+    write_text_atomic(run_dir / "results.md", results_markdown(resolved["model"], report, run_dir, data))
     write_json_atomic(run_dir / "metrics.json", metrics)  # last: its presence marks a finished run
     return metrics
