@@ -147,13 +147,29 @@ def stats(values: list[float]) -> dict:
     return {"best": min(values), "median": statistics.median(values), "values": [round(v, 6) for v in values]}
 
 
+def machine_busy_seconds() -> float | None:
+    """CPU seconds all processes on the machine have used since boot (Linux /proc/stat; else None)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    ticks = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    busy = sum(ticks) - ticks[3] - ticks[4]
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
 class CpuClock:
-    """Wall time and CPU time (this process plus its finished children) over a block."""
+    """Wall time and CPU time (this process plus its finished children) over a block.
+
+    Also `others_cores`: the average number of cores that *other* processes kept busy meanwhile
+    (machine-wide busy CPU time from /proc/stat minus ours, over the wall time; None off Linux).
+    """
 
     def __enter__(self) -> "CpuClock":
         import resource
 
         self._resource = resource
+        self._machine = machine_busy_seconds()
         self._wall = time.perf_counter()
         self._self = resource.getrusage(resource.RUSAGE_SELF)
         self._children = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -165,6 +181,9 @@ class CpuClock:
         me, kids = r.getrusage(r.RUSAGE_SELF), r.getrusage(r.RUSAGE_CHILDREN)
         self.cpu = ((me.ru_utime + me.ru_stime) - (self._self.ru_utime + self._self.ru_stime)
                     + (kids.ru_utime + kids.ru_stime) - (self._children.ru_utime + self._children.ru_stime))
+        machine = machine_busy_seconds()
+        self.others_cores = (max(0.0, (machine - self._machine) - self.cpu) / self.wall
+                             if machine is not None and self._machine is not None and self.wall > 0 else None)
 
 
 def peak_rss_mib() -> float:

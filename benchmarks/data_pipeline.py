@@ -109,6 +109,7 @@ def measure_prepare(args, data_dir: Path, work: Path, setup) -> tuple[dict, Path
     librosa_recipe(paths[:1], runs / "warm")
     timings = {k: [] for k in ("decode_1core", "librosa_1proc", "prepare_1worker", "prepare_all")}
     cpu = {k: [] for k in timings}
+    others = {k: [] for k in timings}
     kept_cache = kept_npy = None
     for repeat in range(args.repeats):
         for key in timings:
@@ -131,6 +132,7 @@ def measure_prepare(args, data_dir: Path, work: Path, setup) -> tuple[dict, Path
                     shutil.rmtree(cache_root)
             timings[key].append(clock.wall)
             cpu[key].append(clock.cpu)
+            others[key].append(clock.others_cores)
             print(f"  prepare repeat {repeat}: {key:16s} {len(paths) / clock.wall:8.1f} clips/s "
                   f"({clock.cpu / len(paths) * 1000:.2f} CPU ms/clip)", flush=True)
     n = len(paths)
@@ -140,7 +142,8 @@ def measure_prepare(args, data_dir: Path, work: Path, setup) -> tuple[dict, Path
         best = timings[key].index(t["best"])
         result[key] = {"seconds": t, "clips_per_s": n / t["best"], "clips_per_s_median": n / t["median"],
                        "cpu_ms_per_clip": min(cpu[key]) / n * 1000,
-                       "cores_used": cpu[key][best] / timings[key][best]}  # CPU s per wall s in the best run
+                       "cores_used": cpu[key][best] / timings[key][best],  # CPU s per wall s in the best run
+                       "other_processes_cores": others[key][best]}  # cores other processes kept busy meanwhile
     return result, kept_cache, kept_npy
 
 
@@ -297,7 +300,7 @@ def build_report(args, info, prepare, loaders, consumers, command) -> tuple[dict
               "prepare_all": f"suite prepare_data, {args.workers} workers"}
     librosa_rate = p["librosa_1proc"]["clips_per_s"]
     prep_rows = [[label, p[key]["clips_per_s"], p[key]["cpu_ms_per_clip"], p[key]["cores_used"],
-                  p[key]["clips_per_s"] / librosa_rate if key != "decode_1core" else "-"]
+                  p[key]["other_processes_cores"], p[key]["clips_per_s"] / librosa_rate if key != "decode_1core" else "-"]
                  for key, label in labels.items()]
     ratio_rows = [
         ["prepare (all cores) / librosa recipe (1 process)", ratios["prepare_vs_librosa"], "report"],
@@ -321,8 +324,8 @@ def build_report(args, info, prepare, loaders, consumers, command) -> tuple[dict
           f"cache. Best of {args.repeats} repeat(s).\n",
           "## Ratios\n", markdown_table(["ratio", "value", "target"], ratio_rows),
           "\n## Preparation (clips/s)\n",
-          markdown_table(["method", "clips/s", "CPU ms/clip", "cores used (CPU s / wall s)", "x librosa recipe"],
-                         prep_rows),
+          markdown_table(["method", "clips/s", "CPU ms/clip", "cores used (CPU s / wall s)",
+                          "cores used by other processes meanwhile", "x librosa recipe"], prep_rows),
           "\n## Loader: suite cache vs per-clip .npy, random crops (segments/s)\n",
           markdown_table(["crop (samples)", "workers", "suite cache", ".npy np.load", ".npy mmap",
                           "x np.load", "x mmap"], loader_rows),
@@ -346,7 +349,10 @@ def main(argv=None) -> int:
     crop_setup = model_setup("sample_cnn_frames", args.clip_samples)
     prepare, cache_root, npy_dir = measure_prepare(args, data_dir, work, crop_setup)
     crops = sorted({min(LEE_CROP, args.clip_samples), model_setup("mel_cnn", args.clip_samples).layout.segment_samples})
-    worker_counts = sorted({0, max(1, min(8, usable_cores() - 1))})
+    # One loader process, and the suite's default (cores per device - 1). Not 0: collating in the main
+    # process runs torch.stack on torch's intra-op threads, which stall when another process holds a core
+    # (30 MB batch: ~20 ms with one thread, ~250 ms with two on a busy 2-core machine), as training does.
+    worker_counts = sorted({1, max(1, min(8, usable_cores() - 1))})
     loaders = measure_loaders(args, data_dir, cache_root, npy_dir, crops, worker_counts)
     consumers = measure_consumers(args, data_dir, cache_root)
     payload, markdown = build_report(args, info, prepare, loaders, consumers, command)

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import time  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
-    base_parser, benchmark_dataset, contention_note, machine_info, markdown_table, model_setup, real_batch,
+    CpuClock, base_parser, benchmark_dataset, contention_note, machine_info, markdown_table, model_setup, real_batch,
     report_header, resolve_dirs, stats, write_outputs)
 
 NAME = "frontend"
@@ -98,19 +98,21 @@ def measure_setting(name: str, setups: dict, waveform, target, n_tags: int, repe
     times = {backend: [] for backend in frontends}
     times["network"] = []
     outputs = {}
-    for round_ in range(repeats + 1):  # round 0 warms up (allocations, kernel choice)
-        for backend in frontends:
-            outputs[backend], seconds = _timed(lambda: frontend(backend), device)
+    with CpuClock() as clock:
+        for round_ in range(repeats + 1):  # round 0 warms up (allocations, kernel choice)
+            for backend in frontends:
+                outputs[backend], seconds = _timed(lambda: frontend(backend), device)
+                if round_:
+                    times[backend].append(seconds)
+            _, seconds = _timed(lambda: network_step(outputs["torchaudio"]), device)
             if round_:
-                times[backend].append(seconds)
-        _, seconds = _timed(lambda: network_step(outputs["torchaudio"]), device)
-        if round_:
-            times["network"].append(seconds)
+                times["network"].append(seconds)
     a, b = outputs["nnaudio"].float(), outputs["torchaudio"].float()
     loud = b > (b.amax() - 60.0)
     max_db_diff = float((a - b).abs()[loud].max())
     result = {"model": name, "batch_size": len(waveform), "segment_samples": waveform.shape[1],
-              "mel": setup.frontend.to_dict(), "output_shape": list(b.shape[1:]), "max_db_difference": max_db_diff}
+              "mel": setup.frontend.to_dict(), "output_shape": list(b.shape[1:]), "max_db_difference": max_db_diff,
+              "other_processes_cores": clock.others_cores}
     result["seconds"] = {k: stats(v) for k, v in times.items()}
     net = result["seconds"]["network"]["best"]
     nn_t, ta_t = result["seconds"]["nnaudio"]["best"], result["seconds"]["torchaudio"]["best"]
@@ -145,7 +147,7 @@ def build_report(args, info, results, command, device_label: str = "CPU") -> tup
         ms = {k: {q: v[q] * 1000 for q in ("best", "median")} for k, v in s.items()}
         abs_rows.append([r["model"], ms["nnaudio"]["best"], ms["torchaudio"]["best"], ms["network"]["best"],
                          ms["nnaudio"]["median"], ms["torchaudio"]["median"], ms["network"]["median"],
-                         f"{r['max_db_difference']:.1e}"])
+                         f"{r['max_db_difference']:.1e}", r["other_processes_cores"]])
     md = [report_header(f"Mel frontend benchmark ({device_label})", info, args.quick, command),
           f"Real batches from the suite's loader (synthetic MTAT clips of {args.clip_samples:,} samples); frontend = "
           f"int16 -> float + LogMel (fp32, dB); network step = forward + BCE + backward + SGD. Best of {args.repeats} "
@@ -155,7 +157,8 @@ def build_report(args, info, results, command, device_label: str = "CPU") -> tup
                           "frontend share (torchaudio)", "step speed-up with torchaudio"], ratio_rows),
           "\n## Milliseconds per batch\n",
           markdown_table(["model", "nnAudio best", "torchaudio best", "network step best", "nnAudio median",
-                          "torchaudio median", "network median", "max dB diff"], abs_rows),
+                          "torchaudio median", "network median", "max dB diff",
+                          "cores busy with other processes"], abs_rows),
           "\n" + contention_note(info)]
     return payload, "\n".join(md)
 

@@ -177,7 +177,7 @@ def measure_epoch(args, work: Path, data_dir: Path, device) -> dict:
     options = training.overhead_options(args.epoch_model, data_dir, work, run_dir, targs, accelerator,
                                         args.epoch_precision)
     options["limit_train_batches"] = None
-    epochs, _, total = training.lightning_epochs(options)
+    epochs, _, _, total = training.lightning_epochs(options)
     shutil.rmtree(run_dir, ignore_errors=True)
     return {"rows": args.epoch_rows, "train_clips": train_clips, "model": args.epoch_model,
             "precision": args.epoch_precision, "prepare_seconds": prepare_seconds,

@@ -31,8 +31,8 @@ import subprocess  # noqa: E402
 import time  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
-    MTAT_FOLDER_TRAIN_CLIPS, base_parser, benchmark_dataset, contention_note, machine_info, markdown_table,
-    cpu_seconds, model_setup, network_flops_per_item, peak_rss_mib, real_batch, report_header, resolve_dirs, stats,
+    MTAT_FOLDER_TRAIN_CLIPS, CpuClock, base_parser, benchmark_dataset, contention_note, machine_info, markdown_table,
+    cpu_seconds, machine_busy_seconds, model_setup, network_flops_per_item, peak_rss_mib, real_batch, report_header, resolve_dirs, stats,
     write_outputs)
 
 NAME = "training"
@@ -51,7 +51,7 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=None, help="measured steps per model after one warm-up (3; quick 1)")
     parser.add_argument("--overhead-model", default="mel_cnn", help="model of the overhead comparison (mel_cnn)")
     parser.add_argument("--overhead-steps", type=int, default=None, help="training batches per epoch there (6; quick 4)")
-    parser.add_argument("--overhead-epochs", type=int, default=None, help="epochs per run there (3; quick 2)")
+    parser.add_argument("--overhead-epochs", type=int, default=None, help="epochs per run there (4; quick 2)")
     parser.add_argument("--skip-overhead", action="store_true", help="only the per-model figures")
     parser.add_argument("--worker", default=None, help=argparse_suppress())
     args = parser.parse_args(argv)
@@ -60,11 +60,11 @@ def parse_args(argv=None):
     args.distinct_clips = args.distinct_clips or (6 if q else 256)
     args.rows = args.rows or (48 if q else 256)
     args.clip_samples = args.clip_samples or (118_098 if q else 465_984)
-    args.repeats = args.repeats or (1 if q else 2)
+    args.repeats = args.repeats or (1 if q else 3)
     args.batch_size = args.batch_size or (2 if q else None)
     args.steps = args.steps or (1 if q else 3)
     args.overhead_steps = args.overhead_steps or (4 if q else 6)
-    args.overhead_epochs = args.overhead_epochs or (2 if q else 3)
+    args.overhead_epochs = args.overhead_epochs or (2 if q else 4)
     return args
 
 
@@ -105,21 +105,22 @@ def measure_model(name: str, data_dir: Path, cache_root: Path, clip_samples: int
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     step_times, frontend_times = [], []
-    for step in range(warmup + steps):
-        _sync(device)
-        start = time.perf_counter()
-        model_input = frontend(waveform.float() / INT16_SCALE)
-        _sync(device)
-        frontend_done = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            loss = F.binary_cross_entropy_with_logits(network(model_input).float(), target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        _sync(device)
-        if step >= warmup:
-            step_times.append(time.perf_counter() - start)
-            frontend_times.append(frontend_done - start)
+    with CpuClock() as clock:
+        for step in range(warmup + steps):
+            _sync(device)
+            start = time.perf_counter()
+            model_input = frontend(waveform.float() / INT16_SCALE)
+            _sync(device)
+            frontend_done = time.perf_counter()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                loss = F.binary_cross_entropy_with_logits(network(model_input).float(), target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            _sync(device)
+            if step >= warmup:
+                step_times.append(time.perf_counter() - start)
+                frontend_times.append(frontend_done - start)
     step = stats(step_times)
     items_per_s = setup.batch_size / step["best"]
     result = {
@@ -130,6 +131,7 @@ def measure_model(name: str, data_dir: Path, cache_root: Path, clip_samples: int
         "mtat_epoch_hours": MTAT_FOLDER_TRAIN_CLIPS / (items_per_s / setup.segments_per_clip) / 3600,
         "network_flops_per_step": flops, "achieved_tflops": flops / step["best"] / 1e12,
         "parameters": sum(p.numel() for p in network.parameters()),
+        "other_processes_cores": clock.others_cores,
     }
     if device.type == "cuda":
         result["peak_gpu_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
@@ -188,10 +190,11 @@ def _train_phase_timer():
         def __init__(self):
             self.epochs: list[float] = []
             self.cpu: list[float] = []
-            self._start = self._cpu = None
+            self.machine: list[float | None] = []
+            self._start = self._cpu = self._machine = None
 
         def on_train_epoch_start(self, trainer, pl_module):
-            self._start, self._cpu = time.perf_counter(), cpu_seconds()
+            self._start, self._cpu, self._machine = time.perf_counter(), cpu_seconds(), machine_busy_seconds()
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             if batch_idx + 1 == trainer.num_training_batches:
@@ -199,21 +202,31 @@ def _train_phase_timer():
                     torch.cuda.synchronize(pl_module.device)
                 self.epochs.append(time.perf_counter() - self._start)
                 self.cpu.append(cpu_seconds() - self._cpu)
+                self.machine.append(_others_cores(self._machine, self.cpu[-1], self.epochs[-1]))
 
     return TrainPhaseTimer()
 
 
-def lightning_epochs(options: dict) -> tuple[list[float], list[float], float]:
-    """The suite's run: (wall seconds, main-process CPU seconds) of each epoch's training phase, whole run's wall."""
+def _others_cores(machine_start: float | None, own_cpu: float, wall: float) -> float | None:
+    """Cores other processes (loader workers included) kept busy over an interval; see `CpuClock`."""
+    machine = machine_busy_seconds()
+    if machine is None or machine_start is None or wall <= 0:
+        return None
+    return max(0.0, machine - machine_start - own_cpu) / wall
+
+
+def lightning_epochs(options: dict) -> tuple[list[float], list[float], list, float]:
+    """The suite's run, per epoch's training phase: wall seconds, main-process CPU seconds, cores busy
+    with other processes; and the whole run's wall seconds."""
     from lightning_modules.experiment import run_experiment
 
     timer = _train_phase_timer()
     start = time.perf_counter()
     run_experiment(options, extra_callbacks=(timer,))
-    return timer.epochs, timer.cpu, time.perf_counter() - start
+    return timer.epochs, timer.cpu, timer.machine, time.perf_counter() - start
 
 
-def plain_epochs(options: dict, device) -> tuple[list[float], list[float]]:
+def plain_epochs(options: dict, device) -> tuple[list[float], list[float], list]:
     """The same data module, frontend and network trained by a plain PyTorch loop (SGD, BCE)."""
     import lightning.pytorch as pl
     import torch
@@ -229,10 +242,10 @@ def plain_epochs(options: dict, device) -> tuple[list[float], list[float]]:
     loader = datamodule.train_dataloader()
     steps = min(options["limit_train_batches"], len(loader))
     autocast = options["precision"] == "bf16-mixed"
-    epochs, cpu = [], []
+    epochs, cpu, machine = [], [], []
     for epoch in range(options["max_epochs"]):
         loader.sampler.set_epoch(epoch)
-        start, cpu_start = time.perf_counter(), cpu_seconds()
+        start, cpu_start, machine_start = time.perf_counter(), cpu_seconds(), machine_busy_seconds()
         for index, batch in enumerate(loader):
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             batch = datamodule.on_after_batch_transfer(batch, 0)
@@ -247,7 +260,8 @@ def plain_epochs(options: dict, device) -> tuple[list[float], list[float]]:
         _sync(device)
         epochs.append(time.perf_counter() - start)
         cpu.append(cpu_seconds() - cpu_start)
-    return epochs, cpu
+        machine.append(_others_cores(machine_start, cpu[-1], epochs[-1]))
+    return epochs, cpu, machine
 
 
 def measure_overhead(args, data_dir: Path, work: Path, device, accelerator: str = "cpu",
@@ -256,6 +270,7 @@ def measure_overhead(args, data_dir: Path, work: Path, device, accelerator: str 
     shutil.rmtree(runs_dir, ignore_errors=True)
     wall = {"plain": [], "lightning": []}
     cpu = {"plain": [], "lightning": []}
+    others = {"plain": [], "lightning": []}
     fit_seconds, logger = [], None
     for repeat in range(args.repeats):
         order = ("plain", "lightning") if repeat % 2 == 0 else ("lightning", "plain")
@@ -264,12 +279,13 @@ def measure_overhead(args, data_dir: Path, work: Path, device, accelerator: str 
                                        accelerator, precision)
             logger = options.get("logger")
             if kind == "plain":
-                epochs, cpu_epochs = plain_epochs(options, device)
+                epochs, cpu_epochs, other_epochs = plain_epochs(options, device)
             else:
-                epochs, cpu_epochs, total = lightning_epochs(options)
+                epochs, cpu_epochs, other_epochs, total = lightning_epochs(options)
                 fit_seconds.append(total)
             wall[kind] += epochs[1:]
             cpu[kind] += cpu_epochs[1:]
+            others[kind] += other_epochs[1:]
             print(f"  overhead repeat {repeat}: {kind:9s} epochs {', '.join(f'{e:.2f}' for e in epochs)} s "
                   f"(CPU {', '.join(f'{c:.2f}' for c in cpu_epochs)} s)", flush=True)
     shutil.rmtree(runs_dir, ignore_errors=True)
@@ -279,6 +295,7 @@ def measure_overhead(args, data_dir: Path, work: Path, device, accelerator: str 
             "runs_each": args.repeats, "precision": precision, "logger": logger,
             "plain_epoch_seconds": p, "lightning_epoch_seconds": l,
             "plain_epoch_cpu_seconds": pc, "lightning_epoch_cpu_seconds": lc,
+            "plain_epoch_other_cores": others["plain"], "lightning_epoch_other_cores": others["lightning"],
             "lightning_run_total_seconds": stats(fit_seconds),
             "ratio_lightning_vs_plain": l["best"] / p["best"],
             "ratio_lightning_vs_plain_median": l["median"] / p["median"],
@@ -293,12 +310,20 @@ def model_rows(models: list[dict], memory_key: str) -> list[list]:
         extra = [r["rss_before_steps_mib"]] if memory_key == "peak_rss_mib" else []
         rows.append([r["model"], r["batch_size"], f"{r['segment_samples']:,} x {r['segments_per_clip']}",
                      r["step_seconds"]["best"], r["items_per_s"], r["clips_per_s"], r["mtat_epoch_hours"],
-                     r["network_flops_per_step"] / 1e9, r["achieved_tflops"] * 1000, memory, *extra])
+                     r["network_flops_per_step"] / 1e9, r["achieved_tflops"] * 1000, memory, *extra,
+                     r.get("other_processes_cores")])
     return rows
 
 
 MODEL_HEADERS = ["model", "batch", "segment samples x per clip", "step s", "segments/s", "clips/s",
                  "MTAT epoch h", "network GFLOP/step", "GFLOP/s"]
+
+
+def _median(values: list) -> float | None:
+    import statistics
+
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
 
 
 def build_report(args, info, models, overhead, command) -> tuple[dict, str]:
@@ -321,7 +346,8 @@ def build_report(args, info, models, overhead, command) -> tuple[dict, str]:
           "runs in a fresh subprocess; peak memory is its max RSS. MTAT epoch = 18,706 training clips (folder split).\n"]
     if models:
         md += ["## Per model\n",
-               markdown_table(MODEL_HEADERS + ["peak RSS MiB", "RSS before steps MiB"], model_rows(models, "peak_rss_mib")),
+               markdown_table(MODEL_HEADERS + ["peak RSS MiB", "RSS before steps MiB", "cores busy with other processes"],
+                              model_rows(models, "peak_rss_mib")),
                "\nclips/s relative to the fastest model: "
                + ", ".join(f"{k} {v:.3f}" for k, v in ratios["clips_per_s_vs_fastest"].items())]
     if overhead:
@@ -330,12 +356,15 @@ def build_report(args, info, models, overhead, command) -> tuple[dict, str]:
                f"{o['model']}, {o['steps_per_epoch']} batches per epoch, {o['epochs_per_run']} epochs per run (first not "
                f"counted), {o['runs_each']} run(s) each, alternating; the suite run with its default logger "
                f"({o['logger']}), callbacks, checkpoints, validation and test; timed: each epoch's training phase.\n",
-               markdown_table(["", "best epoch s", "median epoch s", "best epoch CPU s (main process)", "epochs counted"], [
+               markdown_table(["", "best epoch s", "median epoch s", "best epoch CPU s (main process)",
+                               "cores busy with other processes (median)", "epochs counted"], [
                    ["plain PyTorch loop", o["plain_epoch_seconds"]["best"], o["plain_epoch_seconds"]["median"],
-                    o["plain_epoch_cpu_seconds"]["best"], len(o["plain_epoch_seconds"]["values"])],
+                    o["plain_epoch_cpu_seconds"]["best"], _median(o["plain_epoch_other_cores"]),
+                    len(o["plain_epoch_seconds"]["values"])],
                    ["suite (Lightning run_experiment)", o["lightning_epoch_seconds"]["best"],
                     o["lightning_epoch_seconds"]["median"], o["lightning_epoch_cpu_seconds"]["best"],
-                    len(o["lightning_epoch_seconds"]["values"])]]),
+                    _median(o["lightning_epoch_other_cores"]), len(o["lightning_epoch_seconds"]["values"])]]),
+               "\n(Other processes include the loader's worker; the rest is other work on the machine.)",
                f"\nRatio Lightning / plain: {o['ratio_lightning_vs_plain']:.3f} (best epochs), "
                f"{o['ratio_lightning_vs_plain_median']:.3f} (median epochs), {o['ratio_lightning_vs_plain_cpu']:.3f} "
                f"(CPU time); aim <= 1.05: {'met' if targets['lightning_vs_plain <= 1.05'] else 'NOT met'}."]
