@@ -147,29 +147,39 @@ def stats(values: list[float]) -> dict:
     return {"best": min(values), "median": statistics.median(values), "values": [round(v, 6) for v in values]}
 
 
-def machine_busy_seconds() -> float | None:
-    """CPU seconds all processes on the machine have used since boot (Linux /proc/stat; else None)."""
+def _cpu_ticks() -> list[int] | None:
     try:
         fields = Path("/proc/stat").read_text().splitlines()[0].split()
     except (OSError, IndexError):
         return None
-    ticks = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
-    busy = sum(ticks) - ticks[3] - ticks[4]
-    return busy / os.sysconf("SC_CLK_TCK")
+    return [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+
+
+def machine_busy_seconds() -> float | None:
+    """CPU seconds all processes on the machine have used since boot (Linux /proc/stat; else None)."""
+    ticks = _cpu_ticks()
+    return None if ticks is None else (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_idle_seconds() -> float | None:
+    """Idle (including I/O wait) CPU seconds of the machine since boot (Linux /proc/stat; else None)."""
+    ticks = _cpu_ticks()
+    return None if ticks is None else (ticks[3] + ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
 class CpuClock:
     """Wall time and CPU time (this process plus its finished children) over a block.
 
     Also `others_cores`: the average number of cores that *other* processes kept busy meanwhile
-    (machine-wide busy CPU time from /proc/stat minus ours, over the wall time; None off Linux).
+    (machine-wide busy CPU time from /proc/stat minus ours, over the wall time), and `idle_cores`:
+    the average number of cores idle or waiting for I/O (None off Linux).
     """
 
     def __enter__(self) -> "CpuClock":
         import resource
 
         self._resource = resource
-        self._machine = machine_busy_seconds()
+        self._machine, self._idle = machine_busy_seconds(), machine_idle_seconds()
         self._wall = time.perf_counter()
         self._self = resource.getrusage(resource.RUSAGE_SELF)
         self._children = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -181,9 +191,10 @@ class CpuClock:
         me, kids = r.getrusage(r.RUSAGE_SELF), r.getrusage(r.RUSAGE_CHILDREN)
         self.cpu = ((me.ru_utime + me.ru_stime) - (self._self.ru_utime + self._self.ru_stime)
                     + (kids.ru_utime + kids.ru_stime) - (self._children.ru_utime + self._children.ru_stime))
-        machine = machine_busy_seconds()
-        self.others_cores = (max(0.0, (machine - self._machine) - self.cpu) / self.wall
-                             if machine is not None and self._machine is not None and self.wall > 0 else None)
+        machine, idle = machine_busy_seconds(), machine_idle_seconds()
+        known = machine is not None and self._machine is not None and self.wall > 0
+        self.others_cores = max(0.0, (machine - self._machine) - self.cpu) / self.wall if known else None
+        self.idle_cores = (idle - self._idle) / self.wall if known else None
 
 
 def peak_rss_mib() -> float:

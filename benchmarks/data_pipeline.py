@@ -110,6 +110,7 @@ def measure_prepare(args, data_dir: Path, work: Path, setup) -> tuple[dict, Path
     timings = {k: [] for k in ("decode_1core", "librosa_1proc", "prepare_1worker", "prepare_all")}
     cpu = {k: [] for k in timings}
     others = {k: [] for k in timings}
+    idle = {k: [] for k in timings}
     kept_cache = kept_npy = None
     for repeat in range(args.repeats):
         for key in timings:
@@ -133,6 +134,7 @@ def measure_prepare(args, data_dir: Path, work: Path, setup) -> tuple[dict, Path
             timings[key].append(clock.wall)
             cpu[key].append(clock.cpu)
             others[key].append(clock.others_cores)
+            idle[key].append(clock.idle_cores)
             print(f"  prepare repeat {repeat}: {key:16s} {len(paths) / clock.wall:8.1f} clips/s "
                   f"({clock.cpu / len(paths) * 1000:.2f} CPU ms/clip)", flush=True)
     n = len(paths)
@@ -143,7 +145,8 @@ def measure_prepare(args, data_dir: Path, work: Path, setup) -> tuple[dict, Path
         result[key] = {"seconds": t, "clips_per_s": n / t["best"], "clips_per_s_median": n / t["median"],
                        "cpu_ms_per_clip": min(cpu[key]) / n * 1000,
                        "cores_used": cpu[key][best] / timings[key][best],  # CPU s per wall s in the best run
-                       "other_processes_cores": others[key][best]}  # cores other processes kept busy meanwhile
+                       "other_processes_cores": others[key][best],  # cores other processes kept busy meanwhile
+                       "idle_cores": idle[key][best]}  # cores idle or waiting for I/O meanwhile
     return result, kept_cache, kept_npy
 
 
@@ -300,7 +303,8 @@ def build_report(args, info, prepare, loaders, consumers, command) -> tuple[dict
               "prepare_all": f"suite prepare_data, {args.workers} workers"}
     librosa_rate = p["librosa_1proc"]["clips_per_s"]
     prep_rows = [[label, p[key]["clips_per_s"], p[key]["cpu_ms_per_clip"], p[key]["cores_used"],
-                  p[key]["other_processes_cores"], p[key]["clips_per_s"] / librosa_rate if key != "decode_1core" else "-"]
+                  p[key]["other_processes_cores"], p[key]["idle_cores"],
+                  p[key]["clips_per_s"] / librosa_rate if key != "decode_1core" else "-"]
                  for key, label in labels.items()]
     ratio_rows = [
         ["prepare (all cores) / librosa recipe (1 process)", ratios["prepare_vs_librosa"], "report"],
@@ -325,7 +329,8 @@ def build_report(args, info, prepare, loaders, consumers, command) -> tuple[dict
           "## Ratios\n", markdown_table(["ratio", "value", "target"], ratio_rows),
           "\n## Preparation (clips/s)\n",
           markdown_table(["method", "clips/s", "CPU ms/clip", "cores used (CPU s / wall s)",
-                          "cores used by other processes meanwhile", "x librosa recipe"], prep_rows),
+                          "cores used by other processes meanwhile", "cores idle or in I/O wait meanwhile",
+                          "x librosa recipe"], prep_rows),
           "\n## Loader: suite cache vs per-clip .npy, random crops (segments/s)\n",
           markdown_table(["crop (samples)", "workers", "suite cache", ".npy np.load", ".npy mmap",
                           "x np.load", "x mmap"], loader_rows),
