@@ -235,6 +235,14 @@ def write_outputs(out_dir: Path, name: str, payload: dict, markdown: str, quick:
     return json_path, md_path
 
 
+def publish(out_dir: Path, name: str, payload: dict, markdown: str, quick: bool) -> int:
+    """Write the outputs, print the markdown report and where it was written; the exit code (0)."""
+    json_path, md_path = write_outputs(out_dir, name, payload, markdown, quick)
+    print(markdown)
+    print(f"\nwrote {json_path} and {md_path}")
+    return 0
+
+
 def report_header(title: str, info: dict, quick: bool, command: list[str]) -> str:
     mode = " (quick mode: tiny sizes, not representative)" if quick else ""
     return (f"# {title}{mode}\n\nMachine: {machine_line(info)}\n\n"

@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
     CpuClock, ModelSetup, base_parser, benchmark_dataset, contention_note, data_module, machine_info, markdown_table,
-    model_setup, real_batch, report_header, resolve_dirs, stats, usable_cores, write_outputs)
+    model_setup, real_batch, report_header, resolve_dirs, stats, usable_cores, publish)
 
 NAME = "data_pipeline"
 LEE_CROP = 59_049
@@ -362,10 +362,7 @@ def main(argv=None) -> int:
     consumers = measure_consumers(args, data_dir, cache_root)
     payload, markdown = build_report(args, info, prepare, loaders, consumers, command)
     shutil.rmtree(work / "data_pipeline-runs", ignore_errors=True)
-    json_path, md_path = write_outputs(out, NAME, payload, markdown, args.quick)
-    print(markdown)
-    print(f"\nwrote {json_path} and {md_path}")
-    return 0
+    return publish(out, NAME, payload, markdown, args.quick)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import time  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
     CpuClock, base_parser, benchmark_dataset, contention_note, machine_info, markdown_table, model_setup, real_batch,
-    report_header, resolve_dirs, stats, write_outputs)
+    report_header, resolve_dirs, stats, publish)
 
 NAME = "frontend"
 MODELS = ("mel_cnn", "lstm_mel")
@@ -188,10 +188,7 @@ def main(argv=None) -> int:
     print(f"frontend benchmark (CPU): work dir {work}", flush=True)
     results = run(args, work, torch.device("cpu"))
     payload, markdown = build_report(args, info, results, command)
-    json_path, md_path = write_outputs(out, NAME, payload, markdown, args.quick)
-    print(markdown)
-    print(f"\nwrote {json_path} and {md_path}")
-    return 0
+    return publish(out, NAME, payload, markdown, args.quick)
 
 
 if __name__ == "__main__":

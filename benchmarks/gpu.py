@@ -35,7 +35,7 @@ from types import SimpleNamespace  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
     MTAT_ROWS, base_parser, benchmark_dataset, data_module, machine_info, markdown_table, model_setup,
-    report_header, resolve_dirs, usable_cores, write_outputs)
+    report_header, resolve_dirs, usable_cores, publish, write_outputs)
 
 NAME = "gpu"
 MODELS = ("sample_cnn", "sample_cnn_frames", "mel_cnn", "lstm_mel")
@@ -269,10 +269,7 @@ def main(argv=None) -> int:
     epoch = None if args.skip_epoch else measure_epoch(args, work, epoch_data, device)
     overhead = None if args.skip_overhead else measure_overhead(args, work, epoch_data, device)
     payload, markdown = build_report(args, info, device, peaks, models, frontends, overhead, epoch, command)
-    json_path, md_path = write_outputs(out, NAME, payload, markdown, args.quick)
-    print(markdown)
-    print(f"\nwrote {json_path} and {md_path}")
-    return 0
+    return publish(out, NAME, payload, markdown, args.quick)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import time  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     MTAT_FOLDER_TRAIN_CLIPS, CpuClock, base_parser, benchmark_dataset, contention_note, machine_info, markdown_table,
     cpu_seconds, machine_busy_seconds, model_setup, network_flops_per_item, peak_rss_mib, real_batch, report_header, resolve_dirs, stats,
-    write_outputs)
+    publish)
 
 NAME = "training"
 MODELS = ("sample_cnn", "sample_cnn_frames", "mel_cnn", "lstm_mel")
@@ -394,10 +394,7 @@ def main(argv=None) -> int:
         models.append(result)
     overhead = None if args.skip_overhead else measure_overhead(args, data_dir, work, torch.device("cpu"))
     payload, markdown = build_report(args, info, models, overhead, command)
-    json_path, md_path = write_outputs(out, NAME, payload, markdown, args.quick)
-    print(markdown)
-    print(f"\nwrote {json_path} and {md_path}")
-    return 0
+    return publish(out, NAME, payload, markdown, args.quick)
 
 
 if __name__ == "__main__":
