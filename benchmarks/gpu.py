@@ -66,6 +66,8 @@ def parse_args(argv=None):
     parser.add_argument("--peak-tflops-bf16", type=float, default=None, help="override the GPU's dense bf16 peak")
     parser.add_argument("--peak-tflops-fp32", type=float, default=None,
                         help="override the peak used for fp32 runs (TF32 tensor peak when cuDNN TF32 is on)")
+    parser.add_argument("--logger", choices=("wandb", "csv", "tensorboard", "none"), default=None,
+                        help="logger of the suite's runs (epoch, overhead): the suite's default unless given")
     parser.add_argument("--allow-cpu", action="store_true",
                         help="without a GPU, run the same code on the CPU (tests the script; not GPU figures)")
     args = parser.parse_args(argv)
@@ -144,7 +146,7 @@ def measure_overhead(args, work: Path, data_dir: Path, device) -> dict:
 
     targs = SimpleNamespace(overhead_model=args.epoch_model, overhead_steps=args.overhead_steps,
                             overhead_epochs=args.overhead_epochs, repeats=2 if not args.quick else 1, seed=args.seed,
-                            quick=args.quick, batch_size=2 if args.quick else None)
+                            quick=args.quick, batch_size=2 if args.quick else None, logger=args.logger)
     accelerator = "gpu" if device.type == "cuda" else "cpu"
     return training.measure_overhead(targs, data_dir, work, device, accelerator, "bf16-mixed")
 
@@ -170,7 +172,7 @@ def measure_epoch(args, work: Path, data_dir: Path, device) -> dict:
     dm.setup("fit")
     train_clips = len(dm.dataset("train").rows)
     targs = SimpleNamespace(overhead_epochs=1, overhead_steps=10**9, seed=args.seed, quick=args.quick,
-                            batch_size=2 if args.quick else None)
+                            batch_size=2 if args.quick else None, logger=args.logger)
     run_dir = work / "gpu-epoch-run"
     shutil.rmtree(run_dir, ignore_errors=True)
     accelerator = "gpu" if device.type == "cuda" else "cpu"
@@ -180,7 +182,7 @@ def measure_epoch(args, work: Path, data_dir: Path, device) -> dict:
     epochs, _, _, total = training.lightning_epochs(options)
     shutil.rmtree(run_dir, ignore_errors=True)
     return {"rows": args.epoch_rows, "train_clips": train_clips, "model": args.epoch_model,
-            "precision": args.epoch_precision, "prepare_seconds": prepare_seconds,
+            "precision": args.epoch_precision, "logger": options["logger"], "prepare_seconds": prepare_seconds,
             "prepare_clips_per_s": args.epoch_rows / prepare_seconds if prepare_seconds else None,
             "prepare_workers": usable_cores(),
             "train_epoch_seconds": epochs[0], "train_clips_per_s": train_clips / epochs[0],
@@ -233,9 +235,9 @@ def build_report(args, info, device, peaks, models, frontends, overhead, epoch, 
         md += ["\n## An epoch of MTAT-sized synthetic data\n",
                "Prepare: decoding the dataset's MP3s into the waveform cache with all cores (n/a: the cache was "
                "already there from an earlier run).\n",
-               markdown_table(["rows", "train clips", "model", "precision", "prepare s", "prepare clips/s",
+               markdown_table(["rows", "train clips", "model", "precision", "logger", "prepare s", "prepare clips/s",
                                "train epoch s", "train clips/s", "whole run s (incl. validation, test)"],
-                              [[epoch["rows"], epoch["train_clips"], epoch["model"], epoch["precision"],
+                              [[epoch["rows"], epoch["train_clips"], epoch["model"], epoch["precision"], epoch["logger"],
                                 epoch["prepare_seconds"], epoch["prepare_clips_per_s"], epoch["train_epoch_seconds"],
                                 epoch["train_clips_per_s"], epoch["run_total_seconds"]]])]
     return payload, "\n".join(md)

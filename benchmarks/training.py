@@ -178,6 +178,8 @@ def overhead_options(model: str, data_dir: Path, work: Path, run_dir: Path, args
             argv += ["--" + key.replace("_", "-"), str(value)]
     if args.batch_size:
         argv += ["--batch-size", str(args.batch_size)]
+    if getattr(args, "logger", None):
+        argv += ["--logger", args.logger]
     return run.options_from_args(run.build_parser().parse_args(argv))
 
 

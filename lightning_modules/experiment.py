@@ -270,7 +270,21 @@ def build_strategy(options: dict):
     if options.get("sync_batchnorm") and resolved_accelerator(options) == "cpu":
         raise ConfigError("--sync-batchnorm needs GPUs: PyTorch's SyncBatchNorm does not run on CPU tensors")
     from lightning.pytorch.strategies import DDPStrategy
-    return DDPStrategy(find_unused_parameters=False, forward_sync_buffers=False)
+    return DDPStrategy(find_unused_parameters=False, **no_forward_buffer_sync())
+
+
+def no_forward_buffer_sync() -> dict:
+    """DDP's keyword for "no buffer broadcast before each forward": `forward_sync_buffers=False` from
+    torch 2.13 (which deprecates `broadcast_buffers`), `broadcast_buffers=False` before (that one also
+    skips the buffers' sync at wrapping time, harmless here: `SyncModelBuffers` aligns them before
+    every evaluation, and seeded initialisation makes them equal at the start)."""
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
+        return {"forward_sync_buffers": False}
+    return {"broadcast_buffers": False}
 
 
 def cluster_plugins() -> list:

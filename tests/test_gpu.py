@@ -112,7 +112,12 @@ def test_each_model_trains_and_tests_on_the_gpu(model, precision, cache_dir, tmp
     assert all(t.device.type == "cpu" for t in checkpoint["state_dict"].values())
 
 
-def test_a_gpu_checkpoint_evaluates_on_the_cpu_to_the_same_auc(cache_dir, tmp_path):
+def test_a_gpu_checkpoint_evaluates_on_the_cpu_to_the_same_auc(cache_dir, tmp_path, monkeypatch):
+    # TF32 convolutions (cuDNN's default) round to 10-bit mantissas: on an untrained model, whose
+    # scores for different clips lie close together, that swaps enough ranks to move the AUC by
+    # 2e-3 (seen on an H200). In full float32 the GPU and CPU agree to rounding.
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     outcome = run_experiment(_options(cache_dir, tmp_path / "gpu", "mel_cnn"))
     gpu_auc = read_metrics(outcome.run_dir)["roc_auc"]
     cpu_dir = tmp_path / "cpu-evaluation"
@@ -120,8 +125,7 @@ def test_a_gpu_checkpoint_evaluates_on_the_cpu_to_the_same_auc(cache_dir, tmp_pa
                      "--run-dir", str(cpu_dir), "--logger", "none", "--no-progress", "--num-workers", "0"])
     assert code == 0
     cpu_auc = read_metrics(cpu_dir)["roc_auc"]
-    # Same network and clips; only the arithmetic differs (cuDNN, TF32 convolutions on the GPU).
-    assert abs(cpu_auc - gpu_auc) < 2e-3, (gpu_auc, cpu_auc)
+    assert abs(cpu_auc - gpu_auc) < 1e-3, (gpu_auc, cpu_auc)
 
 
 def test_ddp_strategy_with_sync_batchnorm_on_one_gpu(cache_dir, tmp_path):
