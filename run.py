@@ -170,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="training precision; the Mel frontend always runs in fp32; 16-mixed needs a GPU (32)")
     run.add_argument("--sync-batchnorm", action="store_true", help="batch-norm statistics over the whole batch of "
                      "all GPUs under DDP (GPU only; no effect on one device)")
+    run.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=True,
+                     help="let cuDNN time its algorithms for each new input shape and keep the fastest (GPU; on by "
+                          "default, off under --deterministic)")
     run.add_argument("--compile", action="store_true", help="torch.compile the network (the first steps of each "
                      "stage compile it; checkpoints stay loadable without compiling)")
     run.add_argument("--limit-train-batches", type=_fraction_or_count, default=None,
@@ -177,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limit-val-batches", type=_fraction_or_count, default=None, help="same for validation")
     run.add_argument("--limit-test-batches", type=_fraction_or_count, default=None, help="same for test")
     run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    run.add_argument("--log-every-n-steps", type=_positive_int, default=None, metavar="N",
+                     help="send the training loss and learning rate to the logger and progress bar every N steps "
+                          "(10); each such step waits for the GPU, so 1 costs speed on fast models")
 
     sweep = parser.add_argument_group(
         "sweeps (Optuna; training options given on the command line are fixed for all trials)")

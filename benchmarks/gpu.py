@@ -29,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import argparse  # noqa: E402
 import shutil  # noqa: E402
 import time  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
@@ -68,6 +69,8 @@ def parse_args(argv=None):
                         help="override the peak used for fp32 runs (TF32 tensor peak when cuDNN TF32 is on)")
     parser.add_argument("--logger", choices=("wandb", "csv", "tensorboard", "none"), default=None,
                         help="logger of the suite's runs (epoch, overhead): the suite's default unless given")
+    parser.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=True,
+                        help="cuDNN autotuning in every measurement (the suite's default: on)")
     parser.add_argument("--allow-cpu", action="store_true",
                         help="without a GPU, run the same code on the CPU (tests the script; not GPU figures)")
     args = parser.parse_args(argv)
@@ -146,7 +149,8 @@ def measure_overhead(args, work: Path, data_dir: Path, device) -> dict:
 
     targs = SimpleNamespace(overhead_model=args.epoch_model, overhead_steps=args.overhead_steps,
                             overhead_epochs=args.overhead_epochs, repeats=2 if not args.quick else 1, seed=args.seed,
-                            quick=args.quick, batch_size=2 if args.quick else None, logger=args.logger)
+                            quick=args.quick, batch_size=2 if args.quick else None, logger=args.logger,
+                            cudnn_benchmark=args.cudnn_benchmark)
     accelerator = "gpu" if device.type == "cuda" else "cpu"
     return training.measure_overhead(targs, data_dir, work, device, accelerator, "bf16-mixed")
 
@@ -172,7 +176,8 @@ def measure_epoch(args, work: Path, data_dir: Path, device) -> dict:
     dm.setup("fit")
     train_clips = len(dm.dataset("train").rows)
     targs = SimpleNamespace(overhead_epochs=1, overhead_steps=10**9, seed=args.seed, quick=args.quick,
-                            batch_size=2 if args.quick else None, logger=args.logger)
+                            batch_size=2 if args.quick else None, logger=args.logger,
+                            cudnn_benchmark=args.cudnn_benchmark)
     run_dir = work / "gpu-epoch-run"
     shutil.rmtree(run_dir, ignore_errors=True)
     accelerator = "gpu" if device.type == "cuda" else "cpu"
@@ -203,6 +208,7 @@ def build_report(args, info, device, peaks, models, frontends, overhead, epoch, 
     if overhead:
         ratios["lightning_vs_plain"] = overhead["ratio_lightning_vs_plain"]
     payload = {"benchmark": NAME, "skipped": False, "quick": args.quick, "device": str(device), "machine": info,
+               "cudnn_benchmark": args.cudnn_benchmark,
                "peak_tflops": peaks, "ratios": ratios, "models": models, "frontend": frontends,
                "overhead": overhead, "epoch": epoch}
     label = info.get("gpu") or "CPU (--allow-cpu: not GPU figures)"
@@ -211,7 +217,8 @@ def build_report(args, info, device, peaks, models, frontends, overhead, epoch, 
              r["clips_per_s"], r["mtat_epoch_hours"] * 60, r.get(memory_key), f"{r['frontend_share']:.0%}",
              r["achieved_tflops"], f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a"] for r in models]
     md = [report_header(f"GPU benchmark: {label}", info, args.quick, command),
-          f"MFU peaks (dense TFLOP/s): bf16 {peaks['bf16-mixed']}, fp32 runs {peaks['32']} ({peaks['fp32_basis']}).\n",
+          f"MFU peaks (dense TFLOP/s): bf16 {peaks['bf16-mixed']}, fp32 runs {peaks['32']} ({peaks['fp32_basis']}). "
+          f"cuDNN autotuning (torch.backends.cudnn.benchmark): {'on' if args.cudnn_benchmark else 'off'}.\n",
           "## Ratios: bf16 autocast vs fp32\n",
           markdown_table(["model", "bf16 / fp32 speed", "bf16 / fp32 peak memory"],
                          [[m, ratios["bf16_vs_fp32_speed"].get(m), ratios["bf16_vs_fp32_memory"].get(m)]
@@ -260,6 +267,7 @@ def main(argv=None) -> int:
         print(f"wrote {json_path} and {md_path}")
         return 0
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     print(f"GPU benchmark on {info.get('gpu') or 'the CPU (--allow-cpu)'}: work dir {work}", flush=True)
     peaks = peak_tflops(args, device)
     models = measure_models(args, work, device, peaks)

@@ -180,6 +180,8 @@ def overhead_options(model: str, data_dir: Path, work: Path, run_dir: Path, args
         argv += ["--batch-size", str(args.batch_size)]
     if getattr(args, "logger", None):
         argv += ["--logger", args.logger]
+    if not getattr(args, "cudnn_benchmark", True):
+        argv += ["--no-cudnn-benchmark"]
     return run.options_from_args(run.build_parser().parse_args(argv))
 
 

@@ -163,17 +163,21 @@ class TrainingHistory(Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if isinstance(loss, torch.Tensor) and torch.isfinite(loss.detach()).all():
+        if isinstance(loss, torch.Tensor):
+            # Summed on the loss's device (no host sync per step); read once, at the epoch's end.
             size = len(batch["target"]) if isinstance(batch, dict) and "target" in batch else 1
-            self._loss_sum += float(loss.detach()) * size
-            self._loss_count += size
+            loss = loss.detach().float()
+            finite = torch.isfinite(loss)
+            self._loss_sum = self._loss_sum + torch.where(finite, loss * size, torch.zeros_like(loss))
+            self._loss_count = self._loss_count + finite.to(torch.float32) * size
         if self._log_lr and self._lr_last is not None:
             pl_module.log("train/lr", self._lr_last, on_step=True, on_epoch=False, batch_size=1)
 
     def _record_training(self, trainer: pl.Trainer, row: dict) -> None:
         row["global_step"] = int(trainer.global_step)
-        if self._loss_count:
-            row["train_loss"] = self._loss_sum / self._loss_count
+        count = float(self._loss_count)
+        if count:
+            row["train_loss"] = float(self._loss_sum) / count
         row["lr_start"], row["lr_end"] = self._lr_start, self._lr_last
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -14,7 +14,6 @@ rebuilds the network from those hyperparameters.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -28,6 +27,9 @@ from lightning_modules.metrics import ClipPredictions, TaggingReport, equal_erro
 from lightning_modules.registry import build_network
 
 NONFINITE_ACTIONS = ("stop", "skip")
+# "stop" checks the training losses every this many steps (and before each validation, at each epoch
+# end): one host sync per window instead of one per step.
+NONFINITE_CHECK_EVERY = 50
 OPTIMIZERS = ("sgd", "adam")
 
 
@@ -49,7 +51,10 @@ class TaggingModule(pl.LightningModule):
         optimizer: "sgd" (the paper's) or "adam" (trains the LSTM far faster from raw log-Mel input).
         lr, momentum, weight_decay, nesterov: optimiser settings (paper: SGD, 0.01, 0.9, 0, no Nesterov;
             momentum and nesterov apply to SGD only).
-        nonfinite_loss: "stop" (raise, naming the step) or "skip" (drop the batch and go on).
+        nonfinite_loss: "stop" (raise, naming the first non-finite step, at the next check: every
+            `NONFINITE_CHECK_EVERY` steps, before each validation and at each epoch end, so no
+            checkpoint holds weights trained on it) or "skip" (drop the batch and go on; checks every
+            step, a host sync per step).
     """
 
     def __init__(self, network: nn.Module, network_config: dict, tags: list[str], frontend: dict | None,
@@ -70,6 +75,8 @@ class TaggingModule(pl.LightningModule):
         self.test_predictions = ClipPredictions(num_tags=n_tags)
         self.skipped_batches = 0
         self._drop_gradients = False  # set by a skipped training batch, for on_before_optimizer_step
+        self._window_losses: torch.Tensor | None = None  # "stop": the losses of the steps not yet checked
+        self._window_steps: list[tuple[int, int, int]] = []  # their (global step, epoch, batch index)
         self.last_val_report: TaggingReport | None = None
         self.last_test_report: TaggingReport | None = None
 
@@ -89,28 +96,73 @@ class TaggingModule(pl.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int):
         loss, _ = self._step(batch)
-        finite = bool(torch.isfinite(loss))
-        trainer = self._trainer
-        if trainer is not None and trainer.world_size > 1:
-            # Every process must take the same branch: one that skipped the backward pass (or stopped) would
-            # leave the others waiting for it in DDP's gradient all-reduce.
-            finite = trainer.strategy.reduce_boolean_decision(finite, all=True)
-        if not finite:
-            if self.hparams.nonfinite_loss == "skip":
+        if self.hparams.nonfinite_loss == "skip":
+            if not self._all_finite(loss):
                 self.skipped_batches += 1
                 self.log("train/skipped_batches", float(self.skipped_batches), on_step=True, on_epoch=False)
                 return self._skipped_batch_loss()
-            checkpoint = self._last_checkpoint()
-            value = loss.item()
-            what = (f"training loss is {value}" if not math.isfinite(value)
-                    else "another process's training loss is not finite")
-            raise NonFiniteLossError(
-                f"{what} at global step {self.global_step} (epoch {self.current_epoch}, "
-                f"batch {batch_idx}); last good checkpoint: {checkpoint or 'none saved yet'}. "
-                "Lower the learning rate, or pass --nonfinite-loss skip to drop such batches."
-            )
+        else:
+            self._record_loss(loss, batch_idx)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["target"]))
         return loss
+
+    # ---- non-finite losses -------------------------------------------------------------------------
+    def _all_finite(self, loss: torch.Tensor) -> bool:
+        """True when the loss is finite on every process (a host sync: "skip" must decide before the backward)."""
+        finite = bool(torch.isfinite(loss))
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:
+            # Every process must take the same branch: one that skipped the backward pass would leave the
+            # others waiting for it in DDP's gradient all-reduce.
+            finite = trainer.strategy.reduce_boolean_decision(finite, all=True)
+        return finite
+
+    def _record_loss(self, loss: torch.Tensor, batch_idx: int) -> None:
+        """"stop": keep the loss on its device and check a window of steps at once, so that a step never
+        waits for the GPU (a per-step `bool(loss)` would stall the host until the step has run).
+        Checked every `NONFINITE_CHECK_EVERY` steps, before each validation and at the end of each
+        epoch and of training: a non-finite loss stops the run before any checkpoint holds its weights."""
+        if self._window_losses is None or self._window_losses.device != loss.device:
+            self._window_losses = torch.empty(NONFINITE_CHECK_EVERY, dtype=torch.float32, device=loss.device)
+        self._window_losses[len(self._window_steps)] = loss.detach()
+        self._window_steps.append((self.global_step, self.current_epoch, batch_idx))
+        if len(self._window_steps) == NONFINITE_CHECK_EVERY:
+            self._check_window()
+
+    def _check_window(self) -> None:
+        """Raise `NonFiniteLossError` naming the first non-finite step of the window (on any process).
+
+        Every process calls this at the same points (the same step counts, validation start, epoch
+        end), so the gather below is matched on every rank.
+        """
+        steps, self._window_steps = self._window_steps, []
+        if not steps:
+            return
+        window = self._window_losses[:len(steps)]
+        finite = torch.isfinite(window)
+        index = torch.arange(len(steps), device=window.device)
+        local_first = torch.where(finite, len(steps), index).min()
+        first_anywhere = self.all_gather(local_first).min() if self.trainer.world_size > 1 else local_first
+        first, here = int(first_anywhere), int(local_first)
+        if first == len(steps):
+            return
+        step, epoch, batch_idx = steps[first]
+        what = (f"training loss is {float(window[first])}" if here == first
+                else "another process's training loss is not finite")
+        raise NonFiniteLossError(
+            f"{what} at global step {step} (epoch {epoch}, batch {batch_idx}); last good checkpoint: "
+            f"{self._last_checkpoint() or 'none saved yet'}. "
+            "Lower the learning rate, or pass --nonfinite-loss skip to drop such batches."
+        )
+
+    def on_validation_start(self) -> None:
+        self._check_window()
+
+    def on_train_epoch_end(self) -> None:
+        self._check_window()  # before the epoch's checkpoints (ModelCheckpoint acts after this hook)
+
+    def on_train_end(self) -> None:
+        self._check_window()
 
     def _skipped_batch_loss(self) -> torch.Tensor:
         """What a skipped batch returns: a NaN whose gradient is zero for every parameter.

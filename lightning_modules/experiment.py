@@ -20,7 +20,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 
 from callbacks import GlobalDecayRestart, LocalDecay, RNGStateCheckpoint
 from callbacks.history import HISTORY_FILE, TrainingHistory
@@ -43,6 +43,7 @@ LAST_CHECKPOINT = "last.ckpt"
 
 # Options that change neither what is trained nor how: two runs differing only in these share a run folder.
 NON_IDENTITY_OPTIONS = {"run_dir", "runs_root", "resume", "num_workers", "prepare_workers", "progress",
+                        "log_every_n_steps", "cudnn_benchmark",
                         "logger", "summary", "devices", "num_nodes", "accelerator", "strategy",
                         "wandb_group", "wandb_project"}
 
@@ -200,6 +201,7 @@ def build_callbacks(options: dict, run_dir: Path) -> tuple[list[Callback], Model
 
 
 STRATEGIES = ("auto", "ddp")
+DEFAULT_LOG_EVERY_N_STEPS = 10  # run.py --log-every-n-steps
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 
 
@@ -321,17 +323,22 @@ def check_run_options(options: dict) -> None:
 def build_trainer(options: dict, run_dir: Path, callbacks: list[Callback], logger) -> pl.Trainer:
     if options.get("deterministic"):
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    log_every = int(options.get("log_every_n_steps") or DEFAULT_LOG_EVERY_N_STEPS)
     callbacks = [*callbacks, SyncModelBuffers()]
+    if options.get("progress", True):
+        # Refreshing the bar reads the logged loss, a host sync: as often as the logger, not every step.
+        callbacks.append(TQDMProgressBar(refresh_rate=log_every))
     return pl.Trainer(
         default_root_dir=run_dir, max_epochs=options["max_epochs"], accelerator=options["accelerator"],
         devices=options["devices"], num_nodes=options["num_nodes"], strategy=build_strategy(options),
         plugins=cluster_plugins(), precision=check_precision(options), sync_batchnorm=options["sync_batchnorm"],
         deterministic=options.get("deterministic", False), callbacks=callbacks, logger=logger,
+        benchmark=bool(options.get("cudnn_benchmark", True)) and not options.get("deterministic", False),
         use_distributed_sampler=False,  # MTATDataModule shards by rank itself (exact evaluation)
         limit_train_batches=options.get("limit_train_batches"), limit_val_batches=options.get("limit_val_batches"),
         limit_test_batches=options.get("limit_test_batches"), num_sanity_val_steps=options.get("sanity_steps", 2),
         enable_progress_bar=options.get("progress", True),
-        log_every_n_steps=options.get("log_every_n_steps", 1))  # loss and learning rate at every step
+        log_every_n_steps=log_every)
 
 
 def run_experiment(options: dict, extra_callbacks: tuple[Callback, ...] = ()) -> RunOutcome:

@@ -345,7 +345,7 @@ def test_nonfinite_loss_skip_drops_the_batch_and_finishes(trained_run, cache_dir
     run_dir = tmp_path / "run"
     code = run.main(["--model", "mel_cnn", *data_args(cache_dir), *MEL, "--max-epochs", "2",
                      "--limit-train-batches", "2", "--nonfinite-loss", "skip", "--logger", "csv",
-                     "--run-dir", str(run_dir)])
+                     "--log-every-n-steps", "1", "--run-dir", str(run_dir)])
     assert code == 0, capsys.readouterr().err[-3000:]
     # The NaN batches changed nothing (no gradient step, no momentum); the batch after them trained again.
     assert updated == [True, False, False, True]
