@@ -51,7 +51,6 @@ is 98.7 %. `label_coverage` computes the 88.5 % definition.
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,9 +83,6 @@ FOLDER_SPLIT = {
 
 CLEAN_SPLIT_DIR = Path(__file__).resolve().parent / "splits"
 """Folder holding the shipped ``clean_{train,valid,test}.txt`` lists (package data)."""
-
-SYNTHETIC_METADATA_FILE = "synthetic.json"
-"""File the synthetic dataset generator writes into its data folder (key ``clip_samples``)."""
 
 PAPER_SYNONYM_GROUPS: tuple[tuple[str, ...], ...] = (
     ("beat", "beats"),
@@ -301,16 +297,14 @@ def dataset_clip_samples(data_dir: str | Path) -> int:
         DataError: when ``synthetic.json`` exists but is unreadable or lacks a positive integer
             ``clip_samples``.
     """
-    meta_path = Path(data_dir) / SYNTHETIC_METADATA_FILE
-    if not meta_path.exists():
+    from datamodules.synthetic import METADATA_FILE, read_metadata
+
+    meta = read_metadata(data_dir)
+    if meta is None:
         return MTAT_CLIP_SAMPLES
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{meta_path}: cannot read synthetic dataset metadata: {exc}") from exc
-    value = meta.get("clip_samples") if isinstance(meta, dict) else None
+    value = meta.get("clip_samples")
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise DataError(f"{meta_path}: 'clip_samples' must be a positive integer, got {value!r}")
+        raise DataError(f"{Path(data_dir) / METADATA_FILE}: 'clip_samples' must be a positive integer, got {value!r}")
     return value
 
 

@@ -171,7 +171,8 @@ def resolve_run(options: dict) -> tuple[dict, MTATDataModule, TaggingModule, Dat
         "data_dir": str(info.data_dir), "clip_samples": info.clip_samples, "sample_rate": SAMPLE_RATE,
         "tags": list(info.tags), "layout": layout.to_dict(),
         "frontend": frontend.to_dict() if frontend is not None else None, "network": net_config,
-        "batch_size": datamodule.hparams.batch_size, "versions": _versions()})
+        "batch_size": datamodule.hparams.batch_size, "processes": planned_processes(options),
+        "global_batch_size": datamodule.hparams.batch_size * planned_processes(options), "versions": _versions()})
     return resolved, datamodule, module, info
 
 
@@ -362,6 +363,7 @@ def run_experiment(options: dict, extra_callbacks: tuple[Callback, ...] = ()) ->
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume_from is not None:
         _check_same_run(run_dir, resolved)
+        _warn_if_scale_changed(run_dir, resolved)
     if _is_global_zero():
         write_json_atomic(run_dir / CONFIG_FILE, resolved)
         write_text_atomic(run_dir / "tags.txt", "\n".join(info.tags) + "\n")
@@ -497,6 +499,17 @@ def _check_same_run(run_dir: Path, resolved: dict) -> None:
     if differing:
         raise ConfigError(f"{run_dir} holds a run with other settings ({', '.join(differing)}); "
                           "resume it with --resume, or pick another --run-dir")
+
+
+def _warn_if_scale_changed(run_dir: Path, resolved: dict) -> None:
+    """Resuming on another number of processes is allowed (a job requeued on fewer GPUs), but the
+    global batch, and with it the gradient noise and the steps per epoch, changes: say so."""
+    saved = json.loads((run_dir / CONFIG_FILE).read_text()).get("resolved", {})
+    before, now = saved.get("processes"), resolved["resolved"]["processes"]
+    if before is not None and before != now and _is_global_zero():
+        print(f"warning: {run_dir} trained with {before} process(es) (global batch {saved.get('global_batch_size')}); "
+              f"it resumes with {now} (global batch {resolved['resolved']['global_batch_size']}): the steps per "
+              "epoch and the effective batch change from here on", file=sys.stderr)
 
 
 def describe_network(options: dict) -> str:

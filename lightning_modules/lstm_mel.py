@@ -25,12 +25,7 @@ import torch
 from torch import nn
 
 from datamodules.errors import ConfigError
-
-
-def _check_positive_int(option: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"lstm_mel: {option} must be an integer >= {minimum}, got {value!r}")
-    return value
+from lightning_modules.network_args import check_dropout, check_int
 
 
 class LSTMMel(nn.Module):
@@ -49,16 +44,12 @@ class LSTMMel(nn.Module):
                  num_layers: int = 2, conv_channels: int = 50, n_convs: int = 3,
                  kernel_size: int = 3, dropout: float = 0.0, input_norm: bool = False) -> None:
         super().__init__()
-        _check_positive_int("n_mels", n_mels)
-        _check_positive_int("n_frames", n_frames)
-        _check_positive_int("n_tags", n_tags)
-        _check_positive_int("hidden_size", hidden_size)
-        _check_positive_int("num_layers", num_layers)
-        _check_positive_int("conv_channels", conv_channels)
-        _check_positive_int("n_convs", n_convs, minimum=0)
-        _check_positive_int("kernel_size", kernel_size)
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ConfigError(f"lstm_mel: dropout must be in [0, 1), got {dropout!r}")
+        for option, value in (("n_mels", n_mels), ("n_frames", n_frames), ("n_tags", n_tags),
+                              ("hidden_size", hidden_size), ("num_layers", num_layers),
+                              ("conv_channels", conv_channels), ("kernel_size", kernel_size)):
+            check_int("lstm_mel", option, value)
+        check_int("lstm_mel", "n_convs", n_convs, minimum=0)
+        check_dropout("lstm_mel", dropout)
         needed = n_convs * (kernel_size - 1) + 1
         if n_frames < needed:
             raise ConfigError(

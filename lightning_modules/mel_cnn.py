@@ -17,12 +17,7 @@ import torch
 from torch import nn
 
 from datamodules.errors import ConfigError
-
-
-def _check_positive_int(option: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"mel_cnn: {option} must be a positive integer, got {value!r}")
-    return value
+from lightning_modules.network_args import check_channels, check_dropout, check_int
 
 
 def _block_sizes(size: int, n_blocks: int) -> list[int]:
@@ -58,16 +53,10 @@ class MelCNN(nn.Module):
     def __init__(self, n_mels: int, n_frames: int, n_tags: int,
                  channels: Sequence[int] = (32, 64, 64, 64), dropout: float = 0.1) -> None:
         super().__init__()
-        _check_positive_int("n_mels", n_mels)
-        _check_positive_int("n_frames", n_frames)
-        _check_positive_int("n_tags", n_tags)
-        channels = tuple(channels)
-        if not channels:
-            raise ConfigError("mel_cnn: channels must name at least one block")
-        for c in channels:
-            _check_positive_int("channels entry", c)
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ConfigError(f"mel_cnn: dropout must be in [0, 1), got {dropout!r}")
+        for option, value in (("n_mels", n_mels), ("n_frames", n_frames), ("n_tags", n_tags)):
+            check_int("mel_cnn", option, value)
+        channels = check_channels("mel_cnn", "channels", channels)
+        check_dropout("mel_cnn", dropout)
 
         n_blocks = len(channels)
         needed = min_input_size(n_blocks)

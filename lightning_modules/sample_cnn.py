@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from datamodules.errors import ConfigError
+from lightning_modules.network_args import check_channels, check_dropout, check_int
 
 FRAME_SAMPLES = 59_049
 """Input length of the frame variant: 3^10 samples (3.69 s at 16 kHz)."""
@@ -44,12 +45,6 @@ def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, stride:
     )
 
 
-def _check_positive_int(option: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"sample_cnn: {option} must be a positive integer, got {value!r}")
-    return value
-
-
 class SampleCNN(nn.Module):
     """SampleCNN: raw waveform (batch, n_samples) -> tag logits (batch, n_tags).
 
@@ -68,16 +63,10 @@ class SampleCNN(nn.Module):
                  block_channels: Sequence[int] = WHOLE_CLIP_CHANNELS, first_channels: int = 128,
                  dropout: float = 0.5, frame_head: bool = False) -> None:
         super().__init__()
-        _check_positive_int("n_samples", n_samples)
-        _check_positive_int("n_tags", n_tags)
-        _check_positive_int("first_channels", first_channels)
-        block_channels = tuple(block_channels)
-        if not block_channels:
-            raise ConfigError("sample_cnn: block_channels must name at least one block")
-        for channels in block_channels:
-            _check_positive_int("block_channels entry", channels)
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ConfigError(f"sample_cnn: dropout must be in [0, 1), got {dropout!r}")
+        for option, value in (("n_samples", n_samples), ("n_tags", n_tags), ("first_channels", first_channels)):
+            check_int("sample_cnn", option, value)
+        block_channels = check_channels("sample_cnn", "block_channels", block_channels)
+        check_dropout("sample_cnn", dropout)
 
         n_blocks = len(block_channels)
         min_samples = 3 ** (n_blocks + 1)

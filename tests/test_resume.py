@@ -1,5 +1,6 @@
 """Crash-safe training: a run killed with SIGKILL mid-training resumes to exactly the uninterrupted result."""
 
+import json
 import os
 import signal
 import subprocess
@@ -69,3 +70,29 @@ def test_rerunning_a_finished_run_changes_nothing(tmp_path, capsys):
     # the same folder with other settings is refused, not mixed
     assert run.main([*args, "--lr", "0.5"]) == 2
     assert "other settings (lr)" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_resuming_on_another_number_of_processes_warns(tmp_path, capsys):
+    """A job requeued on fewer GPUs may resume its run folder, but the global batch changes: it says so."""
+    run_dir = tmp_path / "run"
+    args = ["--model", "mel_cnn", *tiny_data_args(tmp_path / "cache", clips=64), *TINY_MEL_ARGS["mel_cnn"],
+            "--max-epochs", "1", "--logger", "none", "--run-dir", str(run_dir)]
+    assert run.main(args) == 0
+    config_path = run_dir / "config.json"
+    config = json.loads(config_path.read_text())
+    assert config["resolved"]["processes"] == 1
+    assert config["resolved"]["global_batch_size"] == config["resolved"]["batch_size"]
+    # As if it had trained on 4 processes and was killed before testing: the last checkpoint is kept.
+    config["resolved"]["processes"], config["resolved"]["global_batch_size"] = 4, 4 * config["resolved"]["batch_size"]
+    config_path.write_text(json.dumps(config))
+    (run_dir / "metrics.json").unlink()
+    capsys.readouterr()
+    assert run.main(args) == 0
+    err = capsys.readouterr().err
+    assert f"trained with 4 process(es) (global batch {4 * config['resolved']['batch_size']})" in err
+    assert f"resumes with 1 (global batch {config['resolved']['batch_size']})" in err
+    # the same number of processes: no warning
+    (run_dir / "metrics.json").unlink()
+    assert run.main(args) == 0
+    assert "process(es)" not in capsys.readouterr().err
