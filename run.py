@@ -307,13 +307,18 @@ def _one_line(error: SuiteError) -> str:
 def _train(options: dict) -> int:
     from lightning_modules.experiment import run_experiment
 
-    outcome = run_experiment(options)
+    _print_outcome(run_experiment(options), "run folder")
+    return 0
+
+
+def _print_outcome(outcome, folder: str, clips: bool = False) -> None:
+    """The test line and the folder of a training run or an evaluation."""
     if outcome.metrics:
         test = outcome.metrics["test"]
+        counted = f"  ({test['n_clips']} clips)" if clips else ""
         print(f"test ROC-AUC {test['roc_auc']:.4f}  PR-AUC {test['pr_auc']:.4f}  "
-              f"TPR {test['tpr']:.3f}  FPR {test['fpr']:.3f}")
-        print(f"run folder: {outcome.run_dir}")
-    return 0
+              f"TPR {test['tpr']:.3f}  FPR {test['fpr']:.3f}{counted}")
+        print(f"{folder}: {outcome.run_dir}")
 
 
 def _given_options(argv: list[str]) -> set[str]:
@@ -371,12 +376,7 @@ def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: l
         run_dir = source_run / "evaluations" / checkpoint.stem
     else:
         run_dir = checkpoint.parent / f"{checkpoint.stem}-evaluation"
-    outcome = evaluate_checkpoint(options, checkpoint, run_dir)
-    if outcome.metrics:
-        test = outcome.metrics["test"]
-        print(f"test ROC-AUC {test['roc_auc']:.4f}  PR-AUC {test['pr_auc']:.4f}  "
-              f"TPR {test['tpr']:.3f}  FPR {test['fpr']:.3f}  ({test['n_clips']} clips)")
-        print(f"evaluation folder: {outcome.run_dir}")
+    _print_outcome(evaluate_checkpoint(options, checkpoint, run_dir), "evaluation folder", clips=True)
     return 0
 
 

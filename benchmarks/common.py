@@ -280,6 +280,31 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+QUICK_CLIP_SAMPLES = 118_098  # 2 x 3^10: long enough for every model, short enough for seconds-long checks
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser, rows: int | None = 256) -> None:
+    """--distinct-clips, --clip-samples and (when ``rows``) --rows, with `fill_dataset_defaults`."""
+    parser.add_argument("--distinct-clips", type=int, default=None,
+                        help="clips generated (MP3s written by the synthetic generator; default 256, quick 6)")
+    if rows:
+        parser.add_argument("--rows", type=int, default=None,
+                            help=f"dataset rows, linking the generated clips repeatedly (default {rows}, quick 48)")
+    parser.add_argument("--clip-samples", type=int, default=None, help="clip length (default MTAT's 465,984)")
+    parser.set_defaults(default_rows=rows)
+
+
+def fill_dataset_defaults(args, quick_clip_samples: int = QUICK_CLIP_SAMPLES) -> None:
+    """The sizes `add_dataset_arguments` left unset: full size, or tiny with --quick."""
+    from datamodules.audio import MTAT_CLIP_SAMPLES
+
+    q = args.quick
+    args.distinct_clips = args.distinct_clips or (6 if q else 256)
+    if args.default_rows:
+        args.rows = args.rows or (48 if q else args.default_rows)
+    args.clip_samples = args.clip_samples or (quick_clip_samples if q else MTAT_CLIP_SAMPLES)
+
+
 def resolve_dirs(args) -> tuple[Path, Path]:
     work = Path(args.work_dir).expanduser().resolve() if args.work_dir else default_work_dir()
     work.mkdir(parents=True, exist_ok=True)

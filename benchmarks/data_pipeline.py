@@ -35,6 +35,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
+    add_dataset_arguments, fill_dataset_defaults,
     CpuClock, ModelSetup, base_parser, benchmark_dataset, contention_note, data_module, machine_info, markdown_table,
     model_setup, real_batch, report_header, resolve_dirs, stats, usable_cores, publish)
 
@@ -44,11 +45,7 @@ LEE_CROP = 59_049
 
 def parse_args(argv=None):
     parser = base_parser(__doc__)
-    parser.add_argument("--distinct-clips", type=int, default=None,
-                        help="clips generated (MP3s written by the synthetic generator; default 256, quick 6)")
-    parser.add_argument("--rows", type=int, default=None,
-                        help="dataset rows, linking the generated clips repeatedly (default 2048, quick 48)")
-    parser.add_argument("--clip-samples", type=int, default=None, help="clip length (default MTAT's 465,984)")
+    add_dataset_arguments(parser, rows=2048)
     parser.add_argument("--workers", type=int, default=None, help="preparation processes (default: all cores)")
     parser.add_argument("--batch-size", type=int, default=32, help="loader batch size for the .npy comparison")
     parser.add_argument("--consumers", default=None,
@@ -57,9 +54,7 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=None, help="measured training steps per consumer (3; quick 1)")
     args = parser.parse_args(argv)
     quick = args.quick
-    args.distinct_clips = args.distinct_clips or (6 if quick else 256)
-    args.rows = args.rows or (48 if quick else 2048)
-    args.clip_samples = args.clip_samples or (2 * LEE_CROP if quick else 465_984)
+    fill_dataset_defaults(args, quick_clip_samples=2 * LEE_CROP)
     args.repeats = args.repeats or (1 if quick else 3)
     args.steps = args.steps or (1 if quick else 3)
     args.consumers = (args.consumers or ("mel_cnn" if quick else "mel_cnn,lstm_mel")).split(",")

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import time  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
+    add_dataset_arguments, fill_dataset_defaults,
     CpuClock, base_parser, benchmark_dataset, contention_note, machine_info, markdown_table, model_setup, real_batch,
     report_header, resolve_dirs, stats, publish)
 
@@ -38,16 +39,12 @@ QUICK_MEL = {"mel_cnn": {"hop_length": 512, "n_mels": 96}, "lstm_mel": {"hop_len
 def parse_args(argv=None):
     parser = base_parser(__doc__)
     parser.add_argument("--models", default=",".join(MODELS), help="Mel models to measure (mel_cnn,lstm_mel)")
-    parser.add_argument("--distinct-clips", type=int, default=None, help="generated clips (default 256; quick 6)")
-    parser.add_argument("--rows", type=int, default=None, help="dataset rows (default 256; quick 48)")
-    parser.add_argument("--clip-samples", type=int, default=None, help="clip length (default MTAT's 465,984)")
+    add_dataset_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=None, help="override the models' batch sizes (32)")
     args = parser.parse_args(argv)
     q = args.quick
     args.models = args.models.split(",")
-    args.distinct_clips = args.distinct_clips or (6 if q else 256)
-    args.rows = args.rows or (48 if q else 256)
-    args.clip_samples = args.clip_samples or (118_098 if q else 465_984)
+    fill_dataset_defaults(args)
     args.repeats = args.repeats or (2 if q else 5)
     args.batch_size = args.batch_size or (2 if q else None)
     return args

@@ -35,6 +35,7 @@ import time  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
+    add_dataset_arguments, fill_dataset_defaults,
     MTAT_ROWS, base_parser, benchmark_dataset, data_module, machine_info, markdown_table, model_setup,
     report_header, resolve_dirs, usable_cores, publish, write_outputs)
 
@@ -55,8 +56,7 @@ def parse_args(argv=None):
     parser = base_parser(__doc__)
     parser.add_argument("--models", default=",".join(MODELS), help="models to measure (all four; quick mel_cnn)")
     parser.add_argument("--steps", type=int, default=None, help="measured steps per model and precision (10; quick 1)")
-    parser.add_argument("--distinct-clips", type=int, default=None, help="generated clips (default 256; quick 6)")
-    parser.add_argument("--clip-samples", type=int, default=None, help="clip length (default MTAT's 465,984)")
+    add_dataset_arguments(parser, rows=None)
     parser.add_argument("--epoch-rows", type=int, default=None, help=f"rows of the epoch's dataset ({MTAT_ROWS:,}; quick 48)")
     parser.add_argument("--epoch-model", default="mel_cnn", help="model of the MTAT-sized epoch (mel_cnn)")
     parser.add_argument("--epoch-precision", default="bf16-mixed", choices=PRECISIONS, help="its precision (bf16-mixed)")
@@ -77,8 +77,7 @@ def parse_args(argv=None):
     q = args.quick
     args.models = (args.models if args.models != ",".join(MODELS) or not q else "mel_cnn").split(",")
     args.steps = args.steps or (1 if q else 10)
-    args.distinct_clips = args.distinct_clips or (6 if q else 256)
-    args.clip_samples = args.clip_samples or (118_098 if q else 465_984)
+    fill_dataset_defaults(args)
     args.epoch_rows = args.epoch_rows or (48 if q else MTAT_ROWS)
     args.overhead_steps = args.overhead_steps or (4 if q else 100)
     args.overhead_epochs = args.overhead_epochs or (2 if q else 3)

@@ -31,6 +31,7 @@ import subprocess  # noqa: E402
 import time  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
+    add_dataset_arguments, fill_dataset_defaults,
     MTAT_FOLDER_TRAIN_CLIPS, CpuClock, base_parser, benchmark_dataset, contention_note, machine_info, markdown_table,
     cpu_seconds, machine_busy_seconds, model_setup, network_flops_per_item, peak_rss_mib, real_batch, report_header, resolve_dirs, stats,
     publish)
@@ -44,9 +45,7 @@ RESULT_MARK = "BENCHMARK-RESULT "
 def parse_args(argv=None):
     parser = base_parser(__doc__)
     parser.add_argument("--models", default=",".join(MODELS), help="models to measure (all four)")
-    parser.add_argument("--distinct-clips", type=int, default=None, help="generated clips (default 256; quick 6)")
-    parser.add_argument("--rows", type=int, default=None, help="dataset rows (default 256; quick 48)")
-    parser.add_argument("--clip-samples", type=int, default=None, help="clip length (default MTAT's 465,984)")
+    add_dataset_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=None, help="override every model's batch size")
     parser.add_argument("--steps", type=int, default=None, help="measured steps per model after one warm-up (3; quick 1)")
     parser.add_argument("--overhead-model", default="mel_cnn", help="model of the overhead comparison (mel_cnn)")
@@ -57,9 +56,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     q = args.quick
     args.models = args.models.split(",")
-    args.distinct_clips = args.distinct_clips or (6 if q else 256)
-    args.rows = args.rows or (48 if q else 256)
-    args.clip_samples = args.clip_samples or (118_098 if q else 465_984)
+    fill_dataset_defaults(args)
     args.repeats = args.repeats or (1 if q else 3)
     args.batch_size = args.batch_size or (2 if q else None)
     args.steps = args.steps or (1 if q else 3)
