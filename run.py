@@ -210,8 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--sweep-space", default=None, metavar="JSON|FILE",
                        help='change the search space: {"hop_length": [256, 512], "lr": {"low": 0.001, "high": 0.1, '
                             '"log": true}, "global_decay": null} (a list: choices; an object: a range; null: remove)')
-    sweep.add_argument("--sweep-seed", type=int, default=None,
-                       help="base of the sampler seed (each worker mixes in its host, pid and SLURM array task)")
+    sweep.add_argument("--sweep-seed", type=int, default=0,
+                       help="seed of the sampler (0); each trial's draws follow from it and the trial's number, so a "
+                            "one-worker sweep reruns identically and concurrent workers never draw alike")
     sweep.add_argument("--heartbeat-interval", type=_positive_int, default=60,
                        help="seconds between a running trial's heartbeats (60)")
     sweep.add_argument("--grace-period", type=_positive_int, default=300,

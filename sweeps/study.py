@@ -101,7 +101,7 @@ class SweepSettings:
     pruner_startup_trials: int = 5
     pruner_warmup_epochs: int = 0
     space_overrides: dict = field(default_factory=dict)
-    sweep_seed: int | None = None
+    sweep_seed: int = 0
     heartbeat_interval: int = 60
     grace_period: int = 300
     max_retry: int = 3
@@ -127,7 +127,8 @@ def settings_from_options(sweep_options: dict) -> SweepSettings:
         storage=given.get("storage"), report_only=bool(given.get("sweep_report", False)),
         pruner=given.get("pruner", "median"), pruner_startup_trials=given.get("pruner_startup_trials", 5),
         pruner_warmup_epochs=given.get("pruner_warmup_epochs", 0),
-        space_overrides=parse_overrides(given.get("sweep_space")), sweep_seed=given.get("sweep_seed"),
+        space_overrides=parse_overrides(given.get("sweep_space")),
+        sweep_seed=given["sweep_seed"] if given.get("sweep_seed") is not None else 0,
         heartbeat_interval=given.get("heartbeat_interval", 60), grace_period=given.get("grace_period", 300),
         max_retry=given.get("max_retry", 3), max_failures=given.get("max_failures", 3))
 
@@ -262,10 +263,14 @@ def default_study_name(identity: dict) -> str:
     return f"{identity['model']}-{digest}"
 
 
-def worker_seed(study_name: str, base_seed: int | None = None) -> int:
-    """A sampler seed that differs between workers (host, pid, SLURM array task) of one study."""
-    parts = [study_name, str(base_seed), socket.gethostname(), str(os.getpid()),
-             *(os.environ.get(k, "") for k in ("SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_PROCID"))]
+def trial_seed(study_name: str, base_seed: int, trial_number: int) -> int:
+    """The sampler seed of one trial: a function of the study, `--sweep-seed` and the trial's number.
+
+    Trial numbers are unique across the workers of a study (the storage hands them out), so
+    concurrent workers never draw from the same random stream (the same seed in two workers
+    gives duplicate trials), and a one-worker sweep rerun from scratch samples the same trials.
+    """
+    parts = [study_name, str(base_seed), str(trial_number)]
     return int.from_bytes(hashlib.sha256("|".join(parts).encode()).digest()[:4], "little")
 
 
@@ -276,8 +281,11 @@ def make_pruner(settings: SweepSettings) -> optuna.pruners.BasePruner:
                                        n_warmup_steps=settings.pruner_warmup_epochs)
 
 
-def make_sampler(study_name: str, settings: SweepSettings) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.TPESampler(seed=worker_seed(study_name, settings.sweep_seed), constant_liar=True)
+def make_sampler(study_name: str, settings: SweepSettings, trial_number: int = -1) -> optuna.samplers.BaseSampler:
+    """TPE (constant liar: a running trial counts as a bad result, so workers spread out), seeded
+    for `trial_number` (`trial_seed`); the worker swaps in a fresh one for each trial it runs."""
+    return optuna.samplers.TPESampler(seed=trial_seed(study_name, settings.sweep_seed, trial_number),
+                                      constant_liar=True)
 
 
 def create_or_load_study(storage, target: StorageTarget, name: str, identity: dict, first_trials=(),
@@ -659,7 +667,12 @@ def run_worker(ctx: SweepContext, log=print) -> SweepOutcome:
         with warnings.catch_warnings():  # Optuna expects heartbeats only under Study.optimize; this loop beats itself
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
             trial = ctx.study.ask()
+        # Parameters are drawn by the suggest calls of the trial, after this: from a sampler seeded
+        # for this trial number (the sampler does not sample at ask time: TPE's relative space is empty).
+        ctx.study.sampler = make_sampler(ctx.study.study_name, settings, trial.number)
         trial_id = _trial_id(ctx.storage, ctx.study, trial.number)
+        ctx.storage.set_trial_user_attr(trial_id, "sampler_seed",
+                                        trial_seed(ctx.study.study_name, settings.sweep_seed, trial.number))
         if _claims_before(ctx.study, trial.number) >= settings.trials:
             _release_surplus(ctx, trial, trial_id)
             continue

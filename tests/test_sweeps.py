@@ -468,6 +468,26 @@ def test_a_killed_worker_leaves_a_recoverable_study_and_its_trial_is_retried(tin
 
 
 @pytest.mark.slow
+def test_a_one_worker_sweep_reruns_to_the_same_trials(tiny_cache, tmp_path):
+    """The sampler is seeded per trial from --sweep-seed and the trial number: no pid, no host, no clock
+    (the two sweeps run in different processes)."""
+    def args(root):
+        return _sweep_args(tiny_cache, tmp_path / root, "--study-name", "again", "--trials", "3", "--max-epochs", "1",
+                           "--pruner", "none", "--sweep-seed", "7")
+
+    with _one_thread():
+        assert run.main(args("first")) == 0
+    _finish(_worker(args("second")))
+    studies = [_load(tmp_path / root, "again") for root in ("first", "second")]
+    first, second = ([t for t in study.trials if t.state == TrialState.COMPLETE] for study in studies)
+    assert len(first) == len(second) == 3
+    assert [t.params for t in first] == [t.params for t in second]
+    assert [t.value for t in first] == [t.value for t in second]  # and training is deterministic too
+    assert [t.user_attrs["sampler_seed"] for t in first] == [
+        sweep_study.trial_seed("again", 7, t.number) for t in first]
+
+
+@pytest.mark.slow
 def test_median_pruner_prunes_a_trial_below_the_median(tiny_cache, tmp_path):
     options = _options(*tiny_data_args(tiny_cache, clips=SWEEP_CLIPS), "--n-mels", "16", "--max-epochs", "3",
                        "--logger", "csv", "--runs-root", str(tmp_path))
