@@ -22,10 +22,12 @@ Exactly `--trials` K trials in total
     marked `surplus`, and (if it was a retry) queued again. Failed trials (errors, impossible
     parameters, killed workers) do not count, so the study ends with exactly K counted trials.
 
-Workers differ
-    Each worker's TPE sampler is seeded from the study name, `--sweep-seed`, host, pid and
-    SLURM array task (same seeds proposed the same parameters, measured). TPE runs with its
-    constant liar, so running trials repel new proposals.
+Workers differ, reruns do not
+    Each trial's parameters come from a TPE sampler seeded from the study name, `--sweep-seed`
+    and the trial's number (`trial_seed`). Numbers are unique across workers, so no two workers
+    draw from one random stream (same seeds proposed the same parameters, measured), and a
+    one-worker sweep rerun from scratch proposes the same trials. TPE runs with its constant
+    liar, so running trials repel new proposals.
 
 Killed workers (SIGKILL, node loss, SLURM time limit)
     Every running trial carries a lease (user attribute `sweep_worker`: host, boot id, pid and
