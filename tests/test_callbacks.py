@@ -31,6 +31,7 @@ from callbacks import (
     restore_rng_states,
 )
 from datamodules.errors import ConfigError
+from lightning_modules.experiment import close_process_group
 
 N_SAMPLES = 20
 BATCH = 4  # -> 5 training batches per epoch
@@ -492,6 +493,13 @@ class UnsyncedRanks(TinyModule):
         self.log("val/loss", float(value))
 
 
+class LeaveTogether(Callback):
+    """The suite's end-of-run step: every rank waits for the others, then leaves the process group."""
+
+    def on_fit_end(self, trainer, pl_module):
+        close_process_group()
+
+
 @pytest.mark.slow
 def test_ddp_ranks_follow_rank_zero_decision(tmp_path):
     # rank 0: best at 1, none at 2, 3 -> restart at 3; none at 4, 5 -> stop at 5 (max_restarts=1).
@@ -507,7 +515,7 @@ def test_ddp_ranks_follow_rank_zero_decision(tmp_path):
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        callbacks=[gdr, RankRecorder(str(tmp_path))],
+        callbacks=[gdr, RankRecorder(str(tmp_path)), LeaveTogether()],
     )
     trainer.fit(UnsyncedRanks(), make_loader(), make_loader())
     histories = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
