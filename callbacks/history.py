@@ -39,7 +39,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 
-from callbacks.lr_decay import GlobalDecayRestart, LocalDecay
+from callbacks.lr_decay import GlobalDecayRestart, LocalDecay, host_scalar
 
 HISTORY_FILE = "history.csv"
 COLUMNS = ("epoch", "global_step", "train_loss", "val_loss", "val_roc_auc", "val_pr_auc", "lr_start", "lr_end",
@@ -171,7 +171,7 @@ class TrainingHistory(Callback):
             self._loss_sum = self._loss_sum + torch.where(finite, loss * size, torch.zeros_like(loss))
             self._loss_count = self._loss_count + finite.to(torch.float32) * size
         if self._log_lr and self._lr_last is not None:
-            pl_module.log("train/lr", self._lr_last, on_step=True, on_epoch=False, batch_size=1)
+            pl_module.log("train/lr", host_scalar(self._lr_last), on_step=True, on_epoch=False, batch_size=1)
 
     def _record_training(self, trainer: pl.Trainer, row: dict) -> None:
         row["global_step"] = int(trainer.global_step)

@@ -66,6 +66,16 @@ def _warn_setting_mismatch(owner: str, saved: dict[str, Any], current: dict[str,
         )
 
 
+
+def host_scalar(value: float) -> torch.Tensor:
+    """``value`` as a CPU float64 tensor, for `LightningModule.log` at every step.
+
+    Lightning turns a Python number into a tensor on the module's device: on a GPU that is a
+    host-to-device copy, which waits for the queued GPU work, at every step. A CPU tensor is
+    logged where it is (Lightning keeps the logged value on the value's device).
+    """
+    return torch.tensor(float(value), dtype=torch.float64)
+
 class LocalDecay(Callback):
     """Per-batch learning-rate decay, reset at the start of every epoch (paper formula 1).
 
@@ -163,7 +173,7 @@ class LocalDecay(Callback):
         self.step_in_epoch += 1
         for k, lr in enumerate(used):
             name = "train/lr" if k == 0 else f"train/lr_pg{k}"
-            pl_module.log(name, lr, on_step=True, on_epoch=False, batch_size=1)
+            pl_module.log(name, host_scalar(lr), on_step=True, on_epoch=False, batch_size=1)
 
     # ---------------------------------------------------------------- state
     def _settings(self) -> dict[str, Any]:
