@@ -305,6 +305,12 @@ def fill_dataset_defaults(args, quick_clip_samples: int = QUICK_CLIP_SAMPLES) ->
     args.clip_samples = args.clip_samples or (quick_clip_samples if q else MTAT_CLIP_SAMPLES)
 
 
+def start_benchmark(name: str, args, argv) -> tuple[Path, Path, dict, list[str]]:
+    """The opening of every benchmark's main: (work dir, output dir, machine info, the command as run)."""
+    work, out = resolve_dirs(args)
+    return work, out, machine_info(), [f"benchmarks/{name}.py", *(sys.argv[1:] if argv is None else argv)]
+
+
 def resolve_dirs(args) -> tuple[Path, Path]:
     work = Path(args.work_dir).expanduser().resolve() if args.work_dir else default_work_dir()
     work.mkdir(parents=True, exist_ok=True)

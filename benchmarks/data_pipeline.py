@@ -35,9 +35,9 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
-    add_dataset_arguments, fill_dataset_defaults,
-    CpuClock, ModelSetup, base_parser, benchmark_dataset, contention_note, data_module, machine_info, markdown_table,
-    model_setup, real_batch, report_header, resolve_dirs, stats, usable_cores, publish)
+    add_dataset_arguments, fill_dataset_defaults, start_benchmark,
+    CpuClock, ModelSetup, base_parser, benchmark_dataset, contention_note, data_module, markdown_table,
+    model_setup, real_batch, report_header, stats, usable_cores, publish)
 
 NAME = "data_pipeline"
 LEE_CROP = 59_049
@@ -340,9 +340,7 @@ def build_report(args, info, prepare, loaders, consumers, command) -> tuple[dict
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    work, out = resolve_dirs(args)
-    info = machine_info()
-    command = ["benchmarks/data_pipeline.py", *(sys.argv[1:] if argv is None else argv)]
+    work, out, info, command = start_benchmark(NAME, args, argv)
     print(f"data pipeline benchmark: work dir {work}", flush=True)
     data_dir = benchmark_dataset(work, args.distinct_clips, args.rows, args.clip_samples, args.seed,
                                  progress=not args.quick)

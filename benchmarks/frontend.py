@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import time  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
-    add_dataset_arguments, fill_dataset_defaults,
-    CpuClock, base_parser, benchmark_dataset, contention_note, machine_info, markdown_table, model_setup, real_batch,
-    report_header, resolve_dirs, stats, publish)
+    add_dataset_arguments, fill_dataset_defaults, start_benchmark,
+    CpuClock, base_parser, benchmark_dataset, contention_note, markdown_table, model_setup, real_batch,
+    report_header, stats, publish)
 
 NAME = "frontend"
 MODELS = ("mel_cnn", "lstm_mel")
@@ -179,9 +179,7 @@ def main(argv=None) -> int:
     import torch
 
     args = parse_args(argv)
-    work, out = resolve_dirs(args)
-    info = machine_info()
-    command = ["benchmarks/frontend.py", *(sys.argv[1:] if argv is None else argv)]
+    work, out, info, command = start_benchmark(NAME, args, argv)
     print(f"frontend benchmark (CPU): work dir {work}", flush=True)
     results = run(args, work, torch.device("cpu"))
     payload, markdown = build_report(args, info, results, command)

@@ -35,9 +35,9 @@ import time  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
-    add_dataset_arguments, fill_dataset_defaults,
-    MTAT_ROWS, base_parser, benchmark_dataset, data_module, machine_info, markdown_table, model_setup,
-    report_header, resolve_dirs, usable_cores, publish, write_outputs)
+    add_dataset_arguments, fill_dataset_defaults, start_benchmark,
+    MTAT_ROWS, base_parser, benchmark_dataset, data_module, markdown_table, model_setup,
+    report_header, usable_cores, publish, write_outputs)
 
 NAME = "gpu"
 MODELS = ("sample_cnn", "sample_cnn_frames", "mel_cnn", "lstm_mel")
@@ -253,9 +253,7 @@ def main(argv=None) -> int:
     import torch
 
     args = parse_args(argv)
-    work, out = resolve_dirs(args)
-    info = machine_info()
-    command = ["benchmarks/gpu.py", *(sys.argv[1:] if argv is None else argv)]
+    work, out, info, command = start_benchmark(NAME, args, argv)
     if not torch.cuda.is_available() and not args.allow_cpu:
         reason = "no CUDA GPU available (torch.cuda.is_available() is False)"
         print(f"GPU benchmark SKIPPED: {reason}. Nothing was measured.")

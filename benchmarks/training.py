@@ -31,9 +31,9 @@ import subprocess  # noqa: E402
 import time  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
-    add_dataset_arguments, fill_dataset_defaults,
-    MTAT_FOLDER_TRAIN_CLIPS, CpuClock, base_parser, benchmark_dataset, contention_note, machine_info, markdown_table,
-    cpu_seconds, machine_busy_seconds, model_setup, network_flops_per_item, peak_rss_mib, real_batch, report_header, resolve_dirs, stats,
+    add_dataset_arguments, fill_dataset_defaults, start_benchmark,
+    MTAT_FOLDER_TRAIN_CLIPS, CpuClock, base_parser, benchmark_dataset, contention_note, markdown_table,
+    cpu_seconds, machine_busy_seconds, model_setup, network_flops_per_item, peak_rss_mib, real_batch, report_header, stats,
     publish)
 
 NAME = "training"
@@ -379,9 +379,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.worker:
         return run_worker(args.worker)
-    work, out = resolve_dirs(args)
-    info = machine_info()
-    command = ["benchmarks/training.py", *(sys.argv[1:] if argv is None else argv)]
+    work, out, info, command = start_benchmark(NAME, args, argv)
     print(f"training benchmark (CPU): work dir {work}", flush=True)
     data_dir = benchmark_dataset(work, args.distinct_clips, args.rows, args.clip_samples, args.seed,
                                  progress=not args.quick)

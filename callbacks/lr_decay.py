@@ -66,7 +66,6 @@ def _warn_setting_mismatch(owner: str, saved: dict[str, Any], current: dict[str,
         )
 
 
-
 def host_scalar(value: float) -> torch.Tensor:
     """``value`` as a CPU float64 tensor, for `LightningModule.log` at every step.
 
@@ -75,6 +74,7 @@ def host_scalar(value: float) -> torch.Tensor:
     logged where it is (Lightning keeps the logged value on the value's device).
     """
     return torch.tensor(float(value), dtype=torch.float64)
+
 
 class LocalDecay(Callback):
     """Per-batch learning-rate decay, reset at the start of every epoch (paper formula 1).

@@ -167,12 +167,13 @@ def resolve_run(options: dict) -> tuple[dict, MTATDataModule, TaggingModule, Dat
         frontend=frontend.to_dict() if frontend is not None else None, layout=layout.to_dict(),
         sample_rate=SAMPLE_RATE, optimizer=options["optimizer"], lr=options["lr"], momentum=options["momentum"],
         weight_decay=options["weight_decay"], nesterov=options["nesterov"], nonfinite_loss=options["nonfinite_loss"])
+    processes = planned_processes(options)
     resolved = dict(options, resolved={
         "data_dir": str(info.data_dir), "clip_samples": info.clip_samples, "sample_rate": SAMPLE_RATE,
         "tags": list(info.tags), "layout": layout.to_dict(),
         "frontend": frontend.to_dict() if frontend is not None else None, "network": net_config,
-        "batch_size": datamodule.hparams.batch_size, "processes": planned_processes(options),
-        "global_batch_size": datamodule.hparams.batch_size * planned_processes(options), "versions": _versions()})
+        "batch_size": datamodule.hparams.batch_size, "processes": processes,
+        "global_batch_size": datamodule.hparams.batch_size * processes, "versions": _versions()})
     return resolved, datamodule, module, info
 
 
@@ -362,8 +363,7 @@ def run_experiment(options: dict, extra_callbacks: tuple[Callback, ...] = ()) ->
         return RunOutcome(run_dir, best, metrics)
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume_from is not None:
-        _check_same_run(run_dir, resolved)
-        _warn_if_scale_changed(run_dir, resolved)
+        _warn_if_scale_changed(run_dir, _check_same_run(run_dir, resolved), resolved)
     if _is_global_zero():
         write_json_atomic(run_dir / CONFIG_FILE, resolved)
         write_text_atomic(run_dir / "tags.txt", "\n".join(info.tags) + "\n")
@@ -505,23 +505,27 @@ def _is_global_zero() -> bool:
     return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0))) == 0 and _local_rank() == 0
 
 
-def _check_same_run(run_dir: Path, resolved: dict) -> None:
-    """Refuse to resume a run folder with a different configuration (it would mix two experiments)."""
+def _check_same_run(run_dir: Path, resolved: dict) -> dict:
+    """Refuse to resume a run folder with a different configuration (it would mix two experiments).
+
+    Returns the saved configuration ({} when the folder has none).
+    """
     path = run_dir / CONFIG_FILE
     if not path.is_file():
-        return
+        return {}
     saved = json.loads(path.read_text())
     differing = sorted(k for k in set(saved) | set(resolved)
                        if k not in NON_IDENTITY_OPTIONS and k != "resolved" and saved.get(k) != resolved.get(k))
     if differing:
         raise ConfigError(f"{run_dir} holds a run with other settings ({', '.join(differing)}); "
                           "resume it with --resume, or pick another --run-dir")
+    return saved
 
 
-def _warn_if_scale_changed(run_dir: Path, resolved: dict) -> None:
+def _warn_if_scale_changed(run_dir: Path, saved_config: dict, resolved: dict) -> None:
     """Resuming on another number of processes is allowed (a job requeued on fewer GPUs), but the
     global batch, and with it the gradient noise and the steps per epoch, changes: say so."""
-    saved = json.loads((run_dir / CONFIG_FILE).read_text()).get("resolved", {})
+    saved = saved_config.get("resolved", {})
     before, now = saved.get("processes"), resolved["resolved"]["processes"]
     if before is not None and before != now and _is_global_zero():
         print(f"warning: {run_dir} trained with {before} process(es) (global batch {saved.get('global_batch_size')}); "
