@@ -24,7 +24,8 @@ from lightning_modules.sample_cnn import FRAME_CHANNELS, FRAME_SAMPLES, WHOLE_CL
 class ModelSpec:
     """What `--model NAME` trains, and its defaults (the paper's where it gives them).
 
-    `frame_samples`: fixed segment length for waveform models cut into frames (None: whole clip).
+    `frame_samples`: fixed segment length for models that read chunks of a clip, waveform or Mel
+    (None: the whole clip, or for Mel models the clip's frames split into `segments_per_clip`).
     `segments_per_clip`: segments per clip in evaluation (and in training with fixed crops);
     None for frame models means as many frames as cover the clip.
     `batch_size`: the paper does not give batch sizes; these are the SampleCNN paper's 23 for
@@ -61,10 +62,10 @@ def segment_layout(spec: ModelSpec, clip_samples: int, frontend: MelConfig | Non
                    segments_per_clip: int | None = None, train_crop: str | None = None) -> SegmentLayout:
     """The segments `spec` reads from clips of `clip_samples`, with the user's overrides."""
     crop = train_crop or spec.train_crop
-    if frontend is not None:
+    if frontend is not None and spec.frame_samples is None:
         n = segments_per_clip or spec.segments_per_clip
         return SegmentLayout.for_mel_frames(clip_samples, frontend.hop_length, n, crop)
-    if spec.frame_samples is not None:
+    if spec.frame_samples is not None:  # fixed-length chunks (waveform frames or short Mel chunks)
         n = segments_per_clip or max(1, math.ceil(clip_samples / spec.frame_samples))
         layout = SegmentLayout(spec.frame_samples, n, crop)
     else:
