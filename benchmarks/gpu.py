@@ -182,11 +182,11 @@ def measure_epoch(args, work: Path, data_dir: Path, device) -> dict:
     accelerator = "gpu" if device.type == "cuda" else "cpu"
     options = training.overhead_options(args.epoch_model, data_dir, work, run_dir, targs, accelerator,
                                         args.epoch_precision)
-    options["limit_train_batches"] = None
+    options = options.replace(limit_train_batches=None)
     epochs, _, _, total = training.lightning_epochs(options)
     shutil.rmtree(run_dir, ignore_errors=True)
     return {"rows": args.epoch_rows, "train_clips": train_clips, "model": args.epoch_model,
-            "precision": args.epoch_precision, "logger": options["logger"], "prepare_seconds": prepare_seconds,
+            "precision": args.epoch_precision, "logger": options.logger, "prepare_seconds": prepare_seconds,
             "prepare_clips_per_s": args.epoch_rows / prepare_seconds if prepare_seconds else None,
             "prepare_workers": usable_cores(),
             "train_epoch_seconds": epochs[0], "train_clips_per_s": train_clips / epochs[0],

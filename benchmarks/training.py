@@ -163,7 +163,7 @@ def measure_model_subprocess(name: str, args, data_dir: Path, work: Path) -> dic
 
 # ---- 2. overhead -------------------------------------------------------------------------------------
 def overhead_options(model: str, data_dir: Path, work: Path, run_dir: Path, args, accelerator: str = "cpu",
-                     precision: str = "32") -> dict:
+                     precision: str = "32"):
     import run
 
     argv = ["--model", model, "--data", str(data_dir), "--cache-dir", str(work), "--run-dir", str(run_dir),
@@ -179,7 +179,7 @@ def overhead_options(model: str, data_dir: Path, work: Path, run_dir: Path, args
         argv += ["--logger", args.logger]
     if not getattr(args, "cudnn_benchmark", True):
         argv += ["--no-cudnn-benchmark"]
-    return run.options_from_args(run.build_parser().parse_args(argv))
+    return run.parse_options(argv)
 
 
 def _train_phase_timer():
@@ -216,10 +216,10 @@ def _others_cores(machine_start: float | None, own_cpu: float, wall: float) -> f
     return max(0.0, machine - machine_start - own_cpu) / wall
 
 
-def lightning_epochs(options: dict) -> tuple[list[float], list[float], list, float]:
+def lightning_epochs(options) -> tuple[list[float], list[float], list, float]:
     """The suite's run, per epoch's training phase: wall seconds, main-process CPU seconds, cores busy
     with other processes; and the whole run's wall seconds."""
-    from lightning_modules.experiment import run_experiment
+    from lightning_modules.runner.experiment import run_experiment
 
     timer = _train_phase_timer()
     start = time.perf_counter()
@@ -227,24 +227,24 @@ def lightning_epochs(options: dict) -> tuple[list[float], list[float], list, flo
     return timer.epochs, timer.cpu, timer.machine, time.perf_counter() - start
 
 
-def plain_epochs(options: dict, device) -> tuple[list[float], list[float], list]:
+def plain_epochs(options, device) -> tuple[list[float], list[float], list]:
     """The same data module, frontend and network trained by a plain PyTorch loop (SGD, BCE)."""
     import lightning.pytorch as pl
     import torch
     import torch.nn.functional as F
-    from lightning_modules.experiment import resolve_run
+    from lightning_modules.runner.experiment import resolve_run
 
-    pl.seed_everything(options["seed"], workers=True, verbose=False)
+    pl.seed_everything(options.seed, workers=True, verbose=False)
     _, datamodule, module, _ = resolve_run(options)
     datamodule.setup("fit")
     network = module.network.to(device)
     network.train()
-    optimizer = torch.optim.SGD(network.parameters(), lr=options["lr"], momentum=options["momentum"])
+    optimizer = torch.optim.SGD(network.parameters(), lr=options.lr, momentum=options.momentum)
     loader = datamodule.train_dataloader()
-    steps = min(options["limit_train_batches"], len(loader))
-    autocast = options["precision"] == "bf16-mixed"
+    steps = min(options.limit_train_batches, len(loader))
+    autocast = options.precision == "bf16-mixed"
     epochs, cpu, machine = [], [], []
-    for epoch in range(options["max_epochs"]):
+    for epoch in range(options.max_epochs):
         loader.sampler.set_epoch(epoch)
         start, cpu_start, machine_start = time.perf_counter(), cpu_seconds(), machine_busy_seconds()
         for index, batch in enumerate(loader):
@@ -278,7 +278,7 @@ def measure_overhead(args, data_dir: Path, work: Path, device, accelerator: str 
         for kind in order:
             options = overhead_options(args.overhead_model, data_dir, work, runs_dir / f"{kind}-{repeat}", args,
                                        accelerator, precision)
-            logger = options.get("logger")
+            logger = options.logger
             if kind == "plain":
                 epochs, cpu_epochs, other_epochs = plain_epochs(options, device)
             else:

@@ -198,9 +198,7 @@ class TrainingHistory(Callback):
             row["stopped"] = bool(restart.stopped)
             if row["restart"]:
                 lr = self._lr(trainer)
-                from lightning_modules.loggers import log_events
-
-                log_events(trainer, {"events/restart": float(restart.restarts), "events/restart_epoch": float(epoch),
+                _log_events(trainer, {"events/restart": float(restart.restarts), "events/restart_epoch": float(epoch),
                                      "events/restart_lr": float(lr) if lr is not None else math.nan})
         else:
             row["restarts"] = before
@@ -220,3 +218,9 @@ class TrainingHistory(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows = [dict(row) for row in state_dict.get("rows", [])]
+
+
+def _log_events(trainer: pl.Trainer, metrics: dict[str, float]) -> None:
+    """Log event values (a restart) to every logger of `trainer` at the current global step."""
+    for logger in trainer.loggers:
+        logger.log_metrics(dict(metrics), step=trainer.global_step)

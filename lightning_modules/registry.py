@@ -15,9 +15,9 @@ from torch import nn
 from datamodules.errors import ConfigError
 from datamodules.frontend import MelConfig
 from datamodules.segments import SegmentLayout
-from lightning_modules.lstm_mel import LSTMMel
-from lightning_modules.mel_cnn import MelCNN
-from lightning_modules.sample_cnn import FRAME_CHANNELS, FRAME_SAMPLES, WHOLE_CLIP_CHANNELS, SampleCNN
+from lightning_modules.networks.lstm_mel import LSTMMel
+from lightning_modules.networks.mel_cnn import MelCNN
+from lightning_modules.networks.sample_cnn import FRAME_CHANNELS, FRAME_SAMPLES, WHOLE_CLIP_CHANNELS, SampleCNN
 
 
 @dataclass(frozen=True)
@@ -82,16 +82,16 @@ def input_shape(frontend: MelConfig | None, layout: SegmentLayout) -> tuple[int,
     return (frontend.n_mels, frontend.n_frames(layout.segment_samples))
 
 
-def network_config(spec: ModelSpec, shape: tuple[int, ...], n_tags: int, options: dict | None = None) -> dict:
+def network_config(spec: ModelSpec, shape: tuple[int, ...], n_tags: int, options=None) -> dict:
     """The JSON-able description of the network for these inputs (`build_network` takes it)."""
     kwargs = dict(spec.network_defaults)
     if spec.frontend is None:
         kwargs.update(n_samples=shape[0], n_tags=n_tags)
     else:
         kwargs.update(n_mels=shape[0], n_frames=shape[1], n_tags=n_tags)
-    if options and options.get("dropout") is not None:
-        kwargs["dropout"] = options["dropout"]
-    if options and options.get("input_norm"):
+    if options is not None and options.dropout is not None:
+        kwargs["dropout"] = options.dropout
+    if options is not None and options.input_norm:
         if spec.network is not LSTMMel:
             raise ConfigError(f"--input-norm applies to lstm_mel only ({spec.name} normalises with batch norm already)")
         kwargs["input_norm"] = True

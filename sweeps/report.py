@@ -29,6 +29,7 @@ import optuna
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
 
+from datamodules.locking import file_lock
 from lightning_modules.files import write_json_atomic, write_text_atomic
 
 FIXED_COLUMNS = ("number", "state", "value")
@@ -225,8 +226,6 @@ def trials_markdown(study: optuna.Study, columns: list[str], rows: list[dict], b
 
 def write_report(study: optuna.Study, folder: str | Path) -> dict:
     """Write every report file into `folder`; returns what best_params.json holds plus the file paths."""
-    from sweeps.study import file_lock
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with file_lock(folder / ".report.lock"):

@@ -40,21 +40,18 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from datamodules.errors import ConfigError
+from lightning_modules.config import NOT_TUNABLE, RUN_OPTION_NAMES, RunOptions
+from lightning_modules.registry import build_network, input_shape, network_config, segment_layout
+from lightning_modules.runner.data import frontend_config, model_spec
 
 CATEGORICAL, FLOAT, INT = "categorical", "float", "int"
 KINDS = (CATEGORICAL, FLOAT, INT)
 
 SHAPE_PARAMS = ("n_fft", "hop_length", "n_mels", "segments_per_clip")
 """Parameters that change the network's input shape (and so can make a combination impossible)."""
-
-NOT_TUNABLE = frozenset({
-    "model", "summary", "resume", "data", "cache_dir", "run_dir", "runs_root", "num_workers", "prepare_workers",
-    "logger", "accelerator", "devices", "num_nodes", "strategy", "progress", "download",
-    "synthetic_clips", "synthetic_clip_samples", "synthetic_seed", "tags", "n_tags", "split",
-})
-"""Options that describe the data, the machine or the run's bookkeeping, not the model: a sweep cannot tune them."""
-
 
 @dataclass(frozen=True)
 class Param:
@@ -289,35 +286,29 @@ def apply_overrides(space: SearchSpace, overrides: dict, known_options) -> Searc
     return space
 
 
-def infeasibility(model: str, options: dict, params: dict, clip_samples: int) -> str | None:
+def infeasibility(model: str, options: RunOptions, params: dict, clip_samples: int) -> str | None:
     """Why these parameters cannot train on clips of `clip_samples` (None when they can).
 
     Builds what a run would build (Mel settings, segment layout, network, on the meta device so
     nothing is allocated) and reports the first ConfigError, or segments too short for the FFT.
     """
-    import torch
-
-    from lightning_modules.experiment import frontend_config, model_spec
-    from lightning_modules.registry import build_network, input_shape, network_config, segment_layout
-
-    merged = dict(options, **params)
+    merged = options.replace(**params)
     try:
         spec = model_spec(model)
         frontend = frontend_config(spec, merged)
-        layout = segment_layout(spec, clip_samples, frontend, merged.get("segments_per_clip"),
-                                merged.get("train_crop"))
+        layout = segment_layout(spec, clip_samples, frontend, merged.segments_per_clip, merged.train_crop)
         layout.check_fits(clip_samples)
         if frontend is not None and layout.segment_samples < frontend.min_samples:
             return (f"segments of {layout.segment_samples} samples are shorter than FFT {frontend.n_fft} "
                     f"with reflect padding allows ({frontend.min_samples})")
         with torch.device("meta"):
-            build_network(network_config(spec, input_shape(frontend, layout), merged.get("n_tags") or 50, merged))
+            build_network(network_config(spec, input_shape(frontend, layout), merged.n_tags, merged))
     except ConfigError as error:
         return str(error)
     return None
 
 
-def adapt_to_clip(space: SearchSpace, options: dict, clip_samples: int) -> SearchSpace:
+def adapt_to_clip(space: SearchSpace, options: RunOptions, clip_samples: int) -> SearchSpace:
     """Drop categorical shape choices until every combination of them can train on these clips.
 
     Greedy: while some combination is impossible, drop the choice with the largest share of
@@ -327,7 +318,7 @@ def adapt_to_clip(space: SearchSpace, options: dict, clip_samples: int) -> Searc
     grid = [p for p in space.params if p.name in SHAPE_PARAMS and p.kind == CATEGORICAL]
     notes = list(space.notes)
     base = {p.name: None for p in space.params if p.kind != CATEGORICAL and p.name in SHAPE_PARAMS}
-    base_options = {k: v for k, v in options.items() if k not in base}
+    base_options = options.replace(**base)
     cache: dict[tuple, str | None] = {}
 
     def reason(combo: tuple) -> str | None:
@@ -366,7 +357,7 @@ def adapt_to_clip(space: SearchSpace, options: dict, clip_samples: int) -> Searc
     return SearchSpace(adapted.model, adapted.params, tuple(notes))
 
 
-def build_space(model: str, options: dict, clip_samples: int, fixed=(), overrides: dict | None = None) -> SearchSpace:
+def build_space(model: str, options: RunOptions, clip_samples: int, fixed=(), overrides: dict | None = None) -> SearchSpace:
     """The space a sweep of `model` tunes: defaults, minus options `fixed` on the command line,
     with `overrides` (`--sweep-space`) applied, adapted to the clip length."""
     if model not in SPACES:
@@ -378,11 +369,11 @@ def build_space(model: str, options: dict, clip_samples: int, fixed=(), override
         raise ConfigError(f"{', '.join('--' + c.replace('_', '-') for c in clash)} given on the command line "
                           "(fixed for all trials) and tuned by --sweep-space: choose one")
     space = space.without(fixed)
-    space = apply_overrides(space, overrides, options.keys())
+    space = apply_overrides(space, overrides, RUN_OPTION_NAMES)
     return adapt_to_clip(space, options, clip_samples)
 
 
-def baselines(space: SearchSpace, options: dict) -> list[dict]:
+def baselines(space: SearchSpace, options: RunOptions) -> list[dict]:
     """The paper's settings for this space's model, as points of the space.
 
     Parameters the paper's point does not name take the run's option value; points that then
@@ -390,7 +381,7 @@ def baselines(space: SearchSpace, options: dict) -> list[dict]:
     """
     out = []
     for point in BASELINES.get(space.model, ()):
-        params = {name: point.get(name, options.get(name)) for name in space.names}
+        params = {name: point.get(name, getattr(options, name)) for name in space.names}
         if space.contains(params) and params not in out:
             out.append(params)
     return out

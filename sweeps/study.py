@@ -73,66 +73,27 @@ import optuna
 from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
 from optuna.trial import TrialState
 
+from datamodules import locking
 from datamodules.errors import ConfigError, DataError, SuiteError
+from lightning_modules.config import NON_IDENTITY_OPTIONS, RunOptions, SweepOptions
 from lightning_modules.files import write_json_atomic
+from lightning_modules.runner.data import build_datamodule, frontend_config, model_spec, prepare_data_once
+from lightning_modules.runner.experiment import run_experiment
+from lightning_modules.runner.run_folder import CHECKPOINT_DIR, CONFIG_FILE, LAST_CHECKPOINT
+from sweeps.pruning import OBJECTIVE, SweepPruningCallback
+from sweeps.report import write_report
 from sweeps.spaces import SearchSpace, baselines, build_space, infeasibility, parse_overrides
 
-OBJECTIVE = "val/roc_auc"
 LEASE = "sweep_worker"
 STUDY_ATTR = "sweep"
 TRIAL_RECORD = "sweep_trial.json"
 LOCK_SUFFIX = ".sweep-lock"  # beside the storage file; not ".lock", which Optuna's journal lock uses itself
 CLAIMS = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
-STUDY_NON_IDENTITY = frozenset({"run_dir", "runs_root", "resume", "num_workers", "prepare_workers", "progress",
-                                "logger", "summary", "devices", "num_nodes", "accelerator", "strategy",
-                                "cache_dir", "wandb_group", "wandb_project"})
-"""Options two workers of one study may set differently (where files go, how many loader processes)."""
+STUDY_NON_IDENTITY = NON_IDENTITY_OPTIONS | {"cache_dir"}
+"""Options two workers of one study may set differently: a run's non-identity options, and the cache."""
 
-
-@dataclass(frozen=True)
-class SweepSettings:
-    """How a worker runs the study (run.py's sweep option group)."""
-
-    trials: int = 20
-    timeout: float | None = None
-    study_name: str | None = None
-    storage: str | None = None
-    report_only: bool = False
-    pruner: str = "median"
-    pruner_startup_trials: int = 5
-    pruner_warmup_epochs: int = 0
-    space_overrides: dict = field(default_factory=dict)
-    sweep_seed: int = 0
-    heartbeat_interval: int = 60
-    grace_period: int = 300
-    max_retry: int = 3
-    max_failures: int = 3
-
-    def __post_init__(self) -> None:
-        if self.trials < 1:
-            raise ConfigError(f"--trials must be at least 1, got {self.trials}")
-        if self.pruner not in ("median", "none"):
-            raise ConfigError(f"--pruner must be 'median' or 'none', got {self.pruner!r}")
-        if self.heartbeat_interval < 1 or self.grace_period <= self.heartbeat_interval:
-            raise ConfigError(f"--grace-period ({self.grace_period} s) must exceed --heartbeat-interval "
-                              f"({self.heartbeat_interval} s, at least 1)")
-        if self.timeout is not None and self.timeout <= 0:
-            raise ConfigError(f"--timeout must be positive, got {self.timeout}")
-
-
-def settings_from_options(sweep_options: dict) -> SweepSettings:
-    """SweepSettings from run.py's sweep option group (missing or None values take the defaults)."""
-    given = {k: v for k, v in sweep_options.items() if v is not None}
-    return SweepSettings(
-        trials=given.get("trials", 20), timeout=given.get("timeout"), study_name=given.get("study_name"),
-        storage=given.get("storage"), report_only=bool(given.get("sweep_report", False)),
-        pruner=given.get("pruner", "median"), pruner_startup_trials=given.get("pruner_startup_trials", 5),
-        pruner_warmup_epochs=given.get("pruner_warmup_epochs", 0),
-        space_overrides=parse_overrides(given.get("sweep_space")),
-        sweep_seed=given["sweep_seed"] if given.get("sweep_seed") is not None else 0,
-        heartbeat_interval=given.get("heartbeat_interval", 60), grace_period=given.get("grace_period", 300),
-        max_retry=given.get("max_retry", 3), max_failures=given.get("max_failures", 3))
+SweepSettings = SweepOptions  # how a worker runs the study: run.py's sweep option group
 
 
 # ---- storage ---------------------------------------------------------------------------------------
@@ -185,19 +146,12 @@ def parse_storage(url: str | None, folder: Path) -> StorageTarget:
                       "journal:PATH, or a file ending in .db or .log")
 
 
-@contextlib.contextmanager
 def file_lock(path: Path | None):
-    """Exclusive fcntl lock on `path` for the duration (no-op for None)."""
+    """The suite's file lock on `path` (no-op for None: a server storage needs none)."""
     if path is None:
-        yield
-        return
+        return contextlib.nullcontext()
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return locking.file_lock(path)
 
 
 def _retrying(action, what: str, attempts: int = 8):
@@ -253,10 +207,11 @@ def _jsonable(value):
     return json.loads(json.dumps(value, default=str))
 
 
-def study_identity(model: str, options: dict, space: SearchSpace) -> dict:
+def study_identity(model: str, options: RunOptions, space: SearchSpace) -> dict:
     """What makes two workers' studies the same: model, search space, and every fixed option that
     changes results (paths of caches and run folders, loader processes and devices do not)."""
-    fixed = {k: v for k, v in sorted(options.items()) if k not in STUDY_NON_IDENTITY and k not in space.names}
+    fixed = {k: v for k, v in sorted(options.to_dict().items())
+             if k not in STUDY_NON_IDENTITY and k not in space.names}
     return _jsonable({"model": model, "space": space.to_dict(), "fixed": fixed})
 
 
@@ -494,9 +449,7 @@ class InfeasibleTrial(ConfigError):
     """The trial's parameters cannot train on this dataset (it fails before training)."""
 
 
-def _same_config(run_dir: Path, options: dict) -> bool:
-    from lightning_modules.experiment import CONFIG_FILE, NON_IDENTITY_OPTIONS
-
+def _same_config(run_dir: Path, options: RunOptions) -> bool:
     path = run_dir / CONFIG_FILE
     if not path.is_file():
         return True
@@ -504,7 +457,7 @@ def _same_config(run_dir: Path, options: dict) -> bool:
         saved = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    mine = _jsonable(options)
+    mine = _jsonable(options.to_dict())
     keys = (set(saved) | set(mine)) - set(NON_IDENTITY_OPTIONS) - {"resolved"}
     return all(saved.get(k) == mine.get(k) for k in keys)
 
@@ -528,7 +481,7 @@ class TrialFolder:
     record: dict | None = None
 
 
-def claim_trial_folder(trials_root: Path, number: int, root: int, options: dict, params: dict) -> TrialFolder:
+def claim_trial_folder(trials_root: Path, number: int, root: int, options: RunOptions, params: dict) -> TrialFolder:
     """The run folder of trial `number` (a retry of trial `root`), locked against concurrent use.
 
     A retry takes its original's folder when nobody holds it and its configuration matches:
@@ -552,7 +505,6 @@ def claim_trial_folder(trials_root: Path, number: int, root: int, options: dict,
         if not _same_config(path, options):
             lock.close()
             continue
-        from lightning_modules.experiment import CHECKPOINT_DIR, LAST_CHECKPOINT
         return TrialFolder(path, lock, resumed=(path / CHECKPOINT_DIR / LAST_CHECKPOINT).is_file())
     raise DataError(f"no usable run folder for trial {number} under {trials_root}")
 
@@ -574,7 +526,7 @@ class SweepContext:
     target: StorageTarget
     settings: SweepSettings
     model: str
-    options: dict
+    options: RunOptions
     space: SearchSpace
     clip_samples: int
     folder: Path
@@ -583,8 +535,6 @@ class SweepContext:
 
 def run_trial(ctx: SweepContext, trial: optuna.Trial) -> float:
     """Train one trial; return its best validation ROC-AUC (raises TrialPruned, InfeasibleTrial, ...)."""
-    from lightning_modules.experiment import run_experiment
-    from sweeps.pruning import SweepPruningCallback
 
     params = ctx.space.suggest(trial)
     reason = infeasibility(ctx.model, ctx.options, params, ctx.clip_samples)
@@ -593,7 +543,7 @@ def run_trial(ctx: SweepContext, trial: optuna.Trial) -> float:
     frozen = ctx.storage.get_trial(_trial_id(ctx.storage, ctx.study, trial.number))
     history = frozen.system_attrs.get("retry_history") or []
     root = history[0] if history else trial.number
-    options = dict(ctx.options, **params, wandb_group=ctx.study.study_name)
+    options = ctx.options.replace(**params, wandb_group=ctx.study.study_name)
     folder = claim_trial_folder(ctx.folder / "trials", trial.number, root, options, params)
     try:
         trial.set_user_attr("run_dir", str(folder.path))
@@ -604,7 +554,7 @@ def run_trial(ctx: SweepContext, trial: optuna.Trial) -> float:
         inherited = [v for v in frozen.intermediate_values.values() if math.isfinite(v)] if folder.resumed else []
         trial.set_user_attr("resumed", folder.resumed)
         callback = SweepPruningCallback(trial, OBJECTIVE, max(inherited) if inherited else None)
-        outcome = run_experiment(dict(options, run_dir=str(folder.path)), extra_callbacks=(callback,))
+        outcome = run_experiment(options.replace(run_dir=str(folder.path)), extra_callbacks=(callback,))
         if callback.best is None:
             raise SuiteError(f"trial {trial.number} reported no finite {OBJECTIVE}")
         record = {"study": ctx.study.study_name, "trial": trial.number, "params": _jsonable(params),
@@ -760,33 +710,31 @@ def _record_error(ctx: SweepContext, trial_id: int, error: BaseException) -> Non
 
 
 # ---- entry points -----------------------------------------------------------------------------------------------
-def dataset_clip_samples(options: dict) -> int:
+def dataset_clip_samples(options: RunOptions) -> int:
     """Clip length of the options' dataset (preparing it once, as a run would)."""
-    from lightning_modules.experiment import build_datamodule, frontend_config, model_spec, prepare_data_once
-
-    spec = model_spec(options["model"])
+    spec = model_spec(options.model)
     return prepare_data_once(build_datamodule(options, spec, frontend=frontend_config(spec, options))).clip_samples
 
 
-def _check_single_process(options: dict) -> dict:
-    devices = options.get("devices", "auto")
+def _check_single_process(options: RunOptions) -> dict:
+    devices = options.devices
     many = (isinstance(devices, list) and len(devices) > 1) or (isinstance(devices, int) and devices > 1) \
-        or devices == -1 or options.get("num_nodes", 1) > 1
+        or devices == -1 or options.num_nodes > 1
     if many:
         raise ConfigError("a sweep trains each trial in one process on one device; for more throughput start "
                           "more workers (e.g. a SLURM job array), not more --devices")
-    return dict(options, devices=1 if devices == "auto" else devices)
+    return options.replace(devices=1 if devices == "auto" else devices)
 
 
-def prepare_sweep(options: dict, settings: SweepSettings, fixed=()) -> SweepContext:
+def prepare_sweep(options: RunOptions, settings: SweepSettings, fixed=()) -> SweepContext:
     """Everything before the first trial: data, space, study (created safely), storage."""
     options = _check_single_process(options)
-    model = options["model"]
+    model = options.model
     clip_samples = dataset_clip_samples(options)
-    space = build_space(model, options, clip_samples, fixed=fixed, overrides=settings.space_overrides)
+    space = build_space(model, options, clip_samples, fixed=fixed, overrides=parse_overrides(settings.sweep_space))
     identity = study_identity(model, options, space)
     name = settings.study_name or default_study_name(identity)
-    folder = study_dir(options["runs_root"], name)
+    folder = study_dir(options.runs_root, name)
     target = parse_storage(settings.storage, folder)
     storage = open_storage(target, settings)
     study, _ = create_or_load_study(storage, target, name, identity, baselines(space, options),
@@ -796,17 +744,15 @@ def prepare_sweep(options: dict, settings: SweepSettings, fixed=()) -> SweepCont
                         WorkerId.current())
 
 
-def run_sweep(options: dict, sweep_options: dict, fixed=(), log=print) -> SweepOutcome:
+def run_sweep(options: RunOptions, settings: SweepOptions, fixed=(), log=print) -> SweepOutcome:
     """`run.py --sweep MODEL`: one worker of the study, then the study's report.
 
     `options`: the training options every trial shares (run.py's, without the sweep group);
-    `sweep_options`: run.py's sweep group (see `settings_from_options`); `fixed`: the option
-    names given on the command line, which leave the search space.
+    `settings`: run.py's sweep group; `fixed`: the option names given on the command line or in
+    --config files, which leave the search space.
     """
-    from sweeps.report import write_report
-
-    training, settings = options, settings_from_options(sweep_options)
-    if settings.report_only:
+    training = options
+    if settings.sweep_report:
         return report_only(training, settings, fixed, log)
     ctx = prepare_sweep(training, settings, fixed)
     log(f"sweep: study {ctx.study.study_name} in {ctx.target.describe()}; {settings.trials} trials in total")
@@ -819,20 +765,18 @@ def run_sweep(options: dict, sweep_options: dict, fixed=(), log=print) -> SweepO
     return outcome
 
 
-def report_only(options: dict, settings: SweepSettings, fixed=(), log=print) -> SweepOutcome:
+def report_only(options: RunOptions, settings: SweepSettings, fixed=(), log=print) -> SweepOutcome:
     """`--sweep-report`: the report of an existing study, no training."""
-    from sweeps.report import write_report
-
     if settings.study_name:
         name = settings.study_name
     else:
-        if not options.get("model"):
+        if not options.model:
             raise ConfigError("--sweep-report needs --study-name NAME, or the --sweep command of the study")
         options = _check_single_process(options)
-        space = build_space(options["model"], options, dataset_clip_samples(options), fixed=fixed,
-                            overrides=settings.space_overrides)
-        name = default_study_name(study_identity(options["model"], options, space))
-    folder = study_dir(options["runs_root"], name)
+        space = build_space(options.model, options, dataset_clip_samples(options), fixed=fixed,
+                            overrides=parse_overrides(settings.sweep_space))
+        name = default_study_name(study_identity(options.model, options, space))
+    folder = study_dir(options.runs_root, name)
     target = parse_storage(settings.storage, folder)
     if target.kind == "rdb" and target.url.startswith("sqlite:///") and not Path(target.url[10:]).is_file():
         raise DataError(f"no study database at {target.url[10:]}; is --runs-root or --study-name right?")

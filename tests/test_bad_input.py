@@ -34,8 +34,8 @@ import run
 from datamodules.datamodule import MTATDataModule
 from datamodules.errors import ConfigError, DataError
 from datamodules.synthetic import synthetic_dir_name
-from lightning_modules.base import TaggingModule
-from lightning_modules.experiment import model_spec
+from lightning_modules.tagging_module import TaggingModule
+from lightning_modules.runner.data import model_spec
 from tests.helpers import TINY_CLIP_SAMPLES, TINY_MEL_ARGS, read_metrics, tiny_data_args
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -31,7 +31,7 @@ from callbacks import (
     restore_rng_states,
 )
 from datamodules.errors import ConfigError
-from lightning_modules.experiment import close_process_group
+from lightning_modules.runner.trainer import close_process_group
 
 N_SAMPLES = 20
 BATCH = 4  # -> 5 training batches per epoch

@@ -30,9 +30,11 @@ import run
 from datamodules.datamodule import default_num_workers
 from datamodules.errors import ConfigError
 from datamodules.frontend import MelConfig
-from lightning_modules.base import TaggingModule
-from lightning_modules.experiment import (SyncModelBuffers, build_datamodule, build_strategy, check_precision,
-                                          cluster_plugins, planned_processes)
+from lightning_modules.tagging_module import TaggingModule
+from callbacks.sync_buffers import SyncModelBuffers
+from lightning_modules.config import RunOptions
+from lightning_modules.runner.data import build_datamodule
+from lightning_modules.runner.trainer import build_strategy, check_precision, cluster_plugins, planned_processes
 from lightning_modules.registry import MODELS, build_network, input_shape, network_config, segment_layout
 from tests.helpers import TINY_CLIP_SAMPLES, TINY_MEL_ARGS, read_metrics, tiny_data_args
 
@@ -44,7 +46,7 @@ GLOBAL_DECAY = 0.2
 
 
 def _options(*extra: str) -> dict:
-    return run.options_from_args(run.build_parser().parse_args(["--model", "mel_cnn", *extra]))
+    return run.parse_options(["--model", "mel_cnn", *extra])
 
 
 # ---------------------------------------------------------------- the DDP run (slow, shared)
@@ -96,7 +98,7 @@ def test_ddp_validation_equals_single_process_validation_of_the_checkpoint(ddp_r
     best = Path(read_metrics(ddp_run.run_dir)["best_checkpoint"])
     epoch = int(best.stem.split("-")[-1])
     config = json.loads((ddp_run.run_dir / "config.json").read_text())
-    options = {k: v for k, v in config.items() if k != "resolved"}
+    options = RunOptions.from_dict(config)
     module = TaggingModule.from_checkpoint(best)
     saved_thresholds = module.thresholds.clone()
     datamodule = build_datamodule(options, MODELS["mel_cnn"], dict(module.hparams.layout),

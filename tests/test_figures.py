@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lightning_modules import figures
+from lightning_modules.reporting import figures
 from lightning_modules.metrics import equal_error_thresholds, rates_at_thresholds
 
 TAGS = ["guitar", "classical", "slow", "techno", "piano", "rock"]

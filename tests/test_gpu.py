@@ -27,8 +27,8 @@ from lightning.pytorch.callbacks import Callback
 import run
 from datamodules.audio import SAMPLE_RATE
 from datamodules.frontend import LogMel, MelConfig
-from lightning_modules.experiment import run_experiment
-from lightning_modules.tagger import Tagger
+from lightning_modules.runner.experiment import run_experiment
+from lightning_modules.inference.tagger import Tagger
 from tests.helpers import TINY_MEL_ARGS, read_metrics, tiny_data_args
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -49,7 +49,7 @@ def cache_dir(tmp_path_factory):
 def _options(cache_dir, run_dir, model, *extra: str) -> dict:
     argv = ["--model", model, *tiny_data_args(cache_dir, CLIPS), *TINY_MEL_ARGS[model], *QUICK,
             "--run-dir", str(run_dir), *extra]
-    return run.options_from_args(run.build_parser().parse_args(argv))
+    return run.parse_options(argv)
 
 
 class DeviceProbe(Callback):

@@ -8,10 +8,10 @@ from torch import nn
 
 from datamodules.audio import MTAT_CLIP_SAMPLES
 from datamodules.errors import ConfigError
-from lightning_modules.lstm_mel import LSTMMel
-from lightning_modules.mel_cnn import MelCNN, min_input_size
-from lightning_modules.sample_cnn import FRAME_SAMPLES, SampleCNN
-from lightning_modules.summary import (LayerRow, format_summary, layer_summary,
+from lightning_modules.networks.lstm_mel import LSTMMel
+from lightning_modules.networks.mel_cnn import MelCNN, min_input_size
+from lightning_modules.networks.sample_cnn import FRAME_SAMPLES, SampleCNN
+from lightning_modules.networks.summary import (LayerRow, format_summary, layer_summary,
                                        paper_parameter_count, torch_parameter_count)
 
 N_TAGS = 50

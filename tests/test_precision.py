@@ -14,8 +14,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 import run
-from lightning_modules.base import TaggingModule
-from lightning_modules.experiment import run_experiment
+from lightning_modules.tagging_module import TaggingModule
+from lightning_modules.runner.experiment import run_experiment
 from tests.helpers import TINY_MEL_ARGS, read_metrics, tiny_data_args
 
 CLIPS = 96
@@ -31,7 +31,7 @@ def cache_dir(tmp_path_factory):
 def _options(cache_dir, run_dir, *extra: str) -> dict:
     argv = ["--model", "mel_cnn", *tiny_data_args(cache_dir, CLIPS), *TINY_MEL_ARGS["mel_cnn"], *QUICK,
             "--run-dir", str(run_dir), *extra]
-    return run.options_from_args(run.build_parser().parse_args(argv))
+    return run.parse_options(argv)
 
 
 class DtypeProbe(Callback):

@@ -98,10 +98,9 @@ def test_every_run_py_command_the_script_runs_parses(script, fake_cluster, tmp_p
     commands = _run_py_calls(calls())
     assert commands and len(commands) >= _static_run_py_commands(script)
     for argv in commands:
-        args = run.build_parser().parse_args(argv)  # SystemExit (exit code 2) on a bad command line
-        options = run.options_from_args(args)
-        assert args.max_epochs == 7, argv
-        assert options["cache_dir"].startswith(env["RUNS_ROOT"]) and args.data == env["DATA"]
+        options = run.parse_options(argv)  # SystemExit (exit code 2) on a bad command line
+        assert options.max_epochs == 7, argv
+        assert options.cache_dir.startswith(env["RUNS_ROOT"]) and options.data == env["DATA"]
 
 
 def test_multinode_script_runs_one_ddp_task_per_gpu_on_every_node(fake_cluster, tmp_path):
@@ -118,12 +117,12 @@ def test_multinode_script_runs_one_ddp_task_per_gpu_on_every_node(fake_cluster, 
     (srun,) = [call for call in calls() if call[0] == "srun"]
     assert srun[1:3] == ["--kill-on-bad-exit=1", "python"]
     (argv,) = _run_py_calls(calls())
-    options = run.options_from_args(run.build_parser().parse_args(argv))
-    assert (options["devices"], options["num_nodes"], options["strategy"], options["accelerator"]) == (4, 2, "ddp",
+    options = run.parse_options(argv)
+    assert (options.devices, options.num_nodes, options.strategy, options.accelerator) == (4, 2, "ddp",
                                                                                                        "gpu")
-    assert options["precision"] == "bf16-mixed" and options["model"] == "sample_cnn"
+    assert options.precision == "bf16-mixed" and options.model == "sample_cnn"
     # no job-specific run folder: the default one (named by the options) is the same when the job runs again
-    assert options["run_dir"] is None and options["runs_root"] == env["RUNS_ROOT"]
+    assert options.run_dir is None and options.runs_root == env["RUNS_ROOT"]
 
 
 def test_multinode_script_requeues_the_job_on_sigusr1_and_waits_for_training(fake_cluster, tmp_path):

@@ -31,6 +31,7 @@ from sweeps.report import write_report
 from sweeps.spaces import (SPACES, SearchSpace, adapt_to_clip, baselines, build_space, categorical, infeasibility,
                            log_float)
 from sweeps.pruning import SweepPruningCallback
+from lightning_modules.config import RunOptions
 from sweeps.study import (LEASE, SweepContext, SweepSettings, TrialHeartbeat, WorkerId,
                           create_or_load_study, fail_and_retry, make_pruner, make_sampler, open_storage,
                           parse_storage, recover_stale_trials)
@@ -45,7 +46,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def _options(*extra: str, model: str = "lstm_mel") -> dict:
-    return run.options_from_args(run.build_parser().parse_args(["--model", model, *extra]))
+    return run.parse_options(["--model", model, *extra])
 
 
 # ---- search spaces ------------------------------------------------------------------------------------
@@ -162,7 +163,7 @@ def _context(tmp_path, storage: str | None = "journal", name: str = "s", **setti
     identity = {"model": "lstm_mel", "space": SMALL_SPACE.to_dict(), "fixed": {}}
     study, _ = create_or_load_study(store, target, name, identity, (), make_sampler(name, settings),
                                     make_pruner(settings))
-    return SweepContext(study, store, target, settings, "lstm_mel", {}, SMALL_SPACE, TINY_CLIP_SAMPLES, folder,
+    return SweepContext(study, store, target, settings, "lstm_mel", RunOptions(model="lstm_mel"), SMALL_SPACE, TINY_CLIP_SAMPLES, folder,
                         WorkerId.current())
 
 
@@ -225,7 +226,9 @@ def test_sweep_command_line_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         run.main(["--sweep", "lstm_mel", "--run-dir", str(tmp_path / "x")])
     assert "each trial gets a folder" in capsys.readouterr().err
-    assert run._given_options(["--sweep", "lstm_mel", "--n-mels", "32", "--lr", "0.01"]) == {"sweep", "n_mels", "lr"}
+    from lightning_modules.cli import parse_command
+
+    assert parse_command(["--sweep", "lstm_mel", "--n-mels", "32", "--lr", "0.01"]).given == {"sweep", "n_mels", "lr"}
 
 
 def test_failing_trials_stop_the_worker_and_an_interrupt_requeues_the_trial(tmp_path, monkeypatch):

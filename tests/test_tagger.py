@@ -16,7 +16,7 @@ import run
 from datamodules.datamodule import MTATDataModule
 from datamodules.mtat import find_audio_root, read_annotations
 from datamodules.segments import SegmentLayout
-from lightning_modules.tagger import AudioError, Tagger, cut_segments, load_audio, segment_starts
+from lightning_modules.inference.tagger import AudioError, Tagger, cut_segments, load_audio, segment_starts
 from tests.helpers import TINY_CLIP_SAMPLES, tiny_data_args
 
 # hop 256 and 4 segments: (59,049 // 256 + 1) // 4 = 57 frames, i.e. 14,336-sample segments

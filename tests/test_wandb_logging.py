@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import run
 from callbacks import GlobalDecayRestart
 from callbacks.history import TrainingHistory, read_history
-from lightning_modules import loggers
+from lightning_modules.reporting import loggers
 from tests.helpers import TINY_MEL_ARGS, read_metrics, tiny_data_args
 
 

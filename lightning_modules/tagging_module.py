@@ -1,6 +1,6 @@
 """TaggingModule: the LightningModule shared by every architecture.
 
-It receives its network and hyperparameters; trains with binary cross-entropy on logits and SGD
+It builds its network from `network_config` (or is handed one); trains with binary cross-entropy on logits and SGD
 (the paper's lr 0.01, momentum 0.9 by default; the learning-rate schedule lives in
 `callbacks/`); and evaluates at clip level: segment probabilities (sigmoid of the logits) are
 averaged per clip before any metric. Each validation chooses per-tag thresholds where
@@ -8,8 +8,10 @@ TPR = 1 - FPR (paper §4.6) and stores them in the `thresholds` buffer, so the b
 carries the thresholds of its own validation, and testing applies them (Table 4).
 
 Everything `--tag` needs to use a checkpoint without the data module (network config, tag list,
-frontend settings, segment layout, thresholds) is saved with it; `TaggingModule.from_checkpoint`
-rebuilds the network from those hyperparameters.
+frontend settings, segment layout, thresholds) is saved with it, so Lightning's own
+`TaggingModule.load_from_checkpoint(path)` rebuilds the network from those hyperparameters
+(`from_checkpoint` adds one-line errors for unreadable files). Each architecture also has a named
+subclass with its publication's defaults (`lightning_modules/architectures.py`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
 
+from datamodules.audio import SAMPLE_RATE
 from datamodules.errors import ConfigError, DataError, SuiteError
 from lightning_modules.metrics import ClipPredictions, TaggingReport, equal_error_thresholds, tagging_metrics
 from lightning_modules.registry import build_network
@@ -41,7 +44,8 @@ class TaggingModule(pl.LightningModule):
     """Multi-label tagger around any network that maps the frontend's output to tag logits.
 
     Args:
-        network: the architecture (an `nn.Module` returning logits of shape (batch, n_tags)).
+        network: the architecture (an `nn.Module` returning logits of shape (batch, n_tags)); None
+            (what loading a checkpoint passes) builds it from `network_config`. Not a hyperparameter.
         network_config: `{"name": ..., "kwargs": {...}}` that rebuilds `network` from the registry.
         tags: the tag names, in the order of the network's outputs.
         frontend: Mel settings (`MelConfig.to_dict()`) the network's input was computed with,
@@ -57,16 +61,25 @@ class TaggingModule(pl.LightningModule):
             step, a host sync per step).
     """
 
-    def __init__(self, network: nn.Module, network_config: dict, tags: list[str], frontend: dict | None,
-                 layout: dict, sample_rate: int, optimizer: str = "sgd", lr: float = 0.01, momentum: float = 0.9,
+    def __init__(self, network: nn.Module | None = None, network_config: dict | None = None,
+                 tags: list[str] | None = None, frontend: dict | None = None, layout: dict | None = None,
+                 sample_rate: int = SAMPLE_RATE, optimizer: str = "sgd", lr: float = 0.01, momentum: float = 0.9,
                  weight_decay: float = 0.0, nesterov: bool = False, nonfinite_loss: str = "stop"):
         super().__init__()
+        if network_config is None or tags is None or layout is None:
+            raise ConfigError(f"{type(self).__name__} needs network_config, tags and layout (or use the "
+                              "architecture's own module, e.g. MelCNNModule(), which has defaults for them)")
         if nonfinite_loss not in NONFINITE_ACTIONS:
             raise ConfigError(f"unknown non-finite loss action {nonfinite_loss!r}; choose {', '.join(NONFINITE_ACTIONS)}")
         if optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {optimizer!r}; choose {', '.join(OPTIMIZERS)}")
-        self.save_hyperparameters(ignore=["network"])
-        self.network = network
+        # An explicit dict, not Lightning's frame inspection: a subclass's own defaults (None) must not
+        # overwrite the values resolved here, or load_from_checkpoint would rebuild another model.
+        self.save_hyperparameters({
+            "network_config": network_config, "tags": list(tags), "frontend": frontend, "layout": dict(layout),
+            "sample_rate": sample_rate, "optimizer": optimizer, "lr": lr, "momentum": momentum,
+            "weight_decay": weight_decay, "nesterov": nesterov, "nonfinite_loss": nonfinite_loss})
+        self.network = network if network is not None else build_network(network_config)
         n_tags = len(tags)
         self.register_buffer("thresholds", torch.full((n_tags,), 0.5))
         self.val_loss = MeanMetric()
@@ -269,8 +282,7 @@ class TaggingModule(pl.LightningModule):
         hparams = checkpoint.get("hyper_parameters") or {}
         if "network_config" not in hparams or "tags" not in hparams:
             raise DataError(f"{path}: not a checkpoint of this suite (no network config or tag list in it)")
-        network = build_network(hparams["network_config"])
-        module = cls(network=network, **hparams)
+        module = cls(**hparams)
         module.load_state_dict(checkpoint["state_dict"])
         module.eval()
         return module

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from datamodules.errors import ConfigError
-from lightning_modules.network_args import check_channels, check_dropout, check_int
+from lightning_modules.networks.args import check_channels, check_dropout, check_int
 
 
 def _block_sizes(size: int, n_blocks: int) -> list[int]:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from datamodules.errors import ConfigError
-from lightning_modules.network_args import check_channels, check_dropout, check_int
+from lightning_modules.networks.args import check_channels, check_dropout, check_int
 
 FRAME_SAMPLES = 59_049
 """Input length of the frame variant: 3^10 samples (3.69 s at 16 kHz)."""

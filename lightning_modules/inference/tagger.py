@@ -237,7 +237,7 @@ class Tagger:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", batch_size: int = 8) -> "Tagger":
-        from lightning_modules.base import TaggingModule
+        from lightning_modules.tagging_module import TaggingModule
 
         return cls(TaggingModule.from_checkpoint(path, map_location="cpu"), device=device, batch_size=batch_size)
 
@@ -285,7 +285,7 @@ class Tagger:
 # --------------------------------------------------------------------------------------------
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint file, or a run folder's best checkpoint (as `--evaluate` finds it)."""
-    from lightning_modules.experiment import locate_checkpoint  # experiment imports this module's siblings
+    from lightning_modules.runner.run_folder import locate_checkpoint
 
     return locate_checkpoint(path)[0]
 
@@ -374,7 +374,7 @@ def taggram_paths(target: Path, files: Sequence[Path]) -> dict[Path, Path]:
 
 
 def write_taggram(result: FileTags, tags: Sequence[str], path: Path) -> Path:
-    from lightning_modules.figures import save_figure, taggram_figure
+    from lightning_modules.reporting.figures import save_figure, taggram_figure
 
     starts = result.start_s + result.segment_starts_s
     ends = starts + result.segment_seconds

@@ -30,7 +30,8 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
+
+from callbacks.test_predictions import TestPredictionsCapture
 
 FIGURES_DIR = "figures"
 PAPER_THRESHOLD_TAG = "classical"  # the paper's Figure 3
@@ -244,28 +245,6 @@ def taggram_figure(starts_s, ends_s, probs, tags: Sequence[str], title: str):
 # --------------------------------------------------------------------------------------------
 # A run's figures
 # --------------------------------------------------------------------------------------------
-class TestPredictionsCapture(Callback):
-    """Keeps the clip-level test probabilities, targets and clip ids of `TaggingModule.test_predictions`.
-
-    Runs before the module's own `on_test_epoch_end` (Lightning calls callbacks first) and calls
-    the metric's `compute()`, whose result torchmetrics caches for the module's call, so the
-    predictions are gathered once (on every rank under DDP, as the module needs anyway).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.probs: torch.Tensor | None = None
-        self.targets: torch.Tensor | None = None
-        self.clip_ids: torch.Tensor | None = None
-
-    def on_test_epoch_end(self, trainer, pl_module) -> None:
-        predictions = getattr(pl_module, "test_predictions", None)
-        if predictions is None:
-            return
-        probs, targets, clip_ids = predictions.compute()
-        self.probs, self.targets, self.clip_ids = probs.cpu(), targets.cpu(), clip_ids.cpu()
-
-
 def threshold_tag_index(tags: Sequence[str], targets) -> int | None:
     """Figure 3's tag: "classical" when it has positive and negative clips, else the most frequent such tag."""
     targets = _numpy(targets)

@@ -14,7 +14,7 @@ trials would all be offline).
 
 One run folder is one W&B run: its id is kept in `RUN_DIR/wandb-run-id.txt`, so a resumed
 training continues the same W&B run (offline: a second `offline-run-*` folder with the same id;
-`wandb sync` takes both). Sweep trials pass `options["wandb_group"]` (the study name) and land
+`wandb sync` takes both). Sweep trials pass `options.wandb_group` (the study name) and land
 in one W&B group, each with its parameters in the run config.
 
 What is logged (the module and callbacks log the per-step and per-epoch numbers through
@@ -147,26 +147,26 @@ def wandb_run_id(run_dir: Path) -> str:
     return run_id
 
 
-def _wandb_logger(options: dict, run_dir: Path, mode: str, config: dict | None):
+def _wandb_logger(options, run_dir: Path, mode: str, config: dict | None):
     import wandb
     from lightning.pytorch.loggers import WandbLogger
 
-    group = options.get("wandb_group")
+    group = options.wandb_group
     return WandbLogger(
         name=run_dir.name, save_dir=str(run_dir), id=wandb_run_id(run_dir),
-        project=options.get("wandb_project") or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT,
+        project=options.wandb_project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT,
         group=group, job_type="sweep-trial" if group else "train", mode=mode, config=config,
         settings=wandb.Settings(init_timeout=INIT_TIMEOUT_S), log_model=False)
 
 
-def build_logger(options: dict, run_dir: Path, config: dict | None = None):
-    """The Lightning logger `options["logger"]` asks for (False for "none").
+def build_logger(options, run_dir: Path, config: dict | None = None):
+    """The Lightning logger `options.logger` asks for (False for "none").
 
     For W&B the run is started here on global rank zero, so a failed online start falls back to
     offline before training begins; `config` (the run's `config.json` content) becomes the W&B
     run config.
     """
-    kind = options.get("logger") or DEFAULT_LOGGER
+    kind = options.logger or DEFAULT_LOGGER
     run_dir = Path(run_dir)
     if kind == "none":
         return False
@@ -278,9 +278,3 @@ def log_run_results(logger, report, figures: Mapping[str, Path], summary: Mappin
             run = item.experiment
             for key, value in summary.items():
                 run.summary[key] = value
-
-
-def log_events(trainer, metrics: Mapping[str, float]) -> None:
-    """Log event values (e.g. a restart) to every logger of `trainer` at the current global step."""
-    for item in trainer.loggers:
-        item.log_metrics(dict(metrics), step=trainer.global_step)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from datamodules.errors import ConfigError
-from lightning_modules.network_args import check_dropout, check_int
+from lightning_modules.networks.args import check_dropout, check_int
 
 
 class LSTMMel(nn.Module):

@@ -1,0 +1,173 @@
+"""One training run, start to finish: data, model, callbacks, Trainer, fit, test, result files.
+
+`run_experiment(options)` is what `python run.py --model ...` does; sweeps call it once per
+trial. Everything the run resolved from its options (tag list, clip length, segment layout, Mel
+settings, network config, package versions) is written to `config.json` in the run folder before
+training starts, beside `config.yaml` (the options alone); the run folder is enough to resume
+(`--resume RUN_DIR`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from callbacks import GlobalDecayRestart, LocalDecay, RNGStateCheckpoint
+from callbacks.history import HISTORY_FILE, TrainingHistory
+from callbacks.test_predictions import TestPredictionsCapture
+from datamodules.audio import SAMPLE_RATE
+from datamodules.datamodule import DatasetInfo, MTATDataModule
+from datamodules.frontend import MelConfig
+from lightning_modules.cli import dump_yaml
+from lightning_modules.config import RunOptions
+from lightning_modules.files import write_json_atomic, write_text_atomic
+from lightning_modules.architectures import module_class
+from lightning_modules.registry import build_network, input_shape, network_config, segment_layout
+from lightning_modules.reporting.figures import figures_for_run
+from lightning_modules.reporting.loggers import build_logger, finish_logger, log_run_results
+from lightning_modules.reporting.results import write_results
+from lightning_modules.runner.data import build_datamodule, frontend_config, model_spec, prepare_data_once
+from lightning_modules.runner.ranks import is_global_zero
+from lightning_modules.runner.run_folder import (CHECKPOINT_DIR, CONFIG_FILE, CONFIG_YAML, LAST_CHECKPOINT,
+                                                 RunOutcome, check_same_run, run_dir_of, warn_if_scale_changed)
+from lightning_modules.runner.trainer import build_trainer, check_run_options, close_process_group, planned_processes
+from lightning_modules.tagging_module import TaggingModule
+
+
+def resolve_run(options: RunOptions) -> tuple[dict, MTATDataModule, TaggingModule, DatasetInfo]:
+    """Prepare the data and build the data module and the model the options describe."""
+    spec = model_spec(options.model)
+    frontend = frontend_config(spec, options)
+    info = prepare_data_once(build_datamodule(options, spec, frontend=frontend))
+    layout = segment_layout(spec, info.clip_samples, frontend, options.segments_per_clip,
+                            options.train_crop)
+    datamodule = build_datamodule(options, spec, layout.to_dict(), frontend)
+    net_config = network_config(spec, input_shape(frontend, layout), len(info.tags), options)
+    module = module_class(spec.name)(
+        network_config=net_config, tags=list(info.tags),
+        frontend=frontend.to_dict() if frontend is not None else None, layout=layout.to_dict(),
+        sample_rate=SAMPLE_RATE, optimizer=options.optimizer, lr=options.lr, momentum=options.momentum,
+        weight_decay=options.weight_decay, nesterov=options.nesterov, nonfinite_loss=options.nonfinite_loss)
+    processes = planned_processes(options)
+    resolved = dict(options.to_dict(), resolved={
+        "data_dir": str(info.data_dir), "clip_samples": info.clip_samples, "sample_rate": SAMPLE_RATE,
+        "tags": list(info.tags), "layout": layout.to_dict(),
+        "frontend": frontend.to_dict() if frontend is not None else None, "network": net_config,
+        "batch_size": datamodule.hparams.batch_size, "processes": processes,
+        "global_batch_size": datamodule.hparams.batch_size * processes, "versions": versions()})
+    return resolved, datamodule, module, info
+
+def versions() -> dict:
+    import lightning
+    import nnAudio
+    import torchaudio
+    import torchmetrics
+    return {"torch": torch.__version__, "torchaudio": torchaudio.__version__, "lightning": lightning.__version__,
+            "torchmetrics": torchmetrics.__version__, "nnAudio": getattr(nnAudio, "__version__", "unknown")}
+
+def build_callbacks(options: RunOptions, run_dir: Path) -> tuple[list[Callback], ModelCheckpoint]:
+    checkpoint = ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename="best-{epoch:03d}",
+                                 monitor=options.monitor, mode=options.monitor_mode, save_top_k=1,
+                                 save_last=True, auto_insert_metric_name=False)
+    callbacks: list[Callback] = [checkpoint, RNGStateCheckpoint()]
+    if options.local_decay > 0:
+        callbacks.append(LocalDecay(decay=options.local_decay, formula=options.local_decay_formula))
+    if options.max_restarts >= 0 and options.patience > 0:
+        callbacks.append(GlobalDecayRestart(
+            monitor=options.monitor, mode=options.monitor_mode, patience=options.patience,
+            global_decay=options.global_decay, max_restarts=options.max_restarts,
+            schedule=options.global_decay_schedule))
+    callbacks.append(TrainingHistory(run_dir / HISTORY_FILE))  # after GlobalDecayRestart: sees its restarts
+    return callbacks, checkpoint
+
+
+def save_run_config(run_dir: Path, resolved: dict, options: RunOptions, tags) -> None:
+    """config.json (options and what was resolved from them), config.yaml (the options) and tags.txt."""
+    if is_global_zero():
+        write_json_atomic(run_dir / CONFIG_FILE, resolved)
+        write_text_atomic(run_dir / CONFIG_YAML, dump_yaml(options))
+        write_text_atomic(run_dir / "tags.txt", "\n".join(tags) + "\n")
+
+
+def run_experiment(options: RunOptions, extra_callbacks: tuple[Callback, ...] = ()) -> RunOutcome:
+    """Train, keep the best checkpoint, test it, and write the run folder's result files.
+
+    `extra_callbacks` join the run's own (a sweep adds its pruning callback here).
+    """
+    check_run_options(options)  # before the data are prepared: a bad option fails at once
+    pl.seed_everything(options.seed, workers=True, verbose=False)
+    resolved, datamodule, module, info = resolve_run(options)
+    run_dir = run_dir_of(options)
+    last = run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
+    resume_from = last if last.is_file() else None
+    if (run_dir / "metrics.json").is_file():
+        # Rerunning the command of a finished run (a requeued job, a sweep retry) changes nothing.
+        check_same_run(run_dir, resolved)
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        print(f"{run_dir} already holds this finished run; pass another --run-dir to train again")
+        best = Path(metrics["best_checkpoint"]) if metrics.get("best_checkpoint") else None
+        return RunOutcome(run_dir, best, metrics)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if resume_from is not None:
+        warn_if_scale_changed(run_dir, check_same_run(run_dir, resolved), resolved)
+    save_run_config(run_dir, resolved, options, info.tags)
+    if options.compile:
+        module.network.compile()  # in place: state_dict keys stay those of the plain network
+    callbacks, checkpoint = build_callbacks(options, run_dir)
+    capture = TestPredictionsCapture()
+    callbacks += [capture, *extra_callbacks]
+    logger = build_logger(options, run_dir, config=resolved)
+    failed = True
+    try:
+        trainer = build_trainer(options, run_dir, callbacks, logger)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+        best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
+        trainer.test(module, datamodule=datamodule, ckpt_path=str(best) if best else None, verbose=False)
+        metrics = {}
+        if trainer.is_global_zero:
+            metrics = write_results(run_dir, resolved, module.last_test_report, module.thresholds.cpu(),
+                                    best_checkpoint=best, best_val=_best_val(checkpoint), epochs=trainer.current_epoch)
+            _figures_and_tables(run_dir, module, datamodule, capture, logger, metrics)
+        failed = False
+    finally:
+        finish_logger(logger, failed=failed)
+    close_process_group()
+    return RunOutcome(run_dir, best, metrics)
+
+def _figures_and_tables(run_dir: Path, module: TaggingModule, datamodule: MTATDataModule,
+                        capture: TestPredictionsCapture, logger, metrics: dict) -> None:
+    """The run's figures (PNG in RUN_DIR/figures) and, for W&B, the per-tag table, figures and summary."""
+    figures = {}
+    try:
+        figures = figures_for_run(run_dir, module, datamodule, capture, run_dir / HISTORY_FILE,
+                                  report=module.last_test_report)
+    except Exception as error:  # a plotting problem must not cost the finished run its logging
+        print(f"warning: figures not written ({type(error).__name__}: {error})", file=sys.stderr)
+    summary = {f"best_validation/{k}": v for k, v in metrics.get("best_validation", {}).items()}
+    log_run_results(logger, module.last_test_report, figures, summary)
+
+
+def _best_val(checkpoint: ModelCheckpoint) -> dict:
+    score = checkpoint.best_model_score
+    return {"monitor": checkpoint.monitor, "best": float(score) if score is not None else None}
+
+def describe_network(options: RunOptions) -> str:
+    """`--summary`: the network for MTAT's clip length, layer by layer, with both parameter counts."""
+    from datamodules.audio import MTAT_CLIP_SAMPLES
+    from lightning_modules.networks.summary import format_summary, layer_summary
+
+    spec = model_spec(options.model)
+    frontend = frontend_config(spec, options)
+    layout = segment_layout(spec, MTAT_CLIP_SAMPLES, frontend, options.segments_per_clip,
+                            options.train_crop)
+    shape = input_shape(frontend, layout)
+    network = build_network(network_config(spec, shape, options.n_tags, options))
+    segments = f"{layout.segments_per_clip} segment(s) of {layout.segment_samples} samples per clip"
+    mel = f"; Mel n_fft {frontend.n_fft}, hop {frontend.hop_length}, {frontend.n_mels} bands" if frontend else ""
+    title = f"{spec.name} ({spec.table}): input {shape}, {segments}{mel}"
+    return format_summary(layer_summary(network, shape), title)
