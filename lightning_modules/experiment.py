@@ -29,7 +29,7 @@ from datamodules.cache import open_cache
 from datamodules.datamodule import DatasetInfo, MTATDataModule
 from datamodules.errors import ConfigError, DataError
 from datamodules.frontend import MelConfig
-from datamodules.locking import file_lock
+from datamodules.io import file_lock
 from lightning_modules.base import TaggingModule
 from lightning_modules.files import write_json_atomic, write_text_atomic
 from lightning_modules.loggers import build_logger, finish_logger, log_run_results

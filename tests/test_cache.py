@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from datamodules import cache
+from datamodules.cache import prepare as cache
 from datamodules.cache import LENGTH_TOLERANCE, float_to_int16, open_cache, prepare_cache
 from datamodules.errors import ConfigError, DataError
 

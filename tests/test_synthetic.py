@@ -343,7 +343,7 @@ def test_script_from_stdin_encodes_in_process(tmp_path, monkeypatch):
     """Spawned workers cannot re-import a __main__ read from stdin: encode in-process instead."""
     import sys
 
-    from datamodules import synthetic
+    from datamodules.synthetic import folder as synthetic
 
     monkeypatch.setattr(sys.modules["__main__"], "__file__", "/nonexistent/<stdin>", raising=False)
 
