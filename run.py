@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from datamodules.errors import ConfigError, SuiteError
+from datamodules.synthetic import DEFAULT_N_CLIPS
 
 MODEL_CHOICES = ("sample_cnn", "sample_cnn_frames", "mel_cnn", "lstm_mel")
 TAGGING_OPTIONS = ("tag", "checkpoint", "top_k", "json", "taggram", "start", "duration")  # not training options
@@ -97,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--split", choices=("folder", "clean"), default="folder",
                       help="'folder': MTAT folders 0-b train, c valid, d-f test (the paper's; default); 'clean': the "
                            "Lee/Won lists (real MTAT only)")
-    data.add_argument("--synthetic-clips", type=_positive_int, default=1200, help="clips in the synthetic dataset")
+    data.add_argument("--synthetic-clips", type=_positive_int, default=DEFAULT_N_CLIPS, help="clips in the synthetic dataset")
     data.add_argument("--synthetic-clip-samples", type=_positive_int, default=None,
                       help="clip length of the synthetic dataset in samples at 16 kHz (default: MTAT's 465,984)")
     data.add_argument("--synthetic-seed", type=int, default=0, help="seed of the synthetic dataset")

@@ -135,7 +135,7 @@ STANDARD_TOP50_TAGS: tuple[str, ...] = (
     "harp", "cello", "no voice", "weird", "country", "metal", "female voice", "choral",
 )
 """The unmerged top-50 MTAT tags used by Lee et al. 2017 and Won et al. 2020, in their order
-(identical to /work/shared/mtat/standard_top50_tags.txt)."""
+(identical to ``standard_top50_tags.txt`` of the MTAT metadata in ``../shared/mtat`` beside the clone)."""
 
 _CLIP_ID_COLUMN = "clip_id"
 _MP3_PATH_COLUMN = "mp3_path"

@@ -38,6 +38,7 @@ from typing import Iterator, Sequence, TextIO
 import numpy as np
 import torch
 
+from datamodules.audio import SAMPLE_RATE
 from datamodules.errors import ConfigError, DataError
 from datamodules.frontend import MelConfig, build_frontend
 from datamodules.segments import SegmentLayout
@@ -107,7 +108,7 @@ def _reason(error: Exception, decoder_lines: Sequence[str]) -> str:
 
 
 def load_audio(path: str | Path, *, start_s: float = 0.0, duration_s: float | None = None,
-               sample_rate: int = 16_000) -> LoadedAudio:
+               sample_rate: int = SAMPLE_RATE) -> LoadedAudio:
     """Decode `path` (or `duration_s` seconds of it from `start_s`) to mono float32 at `sample_rate`.
 
     Raises:
