@@ -23,6 +23,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
 import lightning.pytorch as pl
 import numpy as np
 import torch

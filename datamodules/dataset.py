@@ -10,9 +10,10 @@ vocabularies and the splits it offers. MagnaTagATune and its generated stand-in 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 

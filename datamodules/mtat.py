@@ -6,7 +6,7 @@ What lives here
 * `read_annotations` parses ``annotations_final.csv`` (tab-separated, every field
   double-quoted, CRLF line ends; columns ``clip_id``, one 0/1 column per raw tag, ``mp3_path``)
   into an `MTATAnnotations`. It is generic in the number of tag columns, so the synthetic
-  stand-in dataset (about 30 tags) reads the same way as the real file (188 tags).
+  stand-in dataset (50 tag columns, in its own order) reads the same way as the real file (188).
 * `find_audio_root` and `dataset_clip_samples` describe where a dataset's MP3s live and how long
   its clips are.
 * `MTATReader` (an MTAT folder) and `SyntheticMTATReader` (the generated stand-in, generated on
@@ -63,8 +63,13 @@ from datamodules.audio import MTAT_CLIP_SAMPLES
 from datamodules.dataset import STAGES as SPLIT_STAGES
 from datamodules.dataset import Vocabulary
 from datamodules.errors import ConfigError, DataError
-from datamodules.synthetic import (DEFAULT_N_CLIPS, METADATA_FILE, ensure_synthetic_mtat, read_metadata,
-                                   synthetic_dir_name)
+from datamodules.synthetic import (
+    DEFAULT_N_CLIPS,
+    METADATA_FILE,
+    ensure_synthetic_mtat,
+    read_metadata,
+    synthetic_dir_name,
+)
 
 TAG_VOCABULARIES = ("paper", "standard")
 """Names accepted by `build_vocabulary`."""

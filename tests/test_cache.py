@@ -1,4 +1,4 @@
-"""Tests of datamodules/cache.py: statuses, exact contents, resumption after SIGKILL,
+"""Tests of datamodules/cache/: statuses, exact contents, resumption after SIGKILL,
 atomic finish, rebuild on changed inputs, lazy reopening in other processes, bounded memory.
 
 The dataset is a few tiny generated MP3s (1 s at 16 kHz, clip_samples=16000).
@@ -21,8 +21,13 @@ import pytest
 import soundfile as sf
 
 from datamodules.audio import SAMPLE_RATE
+from datamodules.cache import (
+    LENGTH_TOLERANCE,
+    float_to_int16,
+    open_cache,
+    prepare_cache,
+)
 from datamodules.cache import prepare as cache
-from datamodules.cache import LENGTH_TOLERANCE, float_to_int16, open_cache, prepare_cache
 from datamodules.errors import ConfigError, DataError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -5,7 +5,13 @@ import pytest
 import soundfile as sf
 
 from datamodules.audio import SAMPLE_RATE
-from datamodules.decoding import DECODE_STATUSES, AudioDecodeError, AudioDecoder, check_audio_file, decode_audio
+from datamodules.decoding import (
+    DECODE_STATUSES,
+    AudioDecodeError,
+    AudioDecoder,
+    check_audio_file,
+    decode_audio,
+)
 from datamodules.errors import ConfigError, DataError
 
 

@@ -13,8 +13,18 @@ from pathlib import Path
 import pytest
 
 from datamodules import io
-from datamodules.io import (atomic_path, file_lock, global_rank, is_global_zero, json_safe, local_rank,
-                            try_file_lock, write_bytes_atomic, write_json_atomic, write_text_atomic)
+from datamodules.io import (
+    atomic_path,
+    file_lock,
+    global_rank,
+    is_global_zero,
+    json_safe,
+    local_rank,
+    try_file_lock,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

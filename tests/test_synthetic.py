@@ -1,4 +1,4 @@
-"""Tests of the synthetic MTAT-layout dataset (datamodules/synthetic.py).
+"""Tests of the synthetic MTAT-layout dataset (datamodules/synthetic/).
 
 Most tests share one generated dataset (64 clips of 2 s, two encoding processes). The audibility
 test renders 400 clips of 1.5 s in memory and asks a cross-validated logistic regression on

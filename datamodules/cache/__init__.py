@@ -66,14 +66,42 @@ Modules
 (`open_cache`, `WaveformCache`).
 """
 
-from datamodules.cache.format import (CACHE_FORMAT_VERSION, INDEX_COLUMNS, INDEX_FILE, MANIFEST_FILE, STATUSES,
-                                      WAVEFORMS_FILE, cache_fingerprint, read_index)
+from datamodules.cache.format import (
+                                      CACHE_FORMAT_VERSION,
+                                      INDEX_COLUMNS,
+                                      INDEX_FILE,
+                                      MANIFEST_FILE,
+                                      STATUSES,
+                                      WAVEFORMS_FILE,
+                                      cache_fingerprint,
+                                      read_index,
+)
 from datamodules.cache.prepare import DEFAULT_CHUNK_ROWS, prepare_cache
 from datamodules.cache.reader import WaveformCache, open_cache
-from datamodules.cache.rows import LENGTH_TOLERANCE, ClipDecoder, DecodedClip, decode_clip, float_to_int16
+from datamodules.cache.rows import (
+                                      LENGTH_TOLERANCE,
+                                      ClipDecoder,
+                                      DecodedClip,
+                                      decode_clip,
+                                      float_to_int16,
+)
 
 __all__ = [
-    "CACHE_FORMAT_VERSION", "INDEX_COLUMNS", "INDEX_FILE", "MANIFEST_FILE", "STATUSES", "WAVEFORMS_FILE",
-    "cache_fingerprint", "read_index", "DEFAULT_CHUNK_ROWS", "prepare_cache", "WaveformCache", "open_cache",
-    "LENGTH_TOLERANCE", "ClipDecoder", "DecodedClip", "decode_clip", "float_to_int16",
+                                      "CACHE_FORMAT_VERSION",
+                                      "DEFAULT_CHUNK_ROWS",
+                                      "INDEX_COLUMNS",
+                                      "INDEX_FILE",
+                                      "LENGTH_TOLERANCE",
+                                      "MANIFEST_FILE",
+                                      "STATUSES",
+                                      "WAVEFORMS_FILE",
+                                      "ClipDecoder",
+                                      "DecodedClip",
+                                      "WaveformCache",
+                                      "cache_fingerprint",
+                                      "decode_clip",
+                                      "float_to_int16",
+                                      "open_cache",
+                                      "prepare_cache",
+                                      "read_index",
 ]

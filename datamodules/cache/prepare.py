@@ -15,22 +15,43 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from datamodules.audio import SAMPLE_RATE
-from datamodules.cache.format import (CACHE_FORMAT_VERSION, INDEX_COLUMNS, INDEX_FILE, INPUTS_FILE, LOCK_FILE,
-                                      MANIFEST_FILE, OK, PARTIAL_DIR, PENDING, PROGRESS_FILE, SAMPLE_DTYPE,
-                                      STATUS_CODE, STATUSES, WAVEFORMS_FILE, cache_fingerprint, manifest_valid,
-                                      read_index, read_json)
+from datamodules.cache.format import (
+    CACHE_FORMAT_VERSION,
+    INDEX_COLUMNS,
+    INDEX_FILE,
+    INPUTS_FILE,
+    LOCK_FILE,
+    MANIFEST_FILE,
+    OK,
+    PARTIAL_DIR,
+    PENDING,
+    PROGRESS_FILE,
+    SAMPLE_DTYPE,
+    STATUS_CODE,
+    STATUSES,
+    WAVEFORMS_FILE,
+    cache_fingerprint,
+    manifest_valid,
+    read_index,
+    read_json,
+)
 from datamodules.cache.rows import ClipDecoder
 from datamodules.errors import ConfigError, DataError
-from datamodules.io import file_lock, spawn_can_import_main, write_bytes_atomic, write_json_atomic
+from datamodules.io import (
+    file_lock,
+    spawn_can_import_main,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 
 DEFAULT_CHUNK_ROWS = 32
 """Rows per unit of work. A worker holds one decoded clip at a time, so memory does not grow

@@ -7,9 +7,19 @@ from pathlib import Path
 import numpy as np
 
 from datamodules.audio import INT16_SCALE
-from datamodules.cache.format import (CACHE_FORMAT_VERSION, INDEX_COLUMNS, INDEX_FILE, MANIFEST_FILE, PARTIAL_DIR,
-                                      SAMPLE_DTYPE, WAVEFORMS_FILE, manifest_valid, read_index)
+from datamodules.cache.format import (
+    CACHE_FORMAT_VERSION,
+    INDEX_COLUMNS,
+    INDEX_FILE,
+    MANIFEST_FILE,
+    PARTIAL_DIR,
+    SAMPLE_DTYPE,
+    WAVEFORMS_FILE,
+    manifest_valid,
+    read_index,
+)
 from datamodules.errors import DataError
+
 
 class WaveformCache:
     """A finished waveform cache, opened read-only.

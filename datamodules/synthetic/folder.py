@@ -26,7 +26,13 @@ from tqdm import tqdm
 
 from datamodules.audio import MTAT_CLIP_SAMPLES, SAMPLE_RATE
 from datamodules.errors import ConfigError, DataError
-from datamodules.io import TEMP_GLOB, atomic_path, file_lock, spawn_can_import_main, write_bytes_atomic
+from datamodules.io import (
+    TEMP_GLOB,
+    atomic_path,
+    file_lock,
+    spawn_can_import_main,
+    write_bytes_atomic,
+)
 from datamodules.synthetic.plan import TAGS, ClipPlan, plan_clip
 from datamodules.synthetic.render import synthesize_clip
 
