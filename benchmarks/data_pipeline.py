@@ -76,10 +76,12 @@ def librosa_recipe(paths: list[Path], out_dir: Path) -> CpuClock:
     """The common MTAT preprocessing: librosa.load at 16 kHz, one float32 .npy per clip."""
     import librosa
 
+    from datamodules.audio import SAMPLE_RATE
+
     out_dir.mkdir(parents=True, exist_ok=True)
     with CpuClock() as clock:
         for row, path in enumerate(paths):
-            y, _ = librosa.load(str(path), sr=16000)
+            y, _ = librosa.load(str(path), sr=SAMPLE_RATE)
             np.save(out_dir / f"{row}.npy", y)
     return clock
 

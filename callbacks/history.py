@@ -40,6 +40,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 
 from callbacks.lr_decay import GlobalDecayRestart, LocalDecay, host_scalar
+from datamodules.io import write_text_atomic
 
 HISTORY_FILE = "history.csv"
 COLUMNS = ("epoch", "global_step", "train_loss", "val_loss", "val_roc_auc", "val_pr_auc", "lr_start", "lr_end",
@@ -134,8 +135,6 @@ class TrainingHistory(Callback):
     def _write(self, trainer: pl.Trainer) -> None:
         if self.path is None or not trainer.is_global_zero:
             return
-        from lightning_modules.files import write_text_atomic
-
         write_text_atomic(self.path, history_csv(self.rows))
 
     # ---------------------------------------------------------------- hooks

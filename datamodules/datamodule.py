@@ -10,6 +10,10 @@ Sampling is owned here rather than by Lightning (`use_distributed_sampler=False`
 the order and the random crops of an epoch follow from (seed, epoch) alone, so a resumed run sees
 exactly the batches an uninterrupted one would, on one device or many; evaluation splits the
 segments across ranks without padding duplicates, so clip-level metrics are exact under DDP.
+
+Nothing here reads a dataset's files: a `datamodules.dataset.DatasetReader` provides the clips,
+their length, vocabularies and splits (by default the MTAT-layout reader of ``data_dir``,
+`datamodules.mtat.mtat_reader`), so another dataset plugs in through ``reader=``.
 """
 
 from __future__ import annotations
@@ -19,24 +23,21 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
 import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.audio import INT16_SCALE
+from datamodules.audio import INT16_SCALE, MTAT_CLIP_SAMPLES
 from datamodules.cache import open_cache, prepare_cache
+from datamodules.dataset import STAGES, DatasetReader
 from datamodules.errors import ConfigError, DataError
 from datamodules.frontend import MelConfig, build_frontend
-from datamodules.mtat import (SPLITS, TAG_VOCABULARIES, build_vocabulary, dataset_clip_samples, find_audio_root,
-                              read_annotations, split_rows)
+from datamodules.mtat import mtat_reader
 from datamodules.sampling import EpochSampler
 from datamodules.segments import SegmentLayout
-from datamodules.synthetic import ensure_synthetic_mtat, synthetic_dir_name
-
-SYNTHETIC = "synthetic"
-ANNOTATIONS_FILE = "annotations_final.csv"
-STAGES = ("train", "valid", "test")
+from datamodules.synthetic import DEFAULT_N_CLIPS
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,8 @@ class DatasetInfo:
 class SyntheticSpec:
     """Size, clip length and seed of the generated stand-in dataset."""
 
-    n_clips: int = 1200
-    clip_samples: int = 465_984
+    n_clips: int = DEFAULT_N_CLIPS
+    clip_samples: int = MTAT_CLIP_SAMPLES
     seed: int = 0
 
 
@@ -155,50 +156,49 @@ class MTATDataModule(pl.LightningDataModule):
         seed: drives the epoch order and random crops.
         synthetic: size, clip length and seed of the generated dataset (with data_dir="synthetic").
         prepare_workers: decoding processes for the cache (None: all cores).
+        reader: the dataset to read (`datamodules.dataset.DatasetReader`); None: the MTAT-layout
+            reader of ``data_dir`` (`datamodules.mtat.mtat_reader`). ``vocabulary`` and ``split``
+            name one of the reader's vocabularies and splits.
     """
 
     def __init__(self, data_dir: str, cache_root: str, *, vocabulary: str = "paper", n_tags: int = 50,
                  split: str = "folder", layout: dict, frontend: dict | None = None, batch_size: int = 16,
                  eval_batch_size: int | None = None, num_workers: int | None = None,
                  pin_memory: bool | None = None, seed: int = 0, synthetic: dict | None = None,
-                 prepare_workers: int | None = None, progress: bool = True):
+                 prepare_workers: int | None = None, progress: bool = True, reader: DatasetReader | None = None):
         super().__init__()
-        if vocabulary not in TAG_VOCABULARIES:
+        self.synthetic = SyntheticSpec(**(synthetic or {}))
+        self.cache_root = Path(cache_root).expanduser().resolve()
+        if reader is None:
+            s = self.synthetic
+            reader = mtat_reader(data_dir, self.cache_root, n_clips=s.n_clips, clip_samples=s.clip_samples,
+                                 seed=s.seed)
+        self.reader = reader
+        if vocabulary not in reader.vocabularies:
             raise ConfigError(f"unknown tag vocabulary {vocabulary!r} (--tags); "
-                              f"choose one of: {', '.join(TAG_VOCABULARIES)}")
-        if split not in SPLITS:
-            raise ConfigError(f"unknown split {split!r} (--split); choose one of: {', '.join(SPLITS)}")
-        self.save_hyperparameters()
+                              f"choose one of: {', '.join(reader.vocabularies)}")
+        if split not in reader.splits:
+            raise ConfigError(f"unknown split {split!r} (--split); choose one of: {', '.join(reader.splits)}")
+        self.save_hyperparameters(ignore=["reader"])
         self.layout = SegmentLayout.from_dict(layout)
         self.frontend_config = MelConfig.from_dict(frontend) if frontend is not None else None
         self.frontend = build_frontend(self.frontend_config)
-        self.synthetic = SyntheticSpec(**(synthetic or {}))
-        self.cache_root = Path(cache_root).expanduser().resolve()
         self._datasets: dict[str, SegmentDataset] = {}
         self.tags: tuple[str, ...] = ()
 
     # ---- where things are -------------------------------------------------------------
     @property
     def data_dir(self) -> Path:
-        if self.hparams.data_dir == SYNTHETIC:
-            s = self.synthetic
-            return self.cache_root / synthetic_dir_name(s.n_clips, s.clip_samples, s.seed)
-        return Path(self.hparams.data_dir).expanduser().resolve()
+        return self.reader.data_dir
 
     @property
     def cache_dir(self) -> Path:
         digest = hashlib.sha1(str(self.data_dir).encode()).hexdigest()[:12]
         return self.cache_root / "waveforms" / f"{self.data_dir.name}-{digest}"
 
-    def _annotations(self):
-        path = self.data_dir / ANNOTATIONS_FILE
-        if not path.is_file():
-            raise DataError(f"{path}: annotations file not found (is {self.data_dir} an MTAT folder?)")
-        return read_annotations(path)
-
     # ---- one-time work --------------------------------------------------------------------
     def prepare_data(self) -> None:
-        """Generate the synthetic dataset if asked for, then decode every clip once into the cache."""
+        """The reader's one-time work (e.g. generating the synthetic dataset), then every clip decoded once into the cache."""
         try:
             self.cache_root.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryFile(dir=self.cache_root):
@@ -206,42 +206,37 @@ class MTATDataModule(pl.LightningDataModule):
         except OSError as error:
             raise DataError(f"cache folder {self.cache_root} (--cache-dir) is not writable: "
                             f"{error.strerror or error}") from None
-        if self.hparams.data_dir == SYNTHETIC:
-            s = self.synthetic
-            generated = ensure_synthetic_mtat(self.cache_root, n_clips=s.n_clips, clip_samples=s.clip_samples,
-                                              seed=s.seed, progress=self.hparams.progress)
-            if Path(generated).resolve() != self.data_dir:
-                raise RuntimeError(f"synthetic dataset generated at {generated}, expected {self.data_dir}")
-        annotations = self._annotations()
+        self.reader.prepare(progress=self.hparams.progress)
+        clips = self.reader.read()
         # Vocabulary and split problems show up now, not after the (long) decoding.
-        build_vocabulary(annotations, self.hparams.vocabulary, self.hparams.n_tags)
-        split_rows(annotations, self.hparams.split)
-        prepare_cache(find_audio_root(self.data_dir), annotations.mp3_paths, annotations.clip_ids, self.cache_dir,
-                      dataset_clip_samples(self.data_dir), workers=self.hparams.prepare_workers,
+        clips.vocabulary(self.hparams.vocabulary, self.hparams.n_tags)
+        clips.split(self.hparams.split)
+        prepare_cache(self.reader.audio_root(), clips.audio_paths, clips.clip_ids, self.cache_dir,
+                      self.reader.clip_samples(), workers=self.hparams.prepare_workers,
                       progress=self.hparams.progress)
 
     def dataset_info(self) -> DatasetInfo:
         """Clip length and tag list of the prepared dataset (what the model is built from)."""
-        annotations = self._annotations()
-        vocabulary = build_vocabulary(annotations, self.hparams.vocabulary, self.hparams.n_tags)
-        return DatasetInfo(self.data_dir, dataset_clip_samples(self.data_dir), tuple(vocabulary.tags))
+        clips = self.reader.read()
+        vocabulary = clips.vocabulary(self.hparams.vocabulary, self.hparams.n_tags)
+        return DatasetInfo(self.data_dir, self.reader.clip_samples(), tuple(vocabulary.tags))
 
     # ---- reading ----------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         if self._datasets:
             return
-        annotations = self._annotations()
-        clip_samples = dataset_clip_samples(self.data_dir)
+        clips = self.reader.read()
+        clip_samples = self.reader.clip_samples()
         self.layout.check_fits(clip_samples)
-        vocabulary = build_vocabulary(annotations, self.hparams.vocabulary, self.hparams.n_tags)
+        vocabulary = clips.vocabulary(self.hparams.vocabulary, self.hparams.n_tags)
         self.tags = tuple(vocabulary.tags)
         cache = open_cache(self.cache_dir)
         if cache.clip_samples != clip_samples:
             raise DataError(f"{self.cache_dir}: cache holds {cache.clip_samples}-sample clips, "
                             f"the dataset {clip_samples}; delete the cache folder to rebuild it")
-        usable = np.zeros(len(annotations.clip_ids), dtype=bool)
+        usable = np.zeros(len(clips.clip_ids), dtype=bool)
         usable[cache.ok_rows] = True
-        for name, rows in split_rows(annotations, self.hparams.split).items():
+        for name, rows in clips.split(self.hparams.split).items():
             rows = np.asarray(rows)[usable[np.asarray(rows)]]
             if len(rows) == 0:
                 raise DataError(f"{self.data_dir}: the {self.hparams.split!r} split has no decodable {name} clips")

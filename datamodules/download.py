@@ -39,7 +39,10 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Mapping
 
+from tqdm.auto import tqdm
+
 from datamodules.errors import DataError
+from datamodules.io import write_text_atomic
 
 MTAT_BASE_URL = "https://mirg.city.ac.uk/datasets/magnatagatune/"
 """Where MagnaTagATune is published (City, University of London)."""
@@ -64,35 +67,10 @@ VERIFIED_STAMP = ".verified.json"
 _BLOCK = 1 << 20
 
 
-class _ByteProgress:
-    """Byte progress on stderr: tqdm when installed, else a line per 5 % step."""
-
-    def __init__(self, label: str, total: int | None, initial: int, enabled: bool):
-        self._bar = None
-        self._label, self._total, self._done, self._enabled = label, total, initial, enabled
-        self._last_step = -1
-        if not enabled:
-            return
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:
-            return
-        self._bar = tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024,
-                         desc=label, file=sys.stderr)
-
-    def update(self, n: int) -> None:
-        self._done += n
-        if self._bar is not None:
-            self._bar.update(n)
-        elif self._enabled and self._total:
-            step = int(20 * self._done / self._total)
-            if step != self._last_step:
-                self._last_step = step
-                print(f"{self._label}: {self._done / 1e6:.1f} / {self._total / 1e6:.1f} MB", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
+def _byte_progress(label: str, total: int | None, initial: int, enabled: bool) -> tqdm:
+    """A byte progress bar on stderr (none when not ``enabled``)."""
+    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
+                file=sys.stderr, disable=not enabled)
 
 
 def sha256_of(path: Path) -> str:
@@ -117,9 +95,7 @@ def _load_stamp(dest: Path) -> dict:
 
 
 def _save_stamp(dest: Path, stamp: dict) -> None:
-    tmp = dest / f"{VERIFIED_STAMP}.tmp"
-    tmp.write_text(json.dumps(stamp, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, dest / VERIFIED_STAMP)
+    write_text_atomic(dest / VERIFIED_STAMP, json.dumps(stamp, indent=2, sort_keys=True))
 
 
 def _stat_key(path: Path) -> list[int]:
@@ -149,7 +125,7 @@ def _fetch(url: str, part: Path, progress: bool, timeout: float) -> None:
             mode, have = "wb", 0
         length = response.headers.get("Content-Length")
         total = have + int(length) if length and length.isdigit() else None
-        bar = _ByteProgress(part.name.removesuffix(".part"), total, have, progress)
+        bar = _byte_progress(part.name.removesuffix(".part"), total, have, progress)
         try:
             with open(part, mode) as handle:
                 for block in iter(lambda: response.read(_BLOCK), b""):
@@ -244,7 +220,7 @@ def _extract(dest: Path, joined: Path, progress: bool) -> None:
             members = _safe_members(archive, joined)
             staging.mkdir()
             root = staging.resolve()
-            bar = _ByteProgress("unpacking", sum(m.file_size for m in members), 0, progress)
+            bar = _byte_progress("unpacking", sum(m.file_size for m in members), 0, progress)
             try:
                 for info in members:
                     target = (staging / info.filename).resolve()

@@ -6,9 +6,12 @@ What lives here
 * `read_annotations` parses ``annotations_final.csv`` (tab-separated, every field
   double-quoted, CRLF line ends; columns ``clip_id``, one 0/1 column per raw tag, ``mp3_path``)
   into an `MTATAnnotations`. It is generic in the number of tag columns, so the synthetic
-  stand-in dataset (about 30 tags) reads the same way as the real file (188 tags).
+  stand-in dataset (50 tag columns, in its own order) reads the same way as the real file (188).
 * `find_audio_root` and `dataset_clip_samples` describe where a dataset's MP3s live and how long
   its clips are.
+* `MTATReader` (an MTAT folder) and `SyntheticMTATReader` (the generated stand-in, generated on
+  first use) are what the data module reads MTAT-layout datasets through
+  (`datamodules.dataset.DatasetReader`); `mtat_reader` picks one for a ``--data`` value.
 * `build_vocabulary` turns the raw tag matrix into the tag set a model is trained on
   (`TAG_VOCABULARIES`):
 
@@ -57,7 +60,16 @@ from pathlib import Path
 import numpy as np
 
 from datamodules.audio import MTAT_CLIP_SAMPLES
+from datamodules.dataset import STAGES as SPLIT_STAGES
+from datamodules.dataset import Vocabulary
 from datamodules.errors import ConfigError, DataError
+from datamodules.synthetic import (
+    DEFAULT_N_CLIPS,
+    METADATA_FILE,
+    ensure_synthetic_mtat,
+    read_metadata,
+    synthetic_dir_name,
+)
 
 TAG_VOCABULARIES = ("paper", "standard")
 """Names accepted by `build_vocabulary`."""
@@ -67,9 +79,6 @@ SPLITS = ("folder", "clean")
 
 DEFAULT_SPLIT = "folder"
 """The split used unless the user asks otherwise: the paper's, and valid for any MTAT layout."""
-
-SPLIT_STAGES = ("train", "valid", "test")
-"""Keys of the dictionary returned by `split_rows`, in this order."""
 
 HEX_FOLDERS = tuple("0123456789abcdef")
 """The sixteen sub-folders the MTAT MP3s are spread over."""
@@ -131,7 +140,7 @@ STANDARD_TOP50_TAGS: tuple[str, ...] = (
     "harp", "cello", "no voice", "weird", "country", "metal", "female voice", "choral",
 )
 """The unmerged top-50 MTAT tags used by Lee et al. 2017 and Won et al. 2020, in their order
-(identical to /work/shared/mtat/standard_top50_tags.txt)."""
+(identical to ``standard_top50_tags.txt`` of the MTAT metadata in ``../shared/mtat`` beside the clone)."""
 
 _CLIP_ID_COLUMN = "clip_id"
 _MP3_PATH_COLUMN = "mp3_path"
@@ -157,24 +166,6 @@ class MTATAnnotations:
 
     def __len__(self) -> int:
         return len(self.mp3_paths)
-
-
-@dataclass(frozen=True, eq=False)
-class Vocabulary:
-    """A tag set a model is trained on, and the labels of every annotation row for it.
-
-    Attributes:
-        name: the vocabulary's name (one of `TAG_VOCABULARIES`).
-        tags: tag names, most frequent first for ``paper``, list order for ``standard``.
-        labels: (N, len(tags)) uint8 matrix of 0/1 labels, rows as in the annotations.
-    """
-
-    name: str
-    tags: tuple[str, ...]
-    labels: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.tags)
 
 
 def read_annotations(path: str | Path) -> MTATAnnotations:
@@ -297,8 +288,6 @@ def dataset_clip_samples(data_dir: str | Path) -> int:
         DataError: when ``synthetic.json`` exists but is unreadable or lacks a positive integer
             ``clip_samples``.
     """
-    from datamodules.synthetic import METADATA_FILE, read_metadata
-
     meta = read_metadata(data_dir)
     if meta is None:
         return MTAT_CLIP_SAMPLES
@@ -440,3 +429,84 @@ def split_rows(annotations: MTATAnnotations, name: str = DEFAULT_SPLIT) -> dict[
             )
         return result
     raise ConfigError(f"unknown split {name!r}; choose one of: {', '.join(SPLITS)}")
+
+
+# ------------------------------------------------------------------------------------------------
+# The data module's view of an MTAT-layout dataset (datamodules.dataset.DatasetReader)
+# ------------------------------------------------------------------------------------------------
+ANNOTATIONS_FILE = "annotations_final.csv"
+
+SYNTHETIC = "synthetic"
+"""The ``--data`` value that selects the generated stand-in."""
+
+
+class MTATClips:
+    """The clips of an MTAT-layout dataset (`datamodules.dataset.Clips`): its annotations, one row per clip."""
+
+    def __init__(self, annotations: MTATAnnotations):
+        self.annotations = annotations
+        self.clip_ids = annotations.clip_ids
+        self.audio_paths = annotations.mp3_paths
+
+    def vocabulary(self, name: str, n_tags: int) -> Vocabulary:
+        return build_vocabulary(self.annotations, name, n_tags)
+
+    def split(self, name: str) -> dict[str, np.ndarray]:
+        return split_rows(self.annotations, name)
+
+
+class MTATReader:
+    """An MTAT folder as distributed (annotations_final.csv and the MP3 folders 0-f), or laid out like one."""
+
+    vocabularies = TAG_VOCABULARIES
+    splits = SPLITS
+
+    def __init__(self, data_dir: str | Path):
+        self._data_dir = data_dir
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self._data_dir).expanduser().resolve()
+
+    def prepare(self, *, progress: bool) -> None:
+        """Nothing to do: the folder is read as it is (``--download`` fetches it)."""
+
+    def read(self) -> MTATClips:
+        path = self.data_dir / ANNOTATIONS_FILE
+        if not path.is_file():
+            raise DataError(f"{path}: annotations file not found (is {self.data_dir} an MTAT folder?)")
+        return MTATClips(read_annotations(path))
+
+    def audio_root(self) -> Path:
+        return find_audio_root(self.data_dir)
+
+    def clip_samples(self) -> int:
+        return dataset_clip_samples(self.data_dir)
+
+
+class SyntheticMTATReader(MTATReader):
+    """The generated stand-in in ``cache_root`` (`datamodules.synthetic`), generated by `prepare` on first use."""
+
+    def __init__(self, cache_root: str | Path, n_clips: int = DEFAULT_N_CLIPS, clip_samples: int = MTAT_CLIP_SAMPLES,
+                 seed: int = 0):
+        self.cache_root = Path(cache_root)
+        self.n_clips, self.synthetic_clip_samples, self.seed = n_clips, clip_samples, seed
+        super().__init__(self.cache_root / synthetic_dir_name(n_clips, clip_samples, seed))
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self._data_dir)  # inside the cache root, as given (it names the cache folder)
+
+    def prepare(self, *, progress: bool) -> None:
+        generated = ensure_synthetic_mtat(self.cache_root, n_clips=self.n_clips,
+                                          clip_samples=self.synthetic_clip_samples, seed=self.seed, progress=progress)
+        if Path(generated).resolve() != self.data_dir:
+            raise RuntimeError(f"synthetic dataset generated at {generated}, expected {self.data_dir}")
+
+
+def mtat_reader(data: str | Path, cache_root: str | Path, *, n_clips: int = DEFAULT_N_CLIPS,
+                clip_samples: int = MTAT_CLIP_SAMPLES, seed: int = 0) -> MTATReader:
+    """The reader of ``--data``: `SyntheticMTATReader` for ``"synthetic"`` (in ``cache_root``), else `MTATReader`."""
+    if data == SYNTHETIC:
+        return SyntheticMTATReader(cache_root, n_clips, clip_samples, seed)
+    return MTATReader(data)

@@ -52,7 +52,6 @@ Objective and pruning
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import math
@@ -73,10 +72,10 @@ import optuna
 from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-from datamodules import locking
+from datamodules import io
+from datamodules.io import try_file_lock, write_json_atomic
 from datamodules.errors import ConfigError, DataError, SuiteError
 from lightning_modules.config import NON_IDENTITY_OPTIONS, RunOptions, SweepOptions
-from lightning_modules.files import write_json_atomic
 from lightning_modules.runner.data import build_datamodule, frontend_config, model_spec, prepare_data_once
 from lightning_modules.runner.experiment import run_experiment
 from lightning_modules.runner.run_folder import CHECKPOINT_DIR, CONFIG_FILE, LAST_CHECKPOINT
@@ -151,7 +150,7 @@ def file_lock(path: Path | None):
     if path is None:
         return contextlib.nullcontext()
     path.parent.mkdir(parents=True, exist_ok=True)
-    return locking.file_lock(path)
+    return io.file_lock(path)
 
 
 def _retrying(action, what: str, attempts: int = 8):
@@ -462,17 +461,6 @@ def _same_config(run_dir: Path, options: RunOptions) -> bool:
     return all(saved.get(k) == mine.get(k) for k in keys)
 
 
-def _try_lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        return None
-    return handle
-
-
 @dataclass
 class TrialFolder:
     path: Path
@@ -493,17 +481,17 @@ def claim_trial_folder(trials_root: Path, number: int, root: int, options: RunOp
         candidates.append(trials_root / f"trial-{number:04d}")
     candidates += [trials_root / f"trial-{number:04d}-{k}" for k in range(1, 100)]
     for path in candidates:
-        lock = _try_lock(path / ".sweep.lock")
+        lock = try_file_lock(path / ".sweep.lock")
         if lock is None:
             continue
         if (path / "metrics.json").is_file():
             record = _read_record(path)
             if record is not None and record.get("params") == _jsonable(params) and _same_config(path, options):
                 return TrialFolder(path, lock, record=record)
-            lock.close()
+            lock.release()
             continue
         if not _same_config(path, options):
-            lock.close()
+            lock.release()
             continue
         return TrialFolder(path, lock, resumed=(path / CHECKPOINT_DIR / LAST_CHECKPOINT).is_file())
     raise DataError(f"no usable run folder for trial {number} under {trials_root}")
@@ -566,7 +554,7 @@ def run_trial(ctx: SweepContext, trial: optuna.Trial) -> float:
         _set_result_attrs(trial, record)
         return callback.best
     finally:
-        folder.lock.close()
+        folder.lock.release()
 
 
 def _finite(value):

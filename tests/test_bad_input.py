@@ -31,6 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 import run
+from datamodules.audio import SAMPLE_RATE
 from datamodules.datamodule import MTATDataModule
 from datamodules.errors import ConfigError, DataError
 from datamodules.synthetic import synthetic_dir_name
@@ -382,7 +383,7 @@ def _fit_two_processes(action: str) -> pl.Trainer:
     items = [{"input": torch.randn(8), "target": torch.randint(0, 2, (2,)).float(), "clip": torch.tensor(i),
               "segment": torch.tensor(0)} for i in range(16)]
     module = TaggingModule(_NaNOnRank1(), {"name": "test"}, ["a", "b"], None,
-                           {"segment_samples": 8, "segments_per_clip": 1}, 16_000, nonfinite_loss=action)
+                           {"segment_samples": 8, "segments_per_clip": 1}, SAMPLE_RATE, nonfinite_loss=action)
     # fork: the processes share this test's code; a short timeout turns a rank left waiting into a failure
     trainer = pl.Trainer(accelerator="cpu", devices=2, strategy=DDPStrategy(start_method="fork",
                                                                             timeout=timedelta(seconds=60)),

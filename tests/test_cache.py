@@ -1,4 +1,4 @@
-"""Tests of datamodules/cache.py: statuses, exact contents, resumption after SIGKILL,
+"""Tests of datamodules/cache/: statuses, exact contents, resumption after SIGKILL,
 atomic finish, rebuild on changed inputs, lazy reopening in other processes, bounded memory.
 
 The dataset is a few tiny generated MP3s (1 s at 16 kHz, clip_samples=16000).
@@ -20,12 +20,18 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from datamodules import cache
-from datamodules.cache import LENGTH_TOLERANCE, float_to_int16, open_cache, prepare_cache
+from datamodules.audio import SAMPLE_RATE
+from datamodules.cache import (
+    LENGTH_TOLERANCE,
+    float_to_int16,
+    open_cache,
+    prepare_cache,
+)
+from datamodules.cache import prepare as cache
 from datamodules.errors import ConfigError, DataError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CLIP = 16_000
+CLIP = SAMPLE_RATE  # 1 s
 
 # (name, kind, expected status, expected decoded_samples)
 LAYOUT = [
@@ -59,9 +65,9 @@ def make_dataset(root: Path) -> tuple[list[str], list[int]]:
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         if kind in lengths:
-            sf.write(path, _noise(seed, lengths[kind]), 16_000, format="MP3")
+            sf.write(path, _noise(seed, lengths[kind]), SAMPLE_RATE, format="MP3")
         elif kind == "stereo":
-            sf.write(path, _noise(seed, CLIP, channels=2), 16_000, format="MP3")
+            sf.write(path, _noise(seed, CLIP, channels=2), SAMPLE_RATE, format="MP3")
         elif kind == "wrong_rate":
             sf.write(path, _noise(seed, CLIP), 22_050, format="MP3")
         elif kind == "empty":
@@ -74,7 +80,7 @@ def make_dataset(root: Path) -> tuple[list[str], list[int]]:
 def expected_row(path: Path) -> np.ndarray:
     """Decode an MP3 directly, the reference the cache rows must equal."""
     data, rate = sf.read(path, dtype="float32", always_2d=True)
-    assert rate == 16_000
+    assert rate == SAMPLE_RATE
     mono = data.mean(axis=1)
     out = np.zeros(CLIP, dtype=np.int16)
     out[: min(CLIP, len(mono))] = float_to_int16(mono[:CLIP])
@@ -120,7 +126,7 @@ def test_statuses_and_decoded_lengths(reference):
     ok = [i for i, (_, _, status, _) in enumerate(LAYOUT) if status == "ok"]
     assert c.ok_rows.tolist() == ok and c.ok_rows.dtype == np.int64
     assert c.manifest["n_ok"] == len(ok) and c.manifest["n_rows"] == len(LAYOUT)
-    assert c.manifest["clip_samples"] == CLIP and c.manifest["sample_rate"] == 16_000
+    assert c.manifest["clip_samples"] == CLIP and c.manifest["sample_rate"] == SAMPLE_RATE
     assert c.waveforms.shape == (len(LAYOUT), CLIP) and c.waveforms.dtype == np.int16
     assert (folder / "waveforms.int16").stat().st_size == len(LAYOUT) * CLIP * 2
 
@@ -304,7 +310,7 @@ def test_changed_inputs_rebuild_and_old_cache_survives_failure(dataset, tmp_path
     prepare_quietly(audio, paths, ids, folder, CLIP, workers=1, progress=False)
     old = cache_bytes(folder)
     missing_row = paths.index("0/missing.mp3")
-    sf.write(audio / "0/missing.mp3", _noise(99, CLIP), 16_000, format="MP3")  # the input changes
+    sf.write(audio / "0/missing.mp3", _noise(99, CLIP), SAMPLE_RATE, format="MP3")  # the input changes
 
     def broken(*args, **kwargs):
         raise OSError(28, "No space left on device")
@@ -427,7 +433,7 @@ def test_peak_memory_does_not_grow_with_the_dataset(tmp_path):
     clip = 320_000  # 20 s: 640 KB per row
     n = 240  # 154 MB of cache
     (tmp_path / "audio" / "0").mkdir(parents=True)
-    sf.write(tmp_path / "audio" / "0" / "long.mp3", _noise(1, clip), 16_000, format="MP3")
+    sf.write(tmp_path / "audio" / "0" / "long.mp3", _noise(1, clip), SAMPLE_RATE, format="MP3")
     script = MEMORY_SCRIPT.format(repo=str(REPO_ROOT), root=str(tmp_path / "audio"), n=n,
                                   folder=str(tmp_path / "cache"), clip=clip)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)

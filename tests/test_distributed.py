@@ -27,6 +27,7 @@ import pytest
 import torch
 
 import run
+from datamodules.audio import SAMPLE_RATE
 from datamodules.datamodule import default_num_workers
 from datamodules.errors import ConfigError
 from datamodules.frontend import MelConfig
@@ -137,7 +138,7 @@ def test_nnaudio_kernels_are_not_model_buffers():
     layout = segment_layout(spec, TINY_CLIP_SAMPLES, frontend)
     config = network_config(spec, input_shape(frontend, layout), 50)
     module = TaggingModule(build_network(config), config, [f"t{i}" for i in range(50)], frontend.to_dict(),
-                           layout.to_dict(), 16000)
+                           layout.to_dict(), SAMPLE_RATE)
     names = [name for name, _ in module.named_buffers()]
     assert all(n == "thresholds" or n.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")
                for n in names), names

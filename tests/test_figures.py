@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from lightning_modules.reporting import figures
+from datamodules.audio import SAMPLE_RATE
 from lightning_modules.metrics import equal_error_thresholds, rates_at_thresholds
 
 TAGS = ["guitar", "classical", "slow", "techno", "piano", "rock"]
@@ -122,7 +123,7 @@ def test_write_run_figures_writes_every_figure(tmp_path):
     thresholds = equal_error_thresholds(probs, targets)
     rows = [{"epoch": e, "train_loss": 1.0 - 0.1 * e, "val_loss": 1.1 - 0.1 * e, "restart": e == 2,
              "restarts": int(e >= 2), "stopped": False} for e in range(4)]
-    wave = torch.sin(torch.arange(16_000 * 2) * 2 * math.pi * 440 / 16_000)
+    wave = torch.sin(torch.arange(SAMPLE_RATE * 2) * 2 * math.pi * 440 / SAMPLE_RATE)
     written = figures.write_run_figures(
         tmp_path, tags=TAGS, tag_counts=targets.sum(0), n_clips=len(targets), history_rows=rows, probs=probs,
         targets=targets, thresholds=thresholds, per_tag_auc=[0.9, 0.8, 0.7, 0.6, 0.5, 0.4], example_position=0,
@@ -138,11 +139,11 @@ def test_write_run_figures_writes_every_figure(tmp_path):
 
 
 def test_example_mel_uses_the_models_frontend_or_a_display_one():
-    wave = torch.randn(16_000)
+    wave = torch.randn(SAMPLE_RATE)
     mel, config = figures.example_mel(wave, {"n_fft": 512, "hop_length": 256, "n_mels": 40, "backend": "torchaudio"},
-                                      16_000)
-    assert mel.shape == (40, 16_000 // 256 + 1) and config["n_mels"] == 40
-    mel, config = figures.example_mel(wave, None, 16_000)
-    assert mel.shape == (figures.DISPLAY_MEL["n_mels"], 16_000 // figures.DISPLAY_MEL["hop_length"] + 1)
+                                      SAMPLE_RATE)
+    assert mel.shape == (40, SAMPLE_RATE // 256 + 1) and config["n_mels"] == 40
+    mel, config = figures.example_mel(wave, None, SAMPLE_RATE)
+    assert mel.shape == (figures.DISPLAY_MEL["n_mels"], SAMPLE_RATE // figures.DISPLAY_MEL["hop_length"] + 1)
     predicted = figures.predicted_tags([0.2, 0.9, 0.5], [0.3, 0.5, 0.5], ["a", "b", "c"])
     assert predicted == [("b", 0.9), ("c", 0.5)]

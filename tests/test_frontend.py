@@ -189,7 +189,7 @@ def test_construction_prints_nothing(backend, capsys):
 
 def test_config_round_trip_and_defaults():
     default = MelConfig()
-    assert (default.sample_rate, default.n_fft, default.hop_length, default.n_mels) == (16_000, 2048, 1792, 128)
+    assert (default.sample_rate, default.n_fft, default.hop_length, default.n_mels) == (SAMPLE_RATE, 2048, 1792, 128)
     assert default.max_frequency == 8000.0
     assert default.compression == "db" and default.backend == "nnaudio"
     custom = MelConfig(n_fft=512, hop_length=256, n_mels=96, f_min=20.0, f_max=7600.0,

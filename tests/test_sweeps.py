@@ -25,6 +25,7 @@ import torch
 from optuna.trial import TrialState
 
 import run
+from datamodules.audio import MTAT_CLIP_SAMPLES
 from datamodules.errors import ConfigError, SuiteError
 from sweeps import study as sweep_study
 from sweeps.report import write_report
@@ -38,7 +39,7 @@ from sweeps.study import (LEASE, SweepContext, SweepSettings, TrialHeartbeat, Wo
 from tests.helpers import TINY_CLIP_SAMPLES, tiny_data_args
 
 REPO = Path(__file__).resolve().parents[1]
-MTAT_CLIP = 465_984
+MTAT_CLIP = MTAT_CLIP_SAMPLES
 SWEEP_CLIPS = 120
 # Small enough for a trial of a few seconds on one CPU thread: 16 Mel bands, short sequences.
 TINY_SPACE = {"n_fft": [512, 1024], "hop_length": [1024, 2048], "segments_per_clip": [1, 2]}

@@ -1,4 +1,4 @@
-"""Tests of the synthetic MTAT-layout dataset (datamodules/synthetic.py).
+"""Tests of the synthetic MTAT-layout dataset (datamodules/synthetic/).
 
 Most tests share one generated dataset (64 clips of 2 s, two encoding processes). The audibility
 test renders 400 clips of 1.5 s in memory and asks a cross-validated logistic regression on
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +35,8 @@ from datamodules.synthetic import (
     synthetic_dir_name,
 )
 
-MTAT_DIR = Path("/work/shared/mtat")
+MTAT_DIR = Path(__file__).resolve().parents[2] / "shared" / "mtat"
+"""The real MTAT metadata, in ../shared beside the clone; the checks against it skip when it is absent."""
 N_CLIPS = 64
 CLIP_SAMPLES = 32_000
 SEED = 3
@@ -79,6 +79,11 @@ def test_csvs_follow_the_mtat_byte_conventions(dataset):
             assert len(fields) == len(header)
             assert all(len(f) >= 2 and f[0] == '"' and f[-1] == '"' and '"' not in f[1:-1] for f in fields)
         assert [f.strip('"') for f in lines[0].split("\t")] == list(header)
+
+
+def test_csv_headers_match_the_real_files(dataset):
+    if not (MTAT_DIR / CLIP_INFO_FILE).is_file() or not (MTAT_DIR / ANNOTATIONS_FILE).is_file():
+        pytest.skip(f"real MTAT metadata not found at {MTAT_DIR} (expected ../shared beside the clone)")
     # The clip_info header is byte-identical to the real file's, and both files open the same way.
     real_info_header = (MTAT_DIR / CLIP_INFO_FILE).read_bytes().split(b"\r\n", 1)[0]
     assert (dataset / CLIP_INFO_FILE).read_bytes().split(b"\r\n", 1)[0] == real_info_header
@@ -151,6 +156,22 @@ def test_generation_is_deterministic_and_independent_of_workers(dataset, tmp_pat
         assert digests[0] == digests[1]  # byte-identical MP3s
 
 
+PINNED_SHA256 = {
+    ANNOTATIONS_FILE: "b009a57f8510d6da454ad4a8f425a91cac322c8f6572eb87938e90ff222adaf8",
+    CLIP_INFO_FILE: "6c350d4e04f941d36cad566f69b3b61e40475fbd31138664f6f2c53799053e74",
+    METADATA_FILE: "3c7036815f147898b0527c97de7adbe56feeebe75eba7f9a0a4adc5aac985d16",
+}
+"""SHA-256 of the files the generator wrote for (64 clips, 32,000 samples, seed 3) before the
+module was split into a package: the refactor, and any later change that does not bump
+GENERATOR_VERSION, must keep them byte-identical (plans, tags, names, CSV bytes)."""
+
+
+def test_generated_files_match_the_pinned_bytes(dataset):
+    assert GENERATOR_VERSION == 1, "the pinned hashes belong to generator version 1: re-pin them when bumping it"
+    for name, digest in PINNED_SHA256.items():
+        assert hashlib.sha256((dataset / name).read_bytes()).hexdigest() == digest, name
+
+
 def test_clips_depend_only_on_seed_and_index():
     a = synthesize_clip(5, 11, 8000)
     b = synthesize_clip(5, 11, 8000)
@@ -211,10 +232,11 @@ def test_interrupted_generation_with_other_parameters_is_rebuilt(tmp_path):
 
 
 def test_folder_with_foreign_mtat_files_is_refused(tmp_path):
-    shutil.copy(MTAT_DIR / CLIP_INFO_FILE, tmp_path / CLIP_INFO_FILE)
+    foreign = b'"clip_id"\t"track_number"\r\n"2"\t"01"\r\n'  # an MTAT file the generator did not write
+    (tmp_path / CLIP_INFO_FILE).write_bytes(foreign)
     with pytest.raises(ConfigError, match="not written by the synthetic generator"):
         generate_synthetic_mtat(tmp_path, n_clips=2, clip_samples=8000, progress=False)
-    assert (tmp_path / CLIP_INFO_FILE).read_bytes() == (MTAT_DIR / CLIP_INFO_FILE).read_bytes()
+    assert (tmp_path / CLIP_INFO_FILE).read_bytes() == foreign
 
 
 @pytest.mark.parametrize("kwargs", [{"n_clips": 0}, {"clip_samples": 100}, {"seed": -1}, {"workers": 0},
@@ -343,7 +365,7 @@ def test_script_from_stdin_encodes_in_process(tmp_path, monkeypatch):
     """Spawned workers cannot re-import a __main__ read from stdin: encode in-process instead."""
     import sys
 
-    from datamodules import synthetic
+    from datamodules.synthetic import folder as synthetic
 
     monkeypatch.setattr(sys.modules["__main__"], "__file__", "/nonexistent/<stdin>", raising=False)
 

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 import run
+from datamodules.audio import MTAT_CLIP_SAMPLES, SAMPLE_RATE
 from datamodules.datamodule import MTATDataModule
 from datamodules.mtat import find_audio_root, read_annotations
 from datamodules.segments import SegmentLayout
@@ -52,7 +53,7 @@ def tone(seconds, rate, freqs=(440.0,), amplitude=0.3):
     return np.stack([amplitude * np.sin(2 * np.pi * f * t) for f in freqs], axis=1).astype(np.float32)
 
 
-def peak_hz(x, rate=16_000):
+def peak_hz(x, rate=SAMPLE_RATE):
     spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
     return np.fft.rfftfreq(len(x), 1 / rate)[np.argmax(spectrum)]
 
@@ -69,10 +70,10 @@ def test_segments_cover_short_exact_and_long_inputs():
     starts = segment_starts(TINY_CLIP_SAMPLES, layout.segment_samples)
     assert starts.tolist() == layout.starts(TINY_CLIP_SAMPLES).tolist()
     # a whole-clip SampleCNN segment: one centred segment for the clip, consecutive ones over a song
-    assert segment_starts(465_984, 465_984).tolist() == [0]
-    long = segment_starts(10 * 465_984 + 1000, 465_984)
-    assert len(long) == 10 and long[0] == 0 and long[-1] + 465_984 == 10 * 465_984 + 1000
-    assert np.all(np.diff(long) >= 465_984)  # no overlap here, gaps of at most a few samples
+    assert segment_starts(MTAT_CLIP_SAMPLES, MTAT_CLIP_SAMPLES).tolist() == [0]
+    long = segment_starts(10 * MTAT_CLIP_SAMPLES + 1000, MTAT_CLIP_SAMPLES)
+    assert len(long) == 10 and long[0] == 0 and long[-1] + MTAT_CLIP_SAMPLES == 10 * MTAT_CLIP_SAMPLES + 1000
+    assert np.all(np.diff(long) >= MTAT_CLIP_SAMPLES)  # no overlap here, gaps of at most a few samples
     wave = np.arange(5000, dtype=np.float32)
     segments, starts = cut_segments(wave, 1200)
     assert len(starts) == 4 and all((seg == wave[s:s + 1200]).all() for seg, s in zip(segments, starts))
@@ -87,10 +88,10 @@ def test_any_format_and_rate_becomes_16k_mono(tmp_path, fmt, rate):
     path = tmp_path / f"tone.{fmt.lower()}"
     sf.write(path, tone(1.5, rate, freqs=(440.0, 1000.0)), rate, format=fmt)  # stereo: 440 Hz left, 1 kHz right
     audio = load_audio(path)
-    assert audio.sample_rate == 16_000 and audio.source_rate == rate and audio.channels == 2
+    assert audio.sample_rate == SAMPLE_RATE and audio.source_rate == rate and audio.channels == 2
     assert abs(len(audio.waveform) - 24_000) <= 2 and audio.waveform.dtype == np.float32
     spectrum = np.abs(np.fft.rfft(audio.waveform))
-    freqs = np.fft.rfftfreq(len(audio.waveform), 1 / 16_000)
+    freqs = np.fft.rfftfreq(len(audio.waveform), 1 / SAMPLE_RATE)
     top_two = sorted(freqs[np.argsort(spectrum)[-2:]])
     assert top_two == pytest.approx([440, 1000], abs=2)  # both channels, at their pitch
     assert 0.1 < np.abs(audio.waveform).max() < 0.35  # mixed down by averaging, not summing
@@ -169,7 +170,7 @@ def test_tag_command_on_a_folder_of_good_and_broken_files(trained_run, tmp_path,
     sf.write(music / "short.wav", tone(0.3, 8000), 8000)  # shorter than one segment (0.9 s)
     sf.write(music / "album" / "long.mp3", tone(10.0, 44100, (220.0, 330.0)), 44100, format="MP3")
     sf.write(music / "album" / "mono.ogg", tone(3.0, 22050), 22050, format="OGG")
-    sf.write(music / "album" / "song.flac", tone(5.0, 16000, (440.0, 550.0)), 16000)
+    sf.write(music / "album" / "song.flac", tone(5.0, SAMPLE_RATE, (440.0, 550.0)), SAMPLE_RATE)
     (music / "cover.jpg").write_bytes(b"\xff\xd8 not tagged")
     _broken_files(music / "broken")
     taggrams = tmp_path / "taggrams"

@@ -24,21 +24,19 @@ only shown as part of a failure's reason.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import re
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence, TextIO
+from typing import Sequence, TextIO
 
 import numpy as np
 import torch
 
-from datamodules.errors import ConfigError, DataError
+from datamodules.decoding import AudioDecodeError, DecodedAudio, decode_audio
+from datamodules.errors import ConfigError
 from datamodules.frontend import MelConfig, build_frontend
 from datamodules.segments import SegmentLayout
 
@@ -49,122 +47,13 @@ AUDIO_EXTENSIONS = frozenset({".mp3", ".wav", ".wave", ".flac", ".ogg", ".oga", 
 DEFAULT_TOP_K = 5
 
 
-class AudioError(DataError):
-    """One input file could not be decoded (the others go on)."""
+# One decoder for the cache and for tagging (datamodules/decoding.py): the same checks and messages,
+# and a file read from its start gives exactly the samples the cache holds.
+AudioError = AudioDecodeError
+LoadedAudio = DecodedAudio
+load_audio = decode_audio
 
 
-# --------------------------------------------------------------------------------------------
-# Decoding
-# --------------------------------------------------------------------------------------------
-@dataclass
-class LoadedAudio:
-    """A decoded, mono, resampled excerpt of a file."""
-
-    waveform: np.ndarray  # float32, mono, at `sample_rate`
-    sample_rate: int
-    source_rate: int
-    channels: int
-    source_seconds: float  # length of the whole file
-    start_s: float  # where the excerpt starts in the file
-
-    @property
-    def seconds(self) -> float:
-        return len(self.waveform) / self.sample_rate
-
-
-@contextlib.contextmanager
-def _captured_c_stderr() -> Iterator[list[str]]:
-    """Send file descriptor 2 to a temporary file; the yielded list gets its text at exit."""
-    lines: list[str] = []
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):
-        yield lines
-        return
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield lines
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            lines.extend(line for line in sink.read().decode("utf-8", "replace").splitlines() if line.strip())
-
-
-_HEADER_MISMATCH = re.compile(r"^\s*data\s*:\s*\d+\s*\(should be \d+\)", re.MULTILINE)
-
-
-def _reason(error: Exception, decoder_lines: Sequence[str]) -> str:
-    text = str(error)
-    # libsndfile's text for unrecognised data is misleading ("File does not exist or is not a regular file")
-    if "does not exist or is not a regular file" in text or "Format not recognised" in text:
-        text = "not a readable audio file (unknown format or corrupt data)"
-    if decoder_lines:
-        text += f" [decoder: {decoder_lines[0].strip()}]"
-    return text
-
-
-def load_audio(path: str | Path, *, start_s: float = 0.0, duration_s: float | None = None,
-               sample_rate: int = 16_000) -> LoadedAudio:
-    """Decode `path` (or `duration_s` seconds of it from `start_s`) to mono float32 at `sample_rate`.
-
-    Raises:
-        AudioError: missing, empty, unreadable, corrupt or truncated file; a start past its end.
-    """
-    import soundfile as sf
-    import torchaudio
-
-    path = Path(path)
-    if not path.exists():
-        raise AudioError(f"{path}: no such file")
-    if not path.is_file():
-        raise AudioError(f"{path}: not a regular file")
-    if path.stat().st_size == 0:
-        raise AudioError(f"{path}: empty file (0 bytes)")
-    if start_s < 0 or (duration_s is not None and duration_s <= 0):
-        raise ConfigError(f"start must be >= 0 and duration > 0 seconds (got {start_s}, {duration_s})")
-    with _captured_c_stderr() as decoder_lines:
-        try:
-            with sf.SoundFile(str(path)) as stream:
-                rate, channels, frames, extra = stream.samplerate, stream.channels, stream.frames, stream.extra_info
-                first = int(round(start_s * rate))
-                if frames > 0 and first >= frames:
-                    raise AudioError(f"{path}: start {start_s:g} s is past the end of the file ({frames / rate:.2f} s)")
-                wanted = frames - first if duration_s is None else min(int(round(duration_s * rate)), frames - first)
-                if first:
-                    stream.seek(first)
-                data = stream.read(max(wanted, 0), dtype="float32", always_2d=True)
-        except AudioError:
-            raise
-        except (RuntimeError, OSError, ValueError) as error:  # LibsndfileError is a RuntimeError
-            error_text = error
-        else:
-            error_text = None
-    if error_text is not None:
-        raise AudioError(f"{path}: {_reason(error_text, decoder_lines)}")
-    if frames <= 0 or len(data) == 0:
-        raise AudioError(f"{path}: no audio samples in the file (empty or truncated)")
-    if len(data) < wanted:
-        raise AudioError(f"{path}: truncated or corrupt: decoded {len(data)} of the {wanted} samples the file "
-                         f"declares ({len(data) / rate:.2f} of {wanted / rate:.2f} s)"
-                         + (f" [decoder: {decoder_lines[0].strip()}]" if decoder_lines else ""))
-    if _HEADER_MISMATCH.search(extra or ""):
-        raise AudioError(f"{path}: truncated: the audio data is shorter than the file's header declares")
-    mono = data.mean(axis=1, dtype=np.float32) if channels > 1 else data[:, 0]
-    if not np.isfinite(mono).all():
-        raise AudioError(f"{path}: the decoded audio contains NaN or infinite samples")
-    if rate != sample_rate:
-        mono = torchaudio.functional.resample(torch.from_numpy(np.ascontiguousarray(mono)), rate,
-                                              sample_rate).numpy()
-    return LoadedAudio(np.ascontiguousarray(mono, dtype=np.float32), sample_rate, rate, channels,
-                       frames / rate, first / rate)
-
-
-# --------------------------------------------------------------------------------------------
-# Segments and prediction
-# --------------------------------------------------------------------------------------------
 def segment_starts(n_samples: int, segment_samples: int) -> np.ndarray:
     """Start offsets of the segments a waveform of `n_samples` is cut into (see the module docstring)."""
     if n_samples <= segment_samples:

@@ -33,6 +33,7 @@ import torch
 
 from callbacks.test_predictions import TestPredictionsCapture
 
+from datamodules.audio import SAMPLE_RATE
 FIGURES_DIR = "figures"
 PAPER_THRESHOLD_TAG = "classical"  # the paper's Figure 3
 DISPLAY_MEL = {"n_fft": 2048, "hop_length": 512, "n_mels": 128, "backend": "torchaudio"}
@@ -284,7 +285,7 @@ def write_run_figures(run_dir: Path, *, tags: Sequence[str], tag_counts, n_clips
                       history_rows: Sequence[dict], probs=None, targets=None, thresholds=None,
                       per_tag_auc: Sequence[float | None] | None = None, example_position: int | None = None,
                       example_waveform: torch.Tensor | None = None, example_name: str = "",
-                      frontend: dict | None = None, sample_rate: int = 16_000) -> dict[str, Path]:
+                      frontend: dict | None = None, sample_rate: int = SAMPLE_RATE) -> dict[str, Path]:
     """Write the run's figures into `run_dir/figures/`; returns {name: path} of those written.
 
     `probs`/`targets` are the (clips, tags) test predictions; `example_waveform` is the float

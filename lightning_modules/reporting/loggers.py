@@ -38,7 +38,7 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from datamodules.errors import ConfigError
-from lightning_modules.files import write_text_atomic
+from datamodules.io import write_text_atomic
 
 LOGGER_CHOICES = ("wandb", "csv", "tensorboard", "none")
 DEFAULT_LOGGER = "wandb"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from lightning_modules.files import write_json_atomic, write_text_atomic
+from datamodules.io import write_json_atomic, write_text_atomic
 from lightning_modules.metrics import TaggingReport
 
 PAPER_TABLE_4 = {  # model: (ROC-AUC, TPR, FPR) as the paper reports them

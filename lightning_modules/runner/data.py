@@ -10,10 +10,9 @@ from datamodules.cache import open_cache
 from datamodules.datamodule import DatasetInfo, MTATDataModule
 from datamodules.errors import ConfigError, DataError
 from datamodules.frontend import MelConfig
-from datamodules.locking import file_lock
+from datamodules.io import file_lock, local_rank
 from lightning_modules.config import RunOptions
 from lightning_modules.registry import MODELS, ModelSpec
-from lightning_modules.runner.ranks import local_rank
 
 
 def model_spec(name: str) -> ModelSpec:

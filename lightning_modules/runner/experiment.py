@@ -22,17 +22,15 @@ from callbacks.history import HISTORY_FILE, TrainingHistory
 from callbacks.test_predictions import TestPredictionsCapture
 from datamodules.audio import SAMPLE_RATE
 from datamodules.datamodule import DatasetInfo, MTATDataModule
-from datamodules.frontend import MelConfig
+from datamodules.io import is_global_zero, write_json_atomic, write_text_atomic
 from lightning_modules.cli import dump_yaml
 from lightning_modules.config import RunOptions
-from lightning_modules.files import write_json_atomic, write_text_atomic
 from lightning_modules.architectures import module_class
 from lightning_modules.registry import build_network, input_shape, network_config, segment_layout
 from lightning_modules.reporting.figures import figures_for_run
 from lightning_modules.reporting.loggers import build_logger, finish_logger, log_run_results
 from lightning_modules.reporting.results import write_results
 from lightning_modules.runner.data import build_datamodule, frontend_config, model_spec, prepare_data_once
-from lightning_modules.runner.ranks import is_global_zero
 from lightning_modules.runner.run_folder import (CHECKPOINT_DIR, CONFIG_FILE, CONFIG_YAML, LAST_CHECKPOINT,
                                                  RunOutcome, check_same_run, run_dir_of, warn_if_scale_changed)
 from lightning_modules.runner.trainer import build_trainer, check_run_options, close_process_group, planned_processes

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datamodules.errors import ConfigError, DataError
+from datamodules.io import is_global_zero
 from lightning_modules.config import NON_IDENTITY_OPTIONS, RunOptions
-from lightning_modules.runner.ranks import is_global_zero
 
 CONFIG_FILE = "config.json"
 CONFIG_YAML = "config.yaml"

@@ -1,0 +1,205 @@
+"""Infrastructure every layer of the suite shares: one file lock, one atomic writer, one rank helper.
+
+This module sits at the bottom of the tree (it imports nothing of the suite but the errors), so
+callbacks, lightning_modules and sweeps can use it without importing upwards.
+
+* `file_lock` / `try_file_lock`: an exclusive lock on a file, held through ``flock`` (the
+  `filelock` package's native Unix lock). The kernel drops it with the process's file descriptor,
+  so a SIGKILLed holder never leaves a stale lock, and other nodes of a shared file system wait
+  too where that file system supports flock (NFSv4, Lustre, GPFS). `filelock`'s soft-lock
+  fallback (a marker file, for file systems without flock) is turned off: a marker outlives a
+  killed holder, and every lock of the suite guards work that a killed process must not block.
+* `atomic_path`, `write_bytes_atomic`, `write_text_atomic`, `write_json_atomic`: a reader sees
+  the old file or the complete new one, never half of one, and the new one survives a power
+  loss once the call returns: the data goes to a temporary file in the same folder, is fsynced,
+  renamed over the target, and the folder is fsynced (so the rename itself is durable).
+* `local_rank`, `global_rank`, `is_global_zero`: the process's rank from the launcher's
+  environment (Lightning / torchrun: ``LOCAL_RANK``, ``RANK``; SLURM: ``SLURM_LOCALID``,
+  ``SLURM_PROCID``), for decisions taken before a Trainer exists.
+* `json_safe`: NaN and infinities replaced by None, recursively, for strict JSON and CSV cells.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import math
+import os
+import secrets
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+TEMP_GLOB = ".*.tmp-*"
+"""Glob matching the temporary files `atomic_path` creates (to clean up after a killed writer)."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Locks
+# ------------------------------------------------------------------------------------------------
+def _lock(path: str | Path) -> FileLock:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(path, fallback_to_soft=False)
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (created, with its folder, if missing) for the block.
+
+    Blocks until the lock is free. Released when the block ends, and by the kernel when the
+    process dies (SIGKILL included). The lock file is left in place (waiters share its inode).
+    Two `file_lock` calls on one path exclude each other within one process too.
+    """
+    lock = _lock(path)
+    with lock:
+        yield
+
+
+def try_file_lock(path: str | Path) -> FileLock | None:
+    """Take the lock on ``path`` without waiting: the held lock (call ``.release()``), or None when taken."""
+    lock = _lock(path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return None
+    return lock
+
+
+# ------------------------------------------------------------------------------------------------
+# Atomic writes
+# ------------------------------------------------------------------------------------------------
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable; file systems that cannot sync a folder are let be."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _temp_beside(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` to write; when the block ends, it replaces ``path`` atomically.
+
+    For files another library writes (an MP3 from soundfile, a PNG from matplotlib). The file the
+    block wrote is fsynced, renamed over ``path`` and the folder fsynced; if the block raises, the
+    temporary file is removed and ``path`` is untouched. The folder is created if missing. Files
+    get the permissions the umask gives (the writer creates them).
+    """
+    path = Path(path)
+    tmp = _temp_beside(path)
+    try:
+        yield tmp
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically and durably (see the module docstring); returns ``path``.
+
+    The folder is created if missing; the file gets the permissions the umask gives.
+    """
+    path = Path(path)
+    tmp = _temp_beside(path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode honours the umask
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """`write_bytes_atomic` of ``text`` as UTF-8."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: str | Path, data: Any, *, sort_keys: bool = False) -> Path:
+    """`write_text_atomic` of ``data`` as indented strict JSON and a final newline.
+
+    NaN or infinity is an error (strict JSON has neither): pass the data through `json_safe` first.
+    """
+    return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=sort_keys, allow_nan=False) + "\n")
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None, in nested dicts, lists and tuples (as lists)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
+# ------------------------------------------------------------------------------------------------
+# Ranks
+# ------------------------------------------------------------------------------------------------
+def _env_int(*names: str) -> int:
+    """The first of the environment variables ``names`` that is set and not empty, as an int (0 if none)."""
+    for name in names:
+        if os.environ.get(name):
+            return int(os.environ[name])
+    return 0
+
+
+def local_rank() -> int:
+    """This process's rank on its node: ``LOCAL_RANK`` (Lightning, torchrun), else ``SLURM_LOCALID``, else 0."""
+    return _env_int("LOCAL_RANK", "SLURM_LOCALID")
+
+
+def global_rank() -> int:
+    """This process's rank in the job: ``RANK`` (Lightning, torchrun), else ``SLURM_PROCID``, else 0."""
+    return _env_int("RANK", "SLURM_PROCID")
+
+
+def is_global_zero() -> bool:
+    """True on the job's first process (global and local rank 0), also before any Trainer exists."""
+    return global_rank() == 0 and local_rank() == 0
+
+
+# ------------------------------------------------------------------------------------------------
+# Worker processes
+# ------------------------------------------------------------------------------------------------
+def spawn_can_import_main() -> bool:
+    """False when ``spawn``ed workers could not re-import ``__main__`` (a script read from stdin).
+
+    Pools of spawned workers re-import the main module; callers then do the work in this process
+    instead of failing.
+    """
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    return main_file is None or os.path.exists(main_file)
