@@ -143,7 +143,6 @@ def decode_audio(path: str, sample_rate: int = SAMPLE_RATE, excerpt_samples: int
         RuntimeError: libsndfile refused the file (the caller records ``decode_error``).
     """
     import soundfile as sf
-    from scipy.signal import resample_poly
 
     try:
         size = os.stat(path).st_size
@@ -175,6 +174,8 @@ def decode_audio(path: str, sample_rate: int = SAMPLE_RATE, excerpt_samples: int
                 raise TrackSkipped("truncated", f"decoded {src_start + len(data)} of {frames} frames")
             mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
             if up != down:
+                from scipy.signal import resample_poly  # imported only when needed: ~1-4 s here
+
                 mono = resample_poly(mono, up, down).astype(np.float32, copy=False)
             offset = first_group * up
             piece = mono[position - offset:end - offset]
