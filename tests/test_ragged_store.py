@@ -305,3 +305,22 @@ def test_memory_stays_bounded_while_writing_hundreds_of_megabytes(tmp_path):
         growth = (rss_after - rss_before) * 1024
         assert growth < 30e6, f"peak RSS grew by {growth / 1e6:.1f} MB while writing {total_bytes / 1e6:.0f} MB"
     assert np.array_equal(store.track(59)[:10], next(iter(generated_decoder("59:2500000")))[:10])
+
+
+def test_decoding_a_long_track_keeps_one_block_in_memory(tmp_path):
+    """The real decoder streams: a 4-minute 44.1 kHz track (42 MB of float32 source, 7.7 MB of
+    int16 output) is decoded and resampled with memory for one 5 s block and its margins."""
+    rate, seconds = 44100, 240
+    path = tmp_path / "long.wav"
+    with sf.SoundFile(path, "w", samplerate=rate, channels=1, subtype="FLOAT") as handle:
+        for minute in range(seconds // 60):  # written in pieces, so the test itself stays small
+            handle.write(tone(rate * 60, rate, seed=minute))
+    tracemalloc.start()
+    try:
+        store = write_ragged_store(tmp_path / "store", [("long", str(path))],
+                                   decoder=lambda p: decode_audio(p, block_samples=5 * 16000))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert store.lengths.tolist() == [seconds * 16000]
+    assert peak < 8e6, f"decoding peaked at {peak / 1e6:.1f} MB of Python allocations"
