@@ -34,8 +34,8 @@ import os
 import re
 import shutil
 import tarfile
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
-from typing import Iterable
 
 from datamodules.download import _ByteProgress, _ensure_file, _load_stamp, _save_stamp
 from datamodules.errors import ConfigError, DataError

@@ -50,9 +50,25 @@ import numpy as np
 
 from datamodules.audio import SAMPLE_RATE
 from datamodules.errors import ConfigError, DataError
-from datamodules.jamendo import HEADER, PARTS, SUBSET_CATEGORY, SUBSETS, TAG_SEPARATOR, split_file_name, track_relative_path
+from datamodules.jamendo import (
+    HEADER,
+    PARTS,
+    SUBSET_CATEGORY,
+    SUBSETS,
+    TAG_SEPARATOR,
+    split_file_name,
+    track_relative_path,
+)
 from datamodules.locking import file_lock
-from datamodules.synthetic import ClipPlan, _check_int, _spawn_can_import_main, _write_atomic, clip_rng, plan_clip, render_clip
+from datamodules.synthetic import (
+    ClipPlan,
+    _check_int,
+    _spawn_can_import_main,
+    _write_atomic,
+    clip_rng,
+    plan_clip,
+    render_clip,
+)
 
 GENERATOR_VERSION = 1
 METADATA_FILE = "synthetic-jamendo.json"

@@ -55,10 +55,10 @@ import math
 import os
 import shutil
 import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -174,7 +174,9 @@ def decode_audio(path: str, sample_rate: int = SAMPLE_RATE, excerpt_samples: int
                 raise TrackSkipped("truncated", f"decoded {src_start + len(data)} of {frames} frames")
             mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
             if up != down:
-                from scipy.signal import resample_poly  # imported only when needed: ~1-4 s here
+                from scipy.signal import (
+                    resample_poly,  # imported only when needed: ~1-4 s here
+                )
 
                 mono = resample_poly(mono, up, down).astype(np.float32, copy=False)
             offset = first_group * up
@@ -326,7 +328,7 @@ def write_ragged_store(folder: str | Path, items: Sequence[tuple[str, str]], *,
                        decoder: Decoder | None = None, sample_rate: int = SAMPLE_RATE,
                        excerpt_samples: int | None = None, commit_bytes: int = DEFAULT_COMMIT_BYTES,
                        fingerprint_extra: str = "",
-                       on_commit: Callable[[int], None] | None = None) -> "RaggedStore":
+                       on_commit: Callable[[int], None] | None = None) -> RaggedStore:
     """Decode every ``(key, path)`` of ``items`` in order into the store ``folder``; return it
     opened. A complete store with the same fingerprint is returned as it is; an interrupted one
     is resumed (see the module docstring).
@@ -385,7 +387,7 @@ def write_ragged_store(folder: str | Path, items: Sequence[tuple[str, str]], *,
 
         try:
             for row in range(len(entries), len(items)):
-                key, path = items[row]
+                path = items[row][1]
                 written = 0
                 try:
                     for block in decoder(path):
@@ -402,7 +404,7 @@ def write_ragged_store(folder: str | Path, items: Sequence[tuple[str, str]], *,
                     status, detail = "decode_error", f"{type(exc).__name__}: {exc}"
                 samples = written if status == "ok" else 0
                 entries.append((status, samples, _clean(detail)))
-                pending.append(f"{row}\t{status}\t{samples}\t{_clean(detail)}\n".encode("utf-8"))
+                pending.append(f"{row}\t{status}\t{samples}\t{_clean(detail)}\n".encode())
                 position += samples * _DTYPE.itemsize
                 since_commit += samples * _DTYPE.itemsize
                 if since_commit >= commit_bytes:

@@ -21,7 +21,8 @@ from datamodules.jamendo_synthetic import (
 from datamodules.ragged_store import write_ragged_store
 from datamodules.synthetic import synthesize_clip
 
-PARAMS = dict(n_tracks=40, seed=3, min_seconds=1.0, max_seconds=2.5, n_splits=2, workers=1, progress=False)
+PARAMS = {"n_tracks": 40, "seed": 3, "min_seconds": 1.0, "max_seconds": 2.5, "n_splits": 2, "workers": 1,
+          "progress": False}
 
 
 def folder_bytes(root: Path) -> dict[str, bytes]:
@@ -105,9 +106,9 @@ def test_interrupted_generation_is_finished(tmp_path):
     reference = folder_bytes(done)
     (done / METADATA_FILE).unlink()
     # What a kill during the MP3 encoding leaves: the partial marker, no metadata, MP3s missing.
-    (done / ".synthetic-jamendo-partial.json").write_text(json.dumps(dict(
-        n_tracks=24, seed=5, min_seconds=0.5, max_seconds=1.0, n_splits=2, sample_rate=16000,
-        generator_version=1), indent=1))
+    (done / ".synthetic-jamendo-partial.json").write_text(json.dumps({
+        "n_tracks": 24, "seed": 5, "min_seconds": 0.5, "max_seconds": 1.0, "n_splits": 2, "sample_rate": 16000,
+        "generator_version": 1}, indent=1))
     victims = sorted(done.glob("[0-9][0-9]/*.low.mp3"))[:3]
     for path in victims:
         path.unlink()
