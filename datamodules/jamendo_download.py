@@ -37,7 +37,7 @@ import tarfile
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
-from datamodules.download import _ByteProgress, _ensure_file, _load_stamp, _save_stamp
+from datamodules.download import _byte_progress, _ensure_file, _load_stamp, _save_stamp
 from datamodules.errors import ConfigError, DataError
 
 JAMENDO_BASE_URL = "https://cdn.freesound.org/mtg-jamendo/raw_30s/"
@@ -129,7 +129,7 @@ def unpack_archive(dest: Path, tar_path: Path, progress: bool = False) -> int:
     try:
         with tarfile.open(tar_path, "r:") as archive:
             members = _checked_members(archive, tar_path)
-            bar = _ByteProgress(f"unpacking {tar_path.name}", sum(m.size for m in members), 0, progress)
+            bar = _byte_progress(f"unpacking {tar_path.name}", sum(m.size for m in members), 0, progress)
             try:
                 for member in members:
                     target = dest / member.name

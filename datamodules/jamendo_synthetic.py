@@ -60,16 +60,10 @@ from datamodules.jamendo import (
     split_file_name,
     track_relative_path,
 )
-from datamodules.locking import file_lock
-from datamodules.synthetic import (
-    ClipPlan,
-    _check_int,
-    _spawn_can_import_main,
-    _write_atomic,
-    clip_rng,
-    plan_clip,
-    render_clip,
-)
+from datamodules.io import file_lock, spawn_can_import_main, write_bytes_atomic
+from datamodules.synthetic.folder import _check_int
+from datamodules.synthetic.plan import ClipPlan, clip_rng, plan_clip
+from datamodules.synthetic.render import render_clip
 
 GENERATOR_VERSION = 1
 METADATA_FILE = "synthetic-jamendo.json"
@@ -234,7 +228,7 @@ def _encode_all(out_dir: Path, seed: int, todo: list[tuple[int, int]], workers: 
     bar = tqdm(total=len(todo), desc=f"synthetic MTG-Jamendo -> {out_dir.name}", unit="track",
                file=sys.stderr, disable=not progress)
     try:
-        if workers == 1 or len(todo) < 4 or not _spawn_can_import_main():
+        if workers == 1 or len(todo) < 4 or not spawn_can_import_main():
             for item in todo:
                 bar.update(_write_tracks(str(out_dir), seed, [item]))
             return
@@ -301,7 +295,7 @@ def generate_synthetic_jamendo(out_dir: str | Path, n_tracks: int = DEFAULT_N_TR
         elif any(folder.exists() for folder in folders + [out_dir / "splits"]):
             raise ConfigError(f"{out_dir}: already holds MTG-Jamendo files that were not written by the "
                               "synthetic generator; refusing to overwrite them. Use an empty folder.")
-        _write_atomic(partial, json.dumps(params, indent=1).encode())
+        write_bytes_atomic(partial, json.dumps(params, indent=1).encode())
 
         lengths = [track_samples(seed, i, min_seconds, max_seconds) for i in range(n_tracks)]
         plans = [plan_clip(seed, i) for i in range(n_tracks)]
@@ -326,7 +320,7 @@ def generate_synthetic_jamendo(out_dir: str | Path, n_tracks: int = DEFAULT_N_TR
                     if not body:
                         raise ConfigError(f"synthetic MTG-Jamendo: n_tracks={n_tracks} is too few: split {split} "
                                           f"would have no {part} tracks in the {subset} subset")
-                    _write_atomic(folder / split_file_name(subset, part), _tsv_bytes(body))
+                    write_bytes_atomic(folder / split_file_name(subset, part), _tsv_bytes(body))
 
         for folder in folders:
             folder.mkdir(exist_ok=True)
@@ -336,7 +330,7 @@ def generate_synthetic_jamendo(out_dir: str | Path, n_tracks: int = DEFAULT_N_TR
                 if not (out_dir / track_relative_path(track_number(i), "low")).is_file()]
         _encode_all(out_dir, seed, todo, workers, progress)
         meta = dict(params, tags=list(TAGS), quality="low")
-        _write_atomic(meta_path, json.dumps(meta, indent=1).encode())
+        write_bytes_atomic(meta_path, json.dumps(meta, indent=1).encode())
         partial.unlink(missing_ok=True)
     return out_dir
 

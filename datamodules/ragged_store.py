@@ -63,9 +63,10 @@ from pathlib import Path
 import numpy as np
 
 from datamodules.audio import SAMPLE_RATE
-from datamodules.cache import _atomic_write_bytes, _pwrite_all, float_to_int16
+from datamodules.cache.prepare import _pwrite_all
+from datamodules.cache.rows import float_to_int16
 from datamodules.errors import ConfigError, DataError
-from datamodules.locking import file_lock
+from datamodules.io import file_lock, write_bytes_atomic
 
 STORE_FORMAT_VERSION = 1
 """Bumped whenever the on-disk layout changes; a store of another version is rebuilt."""
@@ -262,7 +263,7 @@ def _start_partial(partial: Path, fingerprint: str, n_rows: int) -> list[tuple[s
     partial.mkdir(parents=True)
     (partial / WAVEFORMS_FILE).touch()
     (partial / JOURNAL_FILE).touch()
-    _atomic_write_bytes(partial / INPUTS_FILE, json.dumps({"fingerprint": fingerprint, "n_tracks": n_rows}).encode())
+    write_bytes_atomic(partial / INPUTS_FILE, json.dumps({"fingerprint": fingerprint, "n_tracks": n_rows}).encode())
     return []
 
 
@@ -294,19 +295,19 @@ def _finish(folder: Path, partial: Path, items, entries, fingerprint: str, sampl
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     buffer = io.BytesIO()
     np.save(buffer, offsets, allow_pickle=False)
-    _atomic_write_bytes(partial / OFFSETS_FILE, buffer.getvalue())
+    write_bytes_atomic(partial / OFFSETS_FILE, buffer.getvalue())
     text = io.StringIO()
     writer = csv.writer(text, delimiter="\t", lineterminator="\n")
     writer.writerow(INDEX_COLUMNS)
     for row, ((key, path), (status, samples, detail)) in enumerate(zip(items, entries)):
         writer.writerow([row, key, path, status, samples, detail])
-    _atomic_write_bytes(partial / INDEX_FILE, text.getvalue().encode("utf-8"))
+    write_bytes_atomic(partial / INDEX_FILE, text.getvalue().encode("utf-8"))
     manifest = {
         "format_version": STORE_FORMAT_VERSION, "sample_rate": sample_rate, "n_tracks": len(entries),
         "n_ok": int(sum(status == "ok" for status, _, _ in entries)), "total_samples": int(offsets[-1]),
         "excerpt_samples": excerpt_samples, "dtype": _DTYPE.str, "fingerprint": fingerprint,
     }
-    _atomic_write_bytes(partial / MANIFEST_FILE, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    write_bytes_atomic(partial / MANIFEST_FILE, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
     (folder / MANIFEST_FILE).unlink(missing_ok=True)  # the old store stops being valid first
     for name in (WAVEFORMS_FILE, OFFSETS_FILE, INDEX_FILE, MANIFEST_FILE):
         os.replace(partial / name, folder / name)
