@@ -36,6 +36,7 @@ from lightning_modules.loggers import build_logger, finish_logger, log_run_resul
 from lightning_modules.registry import MODELS, ModelSpec, build_network, input_shape, network_config, segment_layout
 from lightning_modules.figures import TestPredictionsCapture, figures_for_run
 from lightning_modules.results import write_results
+from lightning_modules.predictions import save_run_predictions
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -381,6 +382,7 @@ def run_experiment(options: dict, extra_callbacks: tuple[Callback, ...] = ()) ->
         trainer.test(module, datamodule=datamodule, ckpt_path=str(best) if best else None, verbose=False)
         metrics = {}
         if trainer.is_global_zero:
+            save_run_predictions(run_dir, capture, datamodule, module.thresholds.cpu(), options)
             metrics = write_results(run_dir, resolved, module.last_test_report, module.thresholds.cpu(),
                                     best_checkpoint=best, best_val=_best_val(checkpoint), epochs=trainer.current_epoch)
             _figures_and_tables(run_dir, module, datamodule, capture, logger, metrics)
@@ -462,10 +464,12 @@ def evaluate_checkpoint(options: dict, checkpoint: Path, run_dir: Path) -> RunOu
     if _is_global_zero():
         write_json_atomic(run_dir / CONFIG_FILE, resolved)
         write_text_atomic(run_dir / "tags.txt", "\n".join(info.tags) + "\n")
-    trainer = build_trainer(options, run_dir, [], logger=False)
+    capture = TestPredictionsCapture()
+    trainer = build_trainer(options, run_dir, [capture], logger=False)
     trainer.test(module, datamodule=datamodule, verbose=False)
     metrics = {}
     if trainer.is_global_zero:
+        save_run_predictions(run_dir, capture, datamodule, module.thresholds.cpu(), options)
         metrics = write_results(run_dir, resolved, module.last_test_report, module.thresholds.cpu(),
                                 best_checkpoint=checkpoint, best_val=_saved_best_val(saved),
                                 epochs=int(saved.get("epoch", 0)) + 1)
