@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from datamodules.errors import ConfigError, SuiteError
+from lightning_modules.reproduce import COMPARISON_OPTIONS, add_comparison_arguments
 
 MODEL_CHOICES = ("sample_cnn", "sample_cnn_frames", "mel_cnn", "lstm_mel")
 TAGGING_OPTIONS = ("tag", "checkpoint", "top_k", "json", "taggram", "start", "duration")  # not training options
@@ -65,10 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
                       "parameter counts (PyTorch and the paper's Keras convention) and exit")
     what.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint, "
                       "with the options saved there")
-    what.add_argument("--evaluate", metavar="CKPT|RUN_DIR", help="test a checkpoint (a .ckpt file, or a run folder: its "
-                      "best checkpoint) without training, on the data of its run (options given here override "
-                      "them); writes metrics.json, per_tag.csv and results.md into --run-dir (default: "
-                      "RUN_DIR/evaluations/<checkpoint name>)")
+    what.add_argument("--evaluate", nargs="+", metavar="CKPT|RUN_DIR", help="test a checkpoint (a .ckpt file, or a run "
+                      "folder: its best checkpoint) without training, on the data of its run (options given here "
+                      "override them); writes metrics.json, per_tag.csv, results.md and test_predictions.npz into "
+                      "--run-dir (default: RUN_DIR/evaluations/<checkpoint name>); several: their ensemble (clip "
+                      "probabilities averaged, thresholds chosen on validation; default RUNS_ROOT/ensembles/...)")
     what.add_argument("--tag", nargs="+", metavar="PATH", help="tag audio files (MP3, WAV, FLAC, OGG, ...; any rate, "
                       "mono or stereo, any length) and folders (walked recursively) with --checkpoint")
 
@@ -221,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--max-retry", type=int, default=3, help="retries of a trial whose worker died (3)")
     sweep.add_argument("--max-failures", type=_positive_int, default=3,
                        help="this worker stops after this many failed trials in a row (3)")
+    add_comparison_arguments(parser)
     return parser
 
 
@@ -230,7 +233,8 @@ def options_from_args(args: argparse.Namespace) -> dict:
     from datamodules.datamodule import default_cache_root
 
     options = {k: v for k, v in vars(args).items()
-               if k not in TAGGING_OPTIONS and k not in SWEEP_OPTIONS and k != "evaluate"}
+               if k not in TAGGING_OPTIONS and k not in SWEEP_OPTIONS and k not in COMPARISON_OPTIONS
+               and k != "evaluate"}
     options["cache_dir"] = str(Path(args.cache_dir).expanduser().resolve() if args.cache_dir else default_cache_root())
     options["runs_root"] = str(Path(args.runs_root).expanduser().resolve())
     if args.data != "synthetic":
@@ -273,6 +277,10 @@ def main(argv: list[str] | None = None) -> int:
             return _resume(args.resume)
         if args.evaluate:
             return _evaluate(parser, args, sys.argv[1:] if argv is None else argv)
+        if args.compare:
+            return _compare(args)
+        if args.reproduce:
+            return _reproduce(args, sys.argv[1:] if argv is None else argv)
         if args.sweep or args.sweep_report:
             return _sweep(parser, args, sys.argv[1:] if argv is None else argv)
         if not args.model:
@@ -359,18 +367,21 @@ def _tag(args: argparse.Namespace) -> int:
 
 def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> int:
     """--evaluate CKPT|RUN_DIR: the checkpoint's run options, overridden by the options given here, then test."""
-    from lightning_modules.experiment import CONFIG_FILE, NON_IDENTITY_OPTIONS, evaluate_checkpoint, locate_checkpoint
+    from lightning_modules.experiment import evaluate_checkpoint
 
     if args.summary or args.sweep or args.sweep_report:
         parser.error("--evaluate does not go with --summary or --sweep")
-    checkpoint, source_run = locate_checkpoint(args.evaluate)
-    if source_run is not None:
-        given = _given_options(argv)
-        saved = json.loads((source_run / CONFIG_FILE).read_text())
-        for key, value in saved.items():
-            if hasattr(args, key) and key not in given and key not in NON_IDENTITY_OPTIONS:
-                setattr(args, key, value)
-    options = options_from_args(args)
+    if len(args.evaluate) > 1:
+        from lightning_modules.ensemble import evaluate_ensemble
+
+        members = []
+        for path in args.evaluate:
+            checkpoint, _, options = _evaluation_options(args, argv, path)
+            members.append((path, options, checkpoint))
+        _print_outcome(evaluate_ensemble(members, args.run_dir and Path(args.run_dir).expanduser().resolve()),
+                       "evaluation folder", clips=True)
+        return 0
+    checkpoint, source_run, options = _evaluation_options(args, argv, args.evaluate[0])
     if args.run_dir:
         run_dir = Path(args.run_dir).expanduser().resolve()
     elif source_run is not None:
@@ -379,6 +390,41 @@ def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: l
         run_dir = checkpoint.parent / f"{checkpoint.stem}-evaluation"
     _print_outcome(evaluate_checkpoint(options, checkpoint, run_dir), "evaluation folder", clips=True)
     return 0
+
+
+def _evaluation_options(args: argparse.Namespace, argv: list[str], path: str):
+    """(checkpoint, its run folder or None, options): the run's saved options, overridden by those given here."""
+    from lightning_modules.experiment import CONFIG_FILE, NON_IDENTITY_OPTIONS, locate_checkpoint
+
+    args = argparse.Namespace(**vars(args))
+    checkpoint, source_run = locate_checkpoint(path)
+    if source_run is not None:
+        given = _given_options(argv)
+        saved = json.loads((source_run / CONFIG_FILE).read_text())
+        for key, value in saved.items():
+            if hasattr(args, key) and key not in given and key not in NON_IDENTITY_OPTIONS:
+                setattr(args, key, value)
+    return checkpoint, source_run, options_from_args(args)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from lightning_modules.compare import compare_runs
+
+    out = Path(args.out) if args.out else Path(args.runs_root) / "comparison"
+    comparison = compare_runs(args.compare, out, reference=args.reference, n_resamples=args.bootstrap,
+                              seed=args.bootstrap_seed)
+    print(f"comparison of {len(comparison.rows)} model(s) on {comparison.n_clips} test clips: {comparison.files['md']}")
+    return 0
+
+
+def _reproduce(args: argparse.Namespace, argv: list[str]) -> int:
+    from lightning_modules.experiment import default_run_dir
+    from lightning_modules.reproduce import reproduce
+
+    return reproduce(args.reproduce, args.seeds, argv, train=main, runs_root=str(Path(args.runs_root).resolve()),
+                     run_dir_of=lambda run_argv: default_run_dir(options_from_args(build_parser().parse_args(run_argv))),
+                     out=args.out, dry_run=args.dry_run, task_index=args.task_index, n_resamples=args.bootstrap,
+                     bootstrap_seed=args.bootstrap_seed)
 
 
 def _download(dest: str, base_url: str | None, progress: bool) -> int:
