@@ -140,6 +140,8 @@ def group_runs(records: list[RunRecord]) -> list[Group]:
 
 
 def _recipe(group: Group, groups: list[Group]) -> str:
+    if group.identity.get("ensemble"):
+        return "mean of " + " + ".join(Path(m["label"]).name for m in group.identity["ensemble"])
     varying = sorted({k for g in groups for k in set(g.identity) | set(group.identity)
                       if g.identity.get(k) != group.identity.get(k)} - {"model", "ensemble"} - set(RECIPE_ALWAYS))
     parts = [f"{group.identity.get('optimizer', '?')} lr {group.identity.get('lr', '?')}"]
@@ -408,7 +410,7 @@ def _log_wandb(rows: list[dict], out: Path) -> None:
     import wandb
 
     run = wandb.init(project=os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT, job_type="comparison",
-                     name=f"comparison-{out.name}", dir=str(out), reinit=True)
+                     name=f"comparison-{out.name}", dir=str(out))
     try:
         columns = [c for c in CSV_COLUMNS + PUBLISHED_COLUMNS if c in rows[0]]
         run.log({"comparison": wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in rows])})

@@ -309,3 +309,32 @@ def test_ensemble_of_mismatched_runs_is_one_error_naming_both(table4, tmp_path, 
     torch.save(saved, tmp_path / "other-tags.ckpt")
     assert run.main(["--evaluate", str(runs["mel_cnn"]), str(tmp_path / "other-tags.ckpt"), *cache]) == 2
     assert "tag lists differ" in capsys.readouterr().err
+
+
+def test_wandb_table_only_when_online(tmp_path, monkeypatch):
+    import wandb
+
+    from lightning_modules import loggers
+
+    probs, targets = _scores()
+    a = _fake_run(tmp_path / "a", probs, targets)
+    b = _fake_run(tmp_path / "b", _noisy(targets, 1.5, 3), targets, model="lstm_mel")
+    logged = []
+
+    class FakeRun:
+        def log(self, data):
+            logged.append(data)
+
+        def finish(self):
+            logged.append("finished")
+
+    monkeypatch.setattr(wandb, "init", lambda **kwargs: logged.append(kwargs) or FakeRun())
+    monkeypatch.setenv("WANDB_MODE", "offline")  # not logged in / offline: no W&B run at all
+    compare_runs([a, b], tmp_path / "offline", n_resamples=20)
+    assert logged == []
+    monkeypatch.setattr(loggers, "choose_wandb_mode", lambda: loggers.WandbMode("online", "logged in"))
+    compare_runs([a, b], tmp_path / "online", n_resamples=20)
+    init, data, finished = logged
+    assert init["job_type"] == "comparison" and finished == "finished"
+    table = data["comparison"]
+    assert table.columns[:2] == ["label", "model"] and [row[0] for row in table.data] == ["mel_cnn", "lstm_mel"]
