@@ -20,7 +20,7 @@ reports): per tag the exact ROC-AUC (ties count one half) and average precision
 that have at least one positive and one negative clip *in that resample* (a tag without any
 is left out, as the run's own report leaves it out). A resample is the multiset of drawn clips,
 so each metric is computed with each clip weighted by the number of times it was drawn: all
-resamples of all tags at once with NumPy (one sort per tag), identical to calling scikit-learn on
+resamples at once with NumPy (one sort and one running sum per tag), identical to calling scikit-learn on
 the explicitly resampled arrays (`tests/test_bootstrap.py` checks it). Seeded: the resample
 indices are `numpy.random.default_rng(seed).integers(0, n_clips, (n_resamples, n_clips))`, the
 same for every run in a comparison.
@@ -46,35 +46,49 @@ def bootstrap_indices(n_clips: int, n_resamples: int = DEFAULT_RESAMPLES, seed: 
 
 
 def resample_weights(indices: np.ndarray, n_clips: int) -> np.ndarray:
-    """How many times each clip was drawn in each resample: (n_resamples, n_clips) float64."""
+    """How many times each clip was drawn in each resample: (n_resamples, n_clips) float32 (exact integers)."""
     indices = np.asarray(indices, dtype=np.int64)
     offsets = indices + (np.arange(indices.shape[0], dtype=np.int64) * n_clips)[:, None]
     counts = np.bincount(offsets.ravel(), minlength=indices.shape[0] * n_clips)
-    return counts.reshape(indices.shape[0], n_clips).astype(np.float64)
+    return counts.reshape(indices.shape[0], n_clips).astype(np.float32)
 
 
 def _tag_scores(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Weighted ROC-AUC and average precision of one tag in every resample, and which resamples can score it.
 
-    `scores` (N,), `positive` (N,) bool, `weights` (B, N). Clips with equal scores form one group
-    (a threshold puts them all in or all out), as in the exact ROC curve.
+    `scores` (N,), `positive` (N,) bool, `weights` (B, N) draw counts. Clips with equal scores form
+    one group (a threshold puts them all in or all out), as in the exact ROC curve. With the clips
+    sorted by score, everything follows from running sums of the weights: for a positive clip in
+    the tie group [lo, hi), the negatives below it weigh neg(<lo) plus half of neg(lo..hi) (its
+    ROC-AUC share), and at the group's threshold the precision is TP / (TP + FP) with
+    TP = P - pos(<lo), FP = N - neg(<lo) (average precision adds each positive's weight times it).
+    Only one (B, N) gather and running sum per tag; the rest touches the positive clips only.
+    Draw counts are integers below 2^24, so float32 sums are exact.
     """
     order = np.argsort(scores, kind="stable")
-    sorted_scores = scores[order]
-    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
-    w = weights[:, order]
-    pos_w = np.add.reduceat(w * positive[order], starts, axis=1)  # (B, G) ascending score groups
-    neg_w = np.add.reduceat(w * ~positive[order], starts, axis=1)
-    n_pos, n_neg = pos_w.sum(axis=1), neg_w.sum(axis=1)
+    ranked = scores[order]
+    pos_at = np.flatnonzero(positive[order])  # sorted positions of the positive clips
+    lo = np.searchsorted(ranked, ranked[pos_at], side="left")  # their tie groups [lo, hi)
+    hi = np.searchsorted(ranked, ranked[pos_at], side="right")
+    b = weights.shape[0]
+    cum_all = np.zeros((b, len(ranked) + 1), dtype=np.float32)
+    np.cumsum(weights[:, order], axis=1, out=cum_all[:, 1:])
+    w_pos = weights[:, order[pos_at]].astype(np.float64)
+    cum_pos = np.zeros((b, len(pos_at) + 1))
+    np.cumsum(w_pos, axis=1, out=cum_pos[:, 1:])
+    pos_lo = cum_pos[:, np.searchsorted(pos_at, lo)]
+    pos_hi = cum_pos[:, np.searchsorted(pos_at, hi)]
+    neg_lo = cum_all[:, lo].astype(np.float64) - pos_lo
+    neg_hi = cum_all[:, hi].astype(np.float64) - pos_hi
+    n_pos = cum_pos[:, -1]
+    n_neg = cum_all[:, -1].astype(np.float64) - n_pos
     valid = (n_pos > 0) & (n_neg > 0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        neg_below = np.cumsum(neg_w, axis=1) - neg_w
-        roc = (pos_w * (neg_below + 0.5 * neg_w)).sum(axis=1) / (n_pos * n_neg)
-        # average precision: thresholds from the highest score down
-        tp = np.cumsum(pos_w[:, ::-1], axis=1)
-        fp = np.cumsum(neg_w[:, ::-1], axis=1)
-        precision = np.where(tp + fp > 0, tp / np.where(tp + fp > 0, tp + fp, 1), 0.0)
-        ap = (pos_w[:, ::-1] * precision).sum(axis=1) / n_pos
+        roc = (w_pos * 0.5 * (neg_lo + neg_hi)).sum(axis=1) / (n_pos * n_neg)
+        tp = n_pos[:, None] - pos_lo
+        fp = n_neg[:, None] - neg_lo
+        precision = np.where(w_pos > 0, tp / np.where(tp + fp > 0, tp + fp, 1), 0.0)
+        ap = (w_pos * precision).sum(axis=1) / n_pos
     return np.where(valid, roc, np.nan), np.where(valid, ap, np.nan), valid
 
 
@@ -86,7 +100,7 @@ def macro_scores(probs: np.ndarray, targets: np.ndarray, weights: np.ndarray) ->
     """
     probs = np.asarray(probs, dtype=np.float64)
     positive = np.asarray(targets) > 0
-    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    weights = np.atleast_2d(np.asarray(weights, dtype=np.float32))
     if probs.ndim != 2 or positive.shape != probs.shape or weights.shape[1] != probs.shape[0]:
         raise ValueError(f"macro_scores: probs {probs.shape}, targets {positive.shape}, weights {weights.shape}")
     roc_sum = np.zeros(weights.shape[0])
