@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import run
-from datamodules.errors import ConfigError, DataError
+from datamodules.errors import DataError
 from lightning_modules.compare import compare_runs
 from lightning_modules.metrics import equal_error_thresholds, tagging_metrics
 from lightning_modules.predictions import PREDICTIONS_FILE, Predictions, read_predictions, write_predictions
@@ -105,7 +105,7 @@ def test_reference_and_seeded_reruns(tmp_path):
     a = _fake_run(tmp_path / "a", probs, targets)
     b = _fake_run(tmp_path / "b", _noisy(targets, 1.5, 3), targets, model="sample_cnn")
     first = compare_runs([a, b], tmp_path / "o1", reference=b, n_resamples=100, seed=5, log_wandb=False)
-    again = compare_runs([a, b], tmp_path / "o2", reference=b, n_resamples=100, seed=5, log_wandb=False)
+    compare_runs([a, b], tmp_path / "o2", reference=b, n_resamples=100, seed=5, log_wandb=False)
     assert first.reference == "sample_cnn" and [r["label"] for r in first.rows] == ["mel_cnn", "sample_cnn"]
     assert (tmp_path / "o1" / "comparison.csv").read_text() == (tmp_path / "o2" / "comparison.csv").read_text()
 
