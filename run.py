@@ -59,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
             return _resume(mode.resume)
         if mode.evaluate:
             return _evaluate(parser, command)
+        if command.comparison.compare:
+            return _compare(command)
+        if command.comparison.reproduce:
+            return _reproduce(command, argv)
         if command.sweep.sweep or command.sweep.sweep_report:
             return _sweep(parser, command)
         if not command.run.model:
@@ -149,29 +153,67 @@ def _tag(command) -> int:
 
 
 def _evaluate(parser, command) -> int:
-    """--evaluate CKPT|RUN_DIR: the checkpoint's run options, overridden by the options given here, then test."""
-    from lightning_modules.config import NON_IDENTITY_OPTIONS, RunOptions
+    """--evaluate CKPT|RUN_DIR...: the checkpoint's run options, overridden by the options given here, then test;
+    several checkpoints: their ensemble."""
     from lightning_modules.runner.evaluate import evaluate_checkpoint
-    from lightning_modules.runner.run_folder import CONFIG_FILE, locate_checkpoint
 
     if command.mode.summary or command.sweep.sweep or command.sweep.sweep_report:
         parser.error("--evaluate does not go with --summary or --sweep")
-    checkpoint, source_run = locate_checkpoint(command.mode.evaluate)
+    paths = command.mode.evaluate
+    run_dir = Path(command.run.run_dir).expanduser().resolve() if command.run.run_dir else None
+    if len(paths) > 1:
+        from lightning_modules.runner.ensemble import evaluate_ensemble
+
+        members = []
+        for path in paths:
+            checkpoint, _, options = _evaluation_options(command, path)
+            members.append((path, options, checkpoint))
+        _print_outcome(evaluate_ensemble(members, run_dir), "evaluation folder", clips=True)
+        return 0
+    checkpoint, source_run, options = _evaluation_options(command, paths[0])
+    if run_dir is None:
+        run_dir = (source_run / "evaluations" / checkpoint.stem if source_run is not None
+                   else checkpoint.parent / f"{checkpoint.stem}-evaluation")
+    _print_outcome(evaluate_checkpoint(options, checkpoint, run_dir), "evaluation folder", clips=True)
+    return 0
+
+
+def _evaluation_options(command, path: str):
+    """(checkpoint, its run folder or None, options): the run's saved options, overridden by those given here."""
+    from lightning_modules.config import NON_IDENTITY_OPTIONS, RunOptions
+    from lightning_modules.runner.run_folder import CONFIG_FILE, locate_checkpoint
+
+    checkpoint, source_run = locate_checkpoint(path)
     options = command.run
     if source_run is not None:
         saved = RunOptions.from_dict(json.loads((source_run / CONFIG_FILE).read_text()))
         given = given_run_options(command)
-        inherited = {k: getattr(saved, k) for k in RUN_OPTION_NAMES if k not in given and k not in NON_IDENTITY_OPTIONS}
-        options = options.replace(**inherited)
-    options = options.normalised()
-    if options.run_dir:
-        run_dir = Path(options.run_dir)
-    elif source_run is not None:
-        run_dir = source_run / "evaluations" / checkpoint.stem
-    else:
-        run_dir = checkpoint.parent / f"{checkpoint.stem}-evaluation"
-    _print_outcome(evaluate_checkpoint(options, checkpoint, run_dir), "evaluation folder", clips=True)
+        options = options.replace(**{k: getattr(saved, k) for k in RUN_OPTION_NAMES
+                                     if k not in given and k not in NON_IDENTITY_OPTIONS})
+    return checkpoint, source_run, options.normalised()
+
+
+def _compare(command) -> int:
+    from lightning_modules.reporting.compare import compare_runs
+
+    comparison = command.comparison
+    out = Path(comparison.out) if comparison.out else Path(command.run.runs_root) / "comparison"
+    result = compare_runs(comparison.compare, out, reference=comparison.reference, n_resamples=comparison.bootstrap,
+                          seed=comparison.bootstrap_seed)
+    print(f"comparison of {len(result.rows)} model(s) on {result.n_clips} test clips: {result.files['md']}")
     return 0
+
+
+def _reproduce(command, argv: list[str]) -> int:
+    from lightning_modules.runner.reproduce import reproduce
+    from lightning_modules.runner.run_folder import default_run_dir
+
+    comparison = command.comparison
+    return reproduce(comparison.reproduce, comparison.seeds, argv, train=main,
+                     runs_root=str(Path(command.run.runs_root).resolve()),
+                     run_dir_of=lambda run_argv: default_run_dir(parse_options(run_argv)), out=comparison.out,
+                     dry_run=comparison.dry_run, task_index=comparison.task_index, n_resamples=comparison.bootstrap,
+                     bootstrap_seed=comparison.bootstrap_seed)
 
 
 def _download(dest: str, base_url: str | None, progress: bool) -> int:

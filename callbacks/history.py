@@ -3,7 +3,7 @@
 :class:`TrainingHistory` keeps one row per training epoch and rewrites ``history.csv`` (on global
 rank zero) after every epoch. The rows are its checkpoint state, so a resumed run keeps the
 epochs before the interruption. The paper's Figure 2 (loss per epoch with restart markers) is
-drawn from this file (`lightning_modules.figures.loss_history_figure`).
+drawn from this file (`lightning_modules.reporting.figures.loss_history_figure`).
 
 Columns:
 

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from lightning_modules.config import (ALL_GROUPS, RUN_OPTION_NAMES, ModeOptions, RunOptions, SweepOptions,
-                                      TaggingOptions, declared_fields, default_text, flag_of, parse_devices)
+from lightning_modules.config import (ALL_GROUPS, RUN_OPTION_NAMES, ComparisonOptions, ModeOptions, RunOptions,
+                                      SweepOptions, TaggingOptions, declared_fields, default_text, flag_of,
+                                      parse_devices)
 
 USAGE_ERROR = 2
 YAML_HEADER = ("# run.py configuration: `python run.py --config THIS_FILE` runs it; flags after it override it.\n"
@@ -79,6 +80,7 @@ class Command:
     run: RunOptions
     tagging: TaggingOptions
     sweep: SweepOptions
+    comparison: ComparisonOptions
     given: frozenset[str]
 
 
@@ -87,15 +89,16 @@ def parse_command(argv: list[str] | None, parser: ArgumentParser | None = None) 
     parser = parser or build_parser()
     namespace = parser.parse_args(argv)
     values = {k: v for k, v in vars(namespace).items() if k != "config" and v is not None}
-    if "tag" in values and isinstance(values["tag"], str):
-        values["tag"] = [values["tag"]]
+    for name in ("tag", "evaluate", "compare"):  # a YAML file may give one path as a string
+        if isinstance(values.get(name), str):
+            values[name] = [values[name]]
 
     def build(group):
         names = {f.name for f in dataclasses.fields(group)}
         return group(**{k: v for k, v in values.items() if k in names})
 
     return Command(build(ModeOptions), build(RunOptions), build(TaggingOptions), build(SweepOptions),
-                   frozenset(values))
+                   build(ComparisonOptions), frozenset(values))
 
 
 def given_run_options(command: Command) -> set[str]:

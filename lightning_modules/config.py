@@ -34,6 +34,7 @@ from datamodules.mtat import SPLITS, TAG_VOCABULARIES
 from datamodules.segments import TRAIN_CROPS
 from datamodules.datamodule import SyntheticSpec
 from lightning_modules.registry import MODELS
+from lightning_modules.reporting.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
 from lightning_modules.tagging_module import NONFINITE_ACTIONS, OPTIMIZERS
 
 LOGGERS = ("wandb", "csv", "tensorboard", "none")
@@ -299,10 +300,12 @@ class ModeOptions:
                            "paper's Keras convention) and exit", action="store_true")
     resume: str | None = option(None, "continue the run in RUN_DIR from its last checkpoint, with the options saved "
                                 "there", metavar="RUN_DIR")
-    evaluate: str | None = option(None, "test a checkpoint (a .ckpt file, or a run folder: its best checkpoint) "
-                                  "without training, on the data of its run (options given here override them); "
-                                  "writes metrics.json, per_tag.csv and results.md into --run-dir (default: "
-                                  "RUN_DIR/evaluations/<checkpoint name>)", metavar="CKPT|RUN_DIR")
+    evaluate: list | None = option(None, "test a checkpoint (a .ckpt file, or a run folder: its best checkpoint) "
+                                   "without training, on the data of its run (options given here override them); "
+                                   "writes metrics.json, per_tag.csv, results.md and test_predictions.npz into "
+                                   "--run-dir (default: RUN_DIR/evaluations/<checkpoint name>); several: their "
+                                   "ensemble (clip probabilities averaged, thresholds chosen on validation; default "
+                                   "RUNS_ROOT/ensembles/...)", metavar="CKPT|RUN_DIR", action="nargs+")
     tag: list | None = option(None, "tag audio files (MP3, WAV, FLAC, OGG, ...; any rate, mono or stereo, any length) "
                               "and folders (walked recursively) with --checkpoint", metavar="PATH", action="nargs+")
     print_config: bool = option(False, "print the complete configuration of this command as YAML (it runs as it is "
@@ -365,7 +368,32 @@ class SweepOptions:
             raise ConfigError(f"--timeout must be positive, got {self.timeout}")
 
 
-ALL_GROUPS = (ModeOptions, *RUN_GROUPS, TaggingOptions, SweepOptions)
+@dataclass(frozen=True)
+class ComparisonOptions:
+    """comparing models (--compare, --reproduce)."""
+
+    compare: list | None = option(None, "compare finished runs (and --evaluate folders) on their saved test "
+                                  "predictions: comparison.md/.csv, per-tag differences, bootstrap intervals, paired "
+                                  "differences against --reference; runs differing only in seed form one row",
+                                  metavar="RUN_DIR", action="nargs+")
+    reference: str | None = option(None, "the run (its seed group) the others are compared with (default: the first)",
+                                   metavar="RUN_DIR")
+    out: str | None = option(None, "where --compare / --reproduce write the comparison (default: RUNS_ROOT/comparison, "
+                             "RUNS_ROOT/reproduce/NAME)", metavar="DIR")
+    bootstrap: int = option(DEFAULT_RESAMPLES, "bootstrap resamples of the test clips", type=positive_int,
+                            metavar="N")
+    bootstrap_seed: int = option(DEFAULT_SEED, "seed of the resampling; the same for every run compared", type=int,
+                                 metavar="S")
+    reproduce: str | None = option(None, "train every run a published table needs (table4, won2020; finished runs are "
+                                   "reused, killed ones resume), then write its comparison with the published numbers",
+                                   metavar="NAME")
+    seeds: str = option("0", "--reproduce: seeds per model", metavar="0,1,2")
+    dry_run: bool = option(False, "--reproduce: list the runs and their commands only", action="store_true")
+    task_index: int | None = option(None, "--reproduce: run only the I-th run of the list (a SLURM array task)",
+                                    type=int, metavar="I")
+
+
+ALL_GROUPS = (ModeOptions, *RUN_GROUPS, TaggingOptions, SweepOptions, ComparisonOptions)
 
 
 def declared_fields(group) -> list[dataclasses.Field]:

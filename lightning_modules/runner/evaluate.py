@@ -7,9 +7,11 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
+from callbacks.test_predictions import TestPredictionsCapture
 from datamodules.errors import ConfigError
 from datamodules.frontend import MelConfig
 from lightning_modules.config import RunOptions
+from lightning_modules.reporting.predictions import save_run_predictions
 from lightning_modules.reporting.results import write_results
 from lightning_modules.runner.data import build_datamodule, model_spec, prepare_data_once
 from lightning_modules.runner.experiment import save_run_config, versions
@@ -48,10 +50,12 @@ def evaluate_checkpoint(options: RunOptions, checkpoint: Path, run_dir: Path) ->
         "network": hparams.network_config, "batch_size": datamodule.hparams.batch_size, "versions": versions()})
     run_dir.mkdir(parents=True, exist_ok=True)
     save_run_config(run_dir, resolved, options, info.tags)
-    trainer = build_trainer(options, run_dir, [], logger=False)
+    capture = TestPredictionsCapture()
+    trainer = build_trainer(options, run_dir, [capture], logger=False)
     trainer.test(module, datamodule=datamodule, verbose=False)
     metrics = {}
     if trainer.is_global_zero:
+        save_run_predictions(run_dir, capture, datamodule, module.thresholds.cpu(), options)
         metrics = write_results(run_dir, resolved, module.last_test_report, module.thresholds.cpu(),
                                 best_checkpoint=checkpoint, best_val=_saved_best_val(saved),
                                 epochs=int(saved.get("epoch", 0)) + 1)

@@ -29,6 +29,7 @@ from lightning_modules.architectures import module_class
 from lightning_modules.registry import build_network, input_shape, network_config, segment_layout
 from lightning_modules.reporting.figures import figures_for_run
 from lightning_modules.reporting.loggers import build_logger, finish_logger, log_run_results
+from lightning_modules.reporting.predictions import save_run_predictions
 from lightning_modules.reporting.results import write_results
 from lightning_modules.runner.data import build_datamodule, frontend_config, model_spec, prepare_data_once
 from lightning_modules.runner.run_folder import (CHECKPOINT_DIR, CONFIG_FILE, CONFIG_YAML, LAST_CHECKPOINT,
@@ -128,6 +129,7 @@ def run_experiment(options: RunOptions, extra_callbacks: tuple[Callback, ...] = 
         trainer.test(module, datamodule=datamodule, ckpt_path=str(best) if best else None, verbose=False)
         metrics = {}
         if trainer.is_global_zero:
+            save_run_predictions(run_dir, capture, datamodule, module.thresholds.cpu(), options)
             metrics = write_results(run_dir, resolved, module.last_test_report, module.thresholds.cpu(),
                                     best_checkpoint=best, best_val=_best_val(checkpoint), epochs=trainer.current_epoch)
             _figures_and_tables(run_dir, module, datamodule, capture, logger, metrics)
