@@ -22,7 +22,7 @@ from pathlib import Path
 from datamodules.errors import ConfigError, SuiteError
 
 MODEL_CHOICES = ("sample_cnn", "sample_cnn_frames", "mel_cnn", "lstm_mel")
-TAGGING_OPTIONS = ("tag", "checkpoint", "top_k", "json", "taggram", "start", "duration")  # not training options
+TAGGING_OPTIONS = ("tag", "checkpoint", "top_k", "json", "taggram", "taggram_hop", "start", "duration")  # not training options
 SWEEP_OPTIONS = ("sweep", "trials", "timeout", "study_name", "storage", "sweep_report", "pruner",
                  "pruner_startup_trials", "pruner_warmup_epochs", "sweep_space", "sweep_seed", "heartbeat_interval",
                  "grace_period", "max_retry", "max_failures")  # steer the sweep; not training options
@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     tagging.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     tagging.add_argument("--taggram", metavar="PNG|DIR", help="plot tag probability over time: a .png for one file, "
                          "else a folder with one PNG per file")
+    tagging.add_argument("--taggram-hop", type=float, default=None, metavar="SECONDS",
+                         help="slide the model's input window over the song in steps of SECONDS for --taggram (3)")
     tagging.add_argument("--start", type=float, default=None, metavar="SECONDS",
                          help="tag from this time in each file (default: its start)")
     tagging.add_argument("--duration", type=float, default=None, metavar="SECONDS",
@@ -354,7 +356,7 @@ def _tag(args: argparse.Namespace) -> int:
         raise ConfigError("--tag needs --checkpoint CKPT (a .ckpt file or a run folder)")
     return run_tagging(args.tag, args.checkpoint, top_k=args.top_k, json_output=args.json, taggram=args.taggram,
                        start_s=args.start, duration_s=args.duration, accelerator=args.accelerator,
-                       progress=args.progress, model=args.model)
+                       progress=args.progress, model=args.model, taggram_hop_s=args.taggram_hop)
 
 
 def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> int:

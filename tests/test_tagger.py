@@ -16,6 +16,10 @@ import run
 from datamodules.datamodule import MTATDataModule
 from datamodules.mtat import find_audio_root, read_annotations
 from datamodules.segments import SegmentLayout
+from datamodules.errors import ConfigError
+from datamodules.synthetic import ClipPlan, render_clip
+from lightning_modules.taggram import (TAGGRAM_ROWS, Taggram, check_hop, taggram_plot, window_starts,
+                                       write_taggram_png)
 from lightning_modules.tagger import AudioError, Tagger, cut_segments, load_audio, segment_starts
 from tests.helpers import TINY_CLIP_SAMPLES, tiny_data_args
 
@@ -213,3 +217,69 @@ def test_tag_command_text_output_excerpt_and_usage_errors(trained_run, tmp_path,
     assert run.main(["--tag", str(song)]) == 2  # no checkpoint
     assert run.main(["--tag", str(song), "--checkpoint", str(tmp_path / "nothing.ckpt")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------
+# Taggram: the model's input window slid over the song
+# ------------------------------------------------------------------------------------------
+MTAT_LIKE_TAGS = ["guitar", "classical", "slow", "techno", "strings", "drums", "electronic", "rock", "fast",
+                  "piano", "ambient", "beat", "violin", "vocal", "synth", "female", "indian", "opera", "male",
+                  "singing", "vocals", "no vocals", "harpsichord", "loud", "quiet", "flute", "woman",
+                  "male vocal", "no vocal", "pop", "soft", "sitar", "solo", "man", "classic", "choir", "voice",
+                  "new age", "dance", "male voice", "female vocal", "beats", "harp", "cello", "no voice", "weird",
+                  "country", "metal", "female voice", "choral"]
+
+
+def test_taggram_windows_slide_by_the_hop_and_bad_hops_are_refused():
+    assert window_starts(100, 1000, 50).tolist() == [0]  # shorter than the input: one (padded) window
+    assert window_starts(1000, 1000, 50).tolist() == [0]
+    assert window_starts(1049, 1000, 50).tolist() == [0]  # less than a hop more: still one
+    assert window_starts(1050, 1000, 50).tolist() == [0, 50]
+    for n, w, h in ((192_000, 14_336, 8_000), (2_880_000, 465_984, 48_000), (465_984, 59_049, 48_000)):
+        starts = window_starts(n, w, h)
+        assert len(starts) == (n - w) // h + 1 and np.all(np.diff(starts) == h)
+        assert starts[-1] + w <= n < starts[-1] + w + h  # never past the end; the tail left is under one hop
+    assert check_hop(3.0, 16_000) == 48_000 and check_hop(0.5, 16_000) == 8_000
+    for bad in (0, -1.0, float("nan"), float("inf"), 1e-6, "soon"):
+        with pytest.raises(ConfigError, match="--taggram-hop"):
+            check_hop(bad, 16_000)
+
+
+def _random_taggram(windows=30, hop=3.0, window=3.69, start=10.0, seed=0):
+    rng = np.random.default_rng(seed)
+    starts = start + hop * np.arange(windows)
+    return Taggram(starts_s=starts, centres_s=starts + window / 2, probs=rng.random((windows, len(MTAT_LIKE_TAGS))),
+                   window_s=window, hop_s=hop, padded=False, excerpt=(start, start + hop * (windows - 1) + window))
+
+
+@pytest.mark.parametrize("name", ["x" * 196 + ".mp3", "a long song name " * 12 + ".flac", "song.mp3"])
+def test_taggram_image_keeps_everything_inside_and_shows_the_strongest_tags(tmp_path, name):
+    taggram = _random_taggram()
+    file_probs = np.random.default_rng(1).random(len(MTAT_LIKE_TAGS))
+    thresholds = np.full(len(MTAT_LIKE_TAGS), 0.8)
+    figure = taggram_plot(taggram, MTAT_LIKE_TAGS, file_probs, thresholds, name)
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    canvas = figure.bbox  # pixels
+    tight = figure.get_tightbbox(renderer)  # inches: every visible artist that takes part in the layout
+    assert tight.x0 >= -1e-6 and tight.y0 >= -1e-6
+    assert tight.x1 <= figure.get_figwidth() + 1e-6 and tight.y1 <= figure.get_figheight() + 1e-6
+    axes, colorbar = figure.axes
+    labels = axes.get_yticklabels()
+    for artist in [figure._suptitle, axes.xaxis.label, colorbar.yaxis.label, *labels, *colorbar.get_yticklabels()]:
+        box = artist.get_window_extent(renderer)
+        assert canvas.x0 - 0.5 <= box.x0 and box.x1 <= canvas.x1 + 0.5 and canvas.y0 - 0.5 <= box.y0
+        assert box.y1 <= canvas.y1 + 0.5, artist.get_text()[:40]
+    assert "".join(name.split()) in "".join(figure._suptitle.get_text().split())  # wrapped, not cut
+    # rows: the file's 20 strongest tags (by the printed chunk average), strongest on top, bold above threshold
+    order = np.argsort(-file_probs, kind="stable")[:TAGGRAM_ROWS]
+    assert [t.get_text() for t in labels] == [MTAT_LIKE_TAGS[i] for i in order]
+    assert [t.get_fontweight() == "bold" for t in labels] == [file_probs[i] >= 0.8 for i in order]
+    mesh = axes.collections[0].get_array()
+    assert mesh.shape == (TAGGRAM_ROWS, taggram.windows)  # one column per window
+    np.testing.assert_allclose(mesh[:, 7], taggram.probs[7, order])
+    assert axes.get_xlim() == pytest.approx(taggram.excerpt)  # x is song time
+    path = write_taggram_png(taggram, MTAT_LIKE_TAGS, file_probs, thresholds, name,
+                             tmp_path / "t.png")
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size[0] >= 700
