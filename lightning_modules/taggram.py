@@ -150,7 +150,8 @@ def taggram_plot(taggram: Taggram, tags: Sequence[str], file_probs: np.ndarray, 
     what = (f"model input {taggram.window_s:.1f} s, one window every {taggram.hop_s:g} s"
             if taggram.windows > 1 else f"one {taggram.window_s:.1f} s model input (the excerpt is too short "
                                         f"for more)")
-    which = f"the file's top {shown} of {len(tags)} tags" if shown < len(tags) else f"all {shown} tags, strongest on top"
+    which = (f"the file's top {shown} of {len(tags)} tags" if shown < len(tags)
+             else f"all {shown} tags, strongest on top")
     title = f"{name}\ntag probability over the song: {what}; {which} (bold: above its threshold)"
     left, right = taggram.column_edges()
     xlabel = ("time in the song (s); each column: a window centred there" if taggram.windows > 1
