@@ -20,7 +20,10 @@ from datamodules.datamodule import MTATDataModule
 from datamodules.mtat import find_audio_root, read_annotations
 from datamodules.segments import SegmentLayout
 from datamodules.errors import ConfigError
+from datamodules.frontend import MelConfig
 from datamodules.synthetic import ClipPlan, render_clip
+from lightning_modules.base import TaggingModule
+from lightning_modules.registry import MODELS, build_network, input_shape, network_config, segment_layout
 from lightning_modules.taggram import (TAGGRAM_ROWS, Taggram, check_hop, taggram_plot, window_starts,
                                        write_taggram_png)
 from lightning_modules.tagger import AudioError, Tagger, cut_segments, load_audio, segment_starts
@@ -385,3 +388,30 @@ def test_taggram_time_axis_honours_start_and_duration_and_bad_hops_fail(trained_
         assert run.main(["--tag", str(song), "--checkpoint", str(trained_run), *taggram, *argv]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "bad.png").exists()
+
+
+@pytest.mark.parametrize("name, mel", [("sample_cnn_frames", {}), ("mel_cnn", {"hop_length": 512, "n_mels": 96})])
+def test_taggram_windows_of_waveform_and_mel_models(tmp_path, name, mel):
+    # untrained networks of the registry (no training: only where the windows fall matters here)
+    spec = MODELS[name]
+    frontend = MelConfig.from_dict({**spec.frontend.to_dict(), **mel}) if spec.frontend is not None else None
+    layout = segment_layout(spec, TINY_CLIP_SAMPLES, frontend)
+    config = network_config(spec, input_shape(frontend, layout), 4)
+    torch.manual_seed(0)
+    module = TaggingModule(build_network(config), config, ["a", "b", "c", "d"], frontend and frontend.to_dict(),
+                           layout.to_dict(), 16000)
+    tagger = Tagger(module)
+    path = tmp_path / "noise.wav"
+    sf.write(path, np.random.default_rng(0).normal(0, 0.1, 20 * 16000).astype(np.float32), 16000)
+    plain = tagger.tag_file(path)
+    result = tagger.tag_file(path, start_s=1.0, taggram_hop_s=3.0)
+    w = tagger.segment_samples
+    assert w == {"sample_cnn_frames": 59_049, "mel_cnn": 58_880}[name]
+    count = (19 * 16000 - w) // 48_000 + 1
+    assert result.taggram.windows == count == 6
+    np.testing.assert_allclose(result.taggram.starts_s, 1.0 + 3.0 * np.arange(count))
+    audio = load_audio(path, start_s=1.0).waveform
+    expected = tagger.segment_probabilities(np.stack([audio[k * 48_000:k * 48_000 + w] for k in range(count)]))
+    np.testing.assert_allclose(result.taggram.probs, expected, atol=1e-6)
+    assert plain.taggram is None  # and the tag list does not depend on the taggram:
+    np.testing.assert_array_equal(tagger.tag_file(path, start_s=1.0).probs, result.probs)
