@@ -18,8 +18,8 @@ Windows, for an excerpt of n samples, a model input of w samples and a hop of h 
 Times are seconds of the song (the excerpt's `--start` added): a window starts at
 start + k h / 16000 and its centre is w / 2 later (for a padded window: the middle of the audio
 it holds). In the image each window is a column one hop wide centred on its centre (a lone
-padded window spans the audio it holds), so the x axis is song time; the parts of the song
-before the first centre and after the last one are blank, since no window is centred there.
+window spans the audio it holds), so the x axis is song time; the parts of the song
+before the first centre and after the last one are grey, since no window is centred there.
 
 The rows are the file's `TAGGRAM_ROWS` highest-scoring tags by the printed chunk average (all of
 them when the model has fewer), in that order from the top, so the picture and the printed list
