@@ -149,7 +149,8 @@ def _tag(command) -> int:
         raise ConfigError("--tag needs --checkpoint CKPT (a .ckpt file or a run folder)")
     return run_tagging(command.mode.tag, tagging.checkpoint, top_k=tagging.top_k, json_output=tagging.json,
                        taggram=tagging.taggram, start_s=tagging.start, duration_s=tagging.duration,
-                       accelerator=run.accelerator, progress=run.progress, model=run.model)
+                       accelerator=run.accelerator, progress=run.progress, model=run.model,
+                       taggram_hop_s=tagging.taggram_hop)
 
 
 def _evaluate(parser, command) -> int:

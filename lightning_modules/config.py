@@ -322,6 +322,8 @@ class TaggingOptions:
     json: bool = option(False, "print one JSON document instead of text", action="store_true")
     taggram: str | None = option(None, "plot tag probability over time: a .png for one file, else a folder with one "
                                  "PNG per file", metavar="PNG|DIR")
+    taggram_hop: float | None = option(None, "seconds between the taggram's windows (the model's input slid over "
+                                       "the file; default 3)", type=float, metavar="SECONDS")
     start: float | None = option(None, "tag from this time in each file (default: its start)", type=float,
                                  metavar="SECONDS")
     duration: float | None = option(None, "tag this many seconds (default: to the end of the file)", type=float,

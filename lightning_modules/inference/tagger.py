@@ -13,7 +13,10 @@ and the per-tag thresholds chosen on validation), so no dataset is involved:
    evaluation cuts a dataset clip, and a whole song is covered;
 3. run the model's frontend (rebuilt from the checkpoint's Mel settings) and network on the
    segments and average the segment probabilities, as evaluation does per clip;
-4. report the tags whose averaged probability reaches their stored threshold, and the top-k.
+4. report the tags whose averaged probability reaches their stored threshold, and the top-k;
+5. with `--taggram`, also slide the model's input window over the file with a hop and plot (and
+   with `--json` report) the probabilities of every window (`lightning_modules.inference.taggram`); the
+   report of step 4 is unchanged by it.
 
 Broken inputs never stop a batch of files: a missing, empty, non-audio, corrupt or truncated
 file (fewer samples decoded than the file declares, or a WAV whose data is shorter than its
@@ -39,6 +42,7 @@ from datamodules.decoding import AudioDecodeError, DecodedAudio, decode_audio
 from datamodules.errors import ConfigError
 from datamodules.frontend import MelConfig, build_frontend
 from datamodules.segments import SegmentLayout
+from lightning_modules.inference.taggram import DEFAULT_TAGGRAM_HOP_S, Taggram, check_hop, compute_taggram
 
 AUDIO_EXTENSIONS = frozenset({".mp3", ".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".aif", ".aiff",
                               ".aifc", ".au", ".snd", ".caf", ".w64", ".rf64"})
@@ -88,6 +92,7 @@ class FileTags:
     source_rate: int
     channels: int
     thresholds: np.ndarray = field(repr=False, default=None)
+    taggram: Taggram | None = field(repr=False, default=None)  # the sliding windows, when asked for
 
     def to_dict(self, tag_names: Sequence[str]) -> dict:
         """Plain JSON-able values: the tags above threshold, the top-k and every tag's score."""
@@ -158,15 +163,19 @@ class Tagger:
         return above, top
 
     def tag_file(self, path: str | Path, *, start_s: float = 0.0, duration_s: float | None = None,
-                 top_k: int = DEFAULT_TOP_K) -> FileTags:
+                 top_k: int = DEFAULT_TOP_K, taggram_hop_s: float | None = None) -> FileTags:
+        """Tag one file; with `taggram_hop_s`, also slide the input window over it (`FileTags.taggram`)."""
         audio = load_audio(path, start_s=start_s, duration_s=duration_s, sample_rate=self.sample_rate)
         probs, segment_probs, starts = self.tag_waveform(audio.waveform)
         above, top = self.ranked(probs, top_k)
+        taggram = None
+        if taggram_hop_s is not None:
+            taggram = compute_taggram(self, audio.waveform, audio.start_s, taggram_hop_s)
         return FileTags(
             path=str(path), probs=probs, segment_probs=segment_probs, segment_starts_s=starts / self.sample_rate,
             segment_seconds=self.segment_samples / self.sample_rate, tags=above, top=top,
             audio_seconds=audio.seconds, start_s=audio.start_s, source_rate=audio.source_rate,
-            channels=audio.channels, thresholds=self.thresholds)
+            channels=audio.channels, thresholds=self.thresholds, taggram=taggram)
 
 
 # --------------------------------------------------------------------------------------------
@@ -263,21 +272,21 @@ def taggram_paths(target: Path, files: Sequence[Path]) -> dict[Path, Path]:
 
 
 def write_taggram(result: FileTags, tags: Sequence[str], path: Path) -> Path:
-    from lightning_modules.reporting.figures import save_figure, taggram_figure
+    """The file's taggram (its sliding windows, `lightning_modules.inference.taggram`) as a PNG at `path`."""
+    from lightning_modules.inference.taggram import write_taggram_png
 
-    starts = result.start_s + result.segment_starts_s
-    ends = starts + result.segment_seconds
-    title = f"{Path(result.path).name}: tag probability per {result.segment_seconds:.1f} s segment"
-    return save_figure(taggram_figure(starts, ends, result.segment_probs, tags, title), path)
+    return write_taggram_png(result.taggram, tags, result.probs, result.thresholds, Path(result.path).name, path)
 
 
 def run_tagging(paths: Sequence[str | Path], checkpoint: str | Path, *, top_k: int = DEFAULT_TOP_K,
                 json_output: bool = False, taggram: str | Path | None = None, start_s: float | None = None,
                 duration_s: float | None = None, accelerator: str = "auto", progress: bool = True,
-                out: TextIO | None = None, err: TextIO | None = None, model: str | None = None) -> int:
+                out: TextIO | None = None, err: TextIO | None = None, model: str | None = None,
+                taggram_hop_s: float | None = None) -> int:
     """Tag files and folders; print a report per file (or one JSON document). Returns 0, or 1 if any input failed.
 
-    `model`, when given (run.py's --model), must name the checkpoint's network.
+    `model`, when given (run.py's --model), must name the checkpoint's network. `taggram_hop_s`
+    (--taggram-hop, default 3 s) goes with `taggram` only.
 
     Raises:
         SuiteError: for problems with the command itself (unreadable checkpoint, bad options).
@@ -291,11 +300,17 @@ def run_tagging(paths: Sequence[str | Path], checkpoint: str | Path, *, top_k: i
     start_s = 0.0 if start_s is None else float(start_s)
     if start_s < 0 or (duration_s is not None and duration_s <= 0):
         raise ConfigError("--start must be >= 0 and --duration > 0 seconds")
+    if taggram_hop_s is not None and not taggram:
+        raise ConfigError("--taggram-hop goes with --taggram PNG|DIR")
+    if taggram:
+        taggram_hop_s = DEFAULT_TAGGRAM_HOP_S if taggram_hop_s is None else taggram_hop_s
     checkpoint_path = resolve_checkpoint(checkpoint)
     tagger = Tagger.from_checkpoint(checkpoint_path, device=_device(accelerator))
     network = tagger.module.hparams.network_config.get("name")
     if model and model != network:
         raise ConfigError(f"--model {model} does not match the checkpoint's network ({network}): {checkpoint_path}")
+    if taggram:
+        check_hop(taggram_hop_s, tagger.sample_rate)  # before any file: a bad hop is one error, not one per file
     inputs = find_audio_files(paths)
     failures = list(inputs.failures)
     results: list[FileTags] = []
@@ -305,7 +320,8 @@ def run_tagging(paths: Sequence[str | Path], checkpoint: str | Path, *, top_k: i
                disable=True if not progress or len(inputs.files) < 2 else None, dynamic_ncols=True)
     for file in bar:
         try:
-            result = tagger.tag_file(file, start_s=start_s, duration_s=duration_s, top_k=top_k)
+            result = tagger.tag_file(file, start_s=start_s, duration_s=duration_s, top_k=top_k,
+                                     taggram_hop_s=taggram_hop_s if file in taggrams else None)
         except AudioError as error:
             failures.append((str(file), str(error).removeprefix(f"{file}: ")))
             bar.write(f"skipped {file}: {str(error).removeprefix(f'{file}: ')}", file=err)
@@ -327,11 +343,13 @@ def run_tagging(paths: Sequence[str | Path], checkpoint: str | Path, *, top_k: i
         for entry, result in zip(document["files"], results):
             if Path(result.path) in taggrams:
                 entry["taggram"] = str(taggrams[Path(result.path)])
+                entry["taggram_windows"] = result.taggram.to_dict(tagger.tags)
         out.write(json.dumps(document, indent=2, allow_nan=False) + "\n")
     else:
+        tagged = {Path(r.path): r for r in results}
         for file in taggrams:
-            if any(Path(r.path) == file for r in results):
-                print(f"taggram: {taggrams[file]}", file=out)
+            if file in tagged:
+                print(f"taggram: {taggrams[file]} ({tagged[file].taggram.describe()})", file=out)
         if inputs.ignored:
             print(f"ignored {len(inputs.ignored)} file(s) without an audio suffix in the folders given", file=err)
     if failures:

@@ -224,23 +224,53 @@ def mel_figure(mel, mel_config: dict, title: str, true_tags: Sequence[str],
     return figure
 
 
-def taggram_figure(starts_s, ends_s, probs, tags: Sequence[str], title: str):
-    """Tag probability over time: one column per segment, tags ordered by mean probability."""
+def taggram_figure(starts_s, ends_s, probs, tags: Sequence[str], title: str, *, order_by=None,
+                   rows: int | None = None, bold: Sequence[str] = (), xlim=None, xlabel: str = "time (s)"):
+    """Tag probability over time: one column per window (`starts_s[k]` to `ends_s[k]`), one row per tag.
+
+    The rows are the `rows` tags (default: all) with the highest `order_by` score (default: the
+    mean over the columns), highest on top; tags in `bold` get bold labels. The title is wrapped
+    and tag labels longer than 40 characters shortened so that, whatever the file name, every
+    label, the title and the colour bar lie inside the image (constrained layout places them).
+    """
     probs = _numpy(probs)
-    if probs.ndim != 2 or probs.shape[1] != len(tags) or probs.shape[0] != len(starts_s):
+    if probs.ndim != 2 or probs.shape[1] != len(tags) or probs.shape[0] != len(starts_s) or \
+            len(ends_s) != len(starts_s):
         raise ValueError(f"taggram_figure: probabilities of shape {probs.shape} for {len(starts_s)} segments "
                          f"and {len(tags)} tags")
-    order = np.argsort(-probs.mean(axis=0), kind="stable")
+    score = probs.mean(axis=0) if order_by is None else _numpy(order_by).ravel()
+    order = np.argsort(-score, kind="stable")[:rows]
     edges = np.concatenate([np.asarray(starts_s, dtype=float), [float(ends_s[-1])]])
-    figure = _figure(max(6.0, min(16.0, 2 + 0.3 * len(starts_s))), max(4.0, 0.16 * len(tags) + 1.5))
+    figure = _figure(max(7.0, min(16.0, 3 + 0.25 * len(starts_s))), max(4.0, 0.22 * len(order) + 2.2))
     axes = figure.add_subplot()
-    mesh = axes.pcolormesh(edges, np.arange(len(tags) + 1), probs[:, order].T, vmin=0, vmax=1, cmap="viridis")
-    axes.set_yticks(np.arange(len(tags)) + 0.5, [tags[i] for i in order], fontsize=7)
-    axes.invert_yaxis()
-    axes.set_xlabel("time (s)")
-    axes.set_title(title, fontsize=9)
+    axes.set_facecolor("0.85")  # song time that no column covers
+    mesh = axes.pcolormesh(edges, np.arange(len(order) + 1), probs[:, order].T, vmin=0, vmax=1, cmap="viridis")
+    labels = [tags[i] if len(tags[i]) <= 40 else tags[i][:39] + "\u2026" for i in order]
+    axes.set_yticks(np.arange(len(order)) + 0.5, labels, fontsize=8)
+    for label, i in zip(axes.get_yticklabels(), order):
+        if tags[i] in bold:
+            label.set_fontweight("bold")
+    axes.set_ylim(len(order), 0)
+    if xlim is not None:
+        axes.set_xlim(*xlim)
+    axes.set_xlabel(xlabel)
     figure.colorbar(mesh, ax=axes, label="probability")
+    _fitted_suptitle(figure, title, fontsize=9)
     return figure
+
+
+def _fitted_suptitle(figure, text: str, fontsize: float):
+    """A figure title wrapped (long words broken) until it is narrower than the figure."""
+    import textwrap
+
+    title = figure.suptitle(text, fontsize=fontsize)
+    renderer = figure.canvas.get_renderer()
+    width = 0.96 * figure.bbox.width
+    chars = max(len(line) for line in text.splitlines())
+    while title.get_window_extent(renderer).width > width and chars > 8:
+        chars = max(8, int(chars * min(0.9, width / title.get_window_extent(renderer).width)))
+        title.set_text("\n".join(textwrap.fill(line, chars, break_on_hyphens=False) for line in text.splitlines()))
+    return title
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Callable
 
 from datamodules.errors import ConfigError
-from lightning_modules.reporting.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
 
 REPRODUCE_DIR = "reproduce"
 
