@@ -221,6 +221,10 @@ class MTATDataModule(pl.LightningDataModule):
         vocabulary = clips.vocabulary(self.hparams.vocabulary, self.hparams.n_tags)
         return DatasetInfo(self.data_dir, self.reader.clip_samples(), tuple(vocabulary.tags))
 
+    def clip_ids(self) -> np.ndarray:
+        """The dataset's clip id of every annotation row (what saved predictions name clips by)."""
+        return np.asarray(self.reader.read().clip_ids)
+
     # ---- reading ----------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         if self._datasets:

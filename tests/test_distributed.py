@@ -168,7 +168,7 @@ def test_invalid_distributed_and_precision_options_are_config_errors(capsys):
     for bad in ("two", "0", "-2", "1,x"):
         with pytest.raises(ConfigError, match="--devices"):
             _options("--devices", bad)
-    assert _options("--devices", "[0, 2]")["devices"] == [0, 2] and _options("--devices", "-1")["devices"] == -1
+    assert _options("--devices", "[0, 2]").devices == [0, 2] and _options("--devices", "-1").devices == -1
     with pytest.raises(SystemExit):
         run.build_parser().parse_args(["--strategy", "fsdp"])
     assert "invalid choice" in capsys.readouterr().err

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import run
 from callbacks import GlobalDecayRestart
 from callbacks.history import TrainingHistory, read_history
+from lightning_modules.config import RunOptions
 from lightning_modules.reporting import loggers
 from tests.helpers import TINY_MEL_ARGS, read_metrics, tiny_data_args
 
@@ -168,7 +169,7 @@ def test_failed_online_start_falls_back_to_offline(tmp_path, monkeypatch, capsys
         monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
         monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}")
         run_dir = tmp_path / "run"
-        logger = loggers.build_logger({"logger": "wandb"}, run_dir, config={"model": "x"})
+        logger = loggers.build_logger(RunOptions(logger="wandb"), run_dir, config={"model": "x"})
         assert logger.experiment.settings.mode == "offline"
         logger.log_metrics({"some/metric": 1.5}, step=0)
         command = loggers.finish_logger(logger)
@@ -186,17 +187,17 @@ def test_failed_online_start_falls_back_to_offline(tmp_path, monkeypatch, capsys
 def test_sweep_trials_are_separate_grouped_runs_and_a_resume_continues_its_run(tmp_path):
     import os
 
-    first = loggers.build_logger({"logger": "wandb", "wandb_group": "study-a"}, tmp_path / "trial0", config={"lr": 0.1})
+    first = loggers.build_logger(RunOptions(logger="wandb", wandb_group="study-a"), tmp_path / "trial0", config={"lr": 0.1})
     run0 = first.experiment
     assert (run0.group, run0.job_type, run0.settings.mode) == ("study-a", "sweep-trial", "offline")
     loggers.finish_logger(first)
-    second = loggers.build_logger({"logger": "wandb", "wandb_group": "study-a"}, tmp_path / "trial1")
+    second = loggers.build_logger(RunOptions(logger="wandb", wandb_group="study-a"), tmp_path / "trial1")
     assert second.experiment.id != run0.id and second.experiment.group == "study-a"
     loggers.finish_logger(second)
     assert "WANDB_MODE" not in os.environ  # the mode was set per run, not for the process
 
     time.sleep(1.1)  # offline folders are named by the second they start in
-    again = loggers.build_logger({"logger": "wandb"}, tmp_path / "trial0")
+    again = loggers.build_logger(RunOptions(logger="wandb"), tmp_path / "trial0")
     assert again.experiment.id == run0.id
     command = loggers.finish_logger(again)
     folders = loggers.offline_run_dirs(tmp_path / "trial0", run0.id)
@@ -206,11 +207,11 @@ def test_sweep_trials_are_separate_grouped_runs_and_a_resume_continues_its_run(t
 def test_csv_tensorboard_and_none_loggers(tmp_path):
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-    assert isinstance(loggers.build_logger({"logger": "csv"}, tmp_path), CSVLogger)
-    assert isinstance(loggers.build_logger({"logger": "tensorboard"}, tmp_path), TensorBoardLogger)
-    assert loggers.build_logger({"logger": "none"}, tmp_path) is False
+    assert isinstance(loggers.build_logger(RunOptions(logger="csv"), tmp_path), CSVLogger)
+    assert isinstance(loggers.build_logger(RunOptions(logger="tensorboard"), tmp_path), TensorBoardLogger)
+    assert loggers.build_logger(RunOptions(logger="none"), tmp_path) is False
     assert loggers.finish_logger(False) is None
-    assert run.build_parser().parse_args(["--model", "mel_cnn"]).logger == "wandb"
+    assert run.parse_options(["--model", "mel_cnn"]).logger == "wandb"
 
 
 # ------------------------------------------------------------------------------------------

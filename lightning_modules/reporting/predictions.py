@@ -130,8 +130,7 @@ def save_run_predictions(run_dir: Path, capture, datamodule, thresholds, options
     """
     if getattr(capture, "probs", None) is None:
         return None
-    annotations = datamodule._annotations()
     predictions = predictions_from_capture(
-        capture.probs, capture.targets, capture.clip_ids, np.asarray(annotations.clip_ids), datamodule.tags,
+        capture.probs, capture.targets, capture.clip_ids, datamodule.clip_ids(), datamodule.tags,
         thresholds, split=options.split, vocabulary=options.tags, data=str(datamodule.data_dir))
     return write_predictions(Path(run_dir) / PREDICTIONS_FILE, predictions)

@@ -127,7 +127,7 @@ def _evaluate_member(label: str, options: RunOptions, checkpoint: Path, run_dir:
     trainer = build_trainer(options, run_dir, [capture], logger=False)
     trainer.validate(module, datamodule=datamodule, verbose=False)
     trainer.test(module, datamodule=datamodule, verbose=False)
-    clip_id_of_row = np.asarray(datamodule._annotations().clip_ids)
+    clip_id_of_row = datamodule.clip_ids()
     stages = {stage: _by_clip(rows, probs, targets, clip_id_of_row)
               for stage, (probs, targets, rows) in capture.results.items()}
     parameters = sum(p.numel() for p in module.network.parameters())
