@@ -166,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--strategy", choices=("auto", "ddp"), default="auto",
                      help="auto: DDP when devices x nodes > 1, else one device; ddp: always DDP (one process per "
                           "device; run.py is started again for each extra process on this node)")
+    run.add_argument("--ddp-timeout", type=_positive_int, default=None, metavar="SECONDS",
+                     help="under DDP, a rank waiting this long for another (a dead or frozen node) stops with an "
+                          "error instead of hanging; must exceed rank 0's longest solo work (1800)")
     run.add_argument("--precision", choices=("32", "bf16-mixed", "16-mixed"), default="32",
                      help="training precision; the Mel frontend always runs in fp32; 16-mixed needs a GPU (32)")
     run.add_argument("--sync-batchnorm", action="store_true", help="batch-norm statistics over the whole batch of "

@@ -45,7 +45,7 @@ LAST_CHECKPOINT = "last.ckpt"
 NON_IDENTITY_OPTIONS = {"run_dir", "runs_root", "resume", "num_workers", "prepare_workers", "progress",
                         "log_every_n_steps", "cudnn_benchmark",
                         "logger", "summary", "devices", "num_nodes", "accelerator", "strategy",
-                        "wandb_group", "wandb_project"}
+                        "wandb_group", "wandb_project", "ddp_timeout"}
 
 
 @dataclass(frozen=True)
@@ -274,7 +274,8 @@ def build_strategy(options: dict):
     if options.get("sync_batchnorm") and resolved_accelerator(options) == "cpu":
         raise ConfigError("--sync-batchnorm needs GPUs: PyTorch's SyncBatchNorm does not run on CPU tensors")
     from lightning.pytorch.strategies import DDPStrategy
-    return DDPStrategy(find_unused_parameters=False, **no_forward_buffer_sync())
+    from lightning_modules.peers import ddp_timeout
+    return DDPStrategy(find_unused_parameters=False, timeout=ddp_timeout(options), **no_forward_buffer_sync())
 
 
 def no_forward_buffer_sync() -> dict:
@@ -385,6 +386,9 @@ def run_experiment(options: dict, extra_callbacks: tuple[Callback, ...] = ()) ->
                                     best_checkpoint=best, best_val=_best_val(checkpoint), epochs=trainer.current_epoch)
             _figures_and_tables(run_dir, module, datamodule, capture, logger, metrics)
         failed = False
+    except RuntimeError as error:  # a dead or silent DDP peer: one line (lightning_modules/peers.py)
+        from lightning_modules.peers import peer_lost
+        raise peer_lost(error, options, run_dir) or error
     finally:
         finish_logger(logger, failed=failed)
     close_process_group()

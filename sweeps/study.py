@@ -76,6 +76,7 @@ from optuna.trial import TrialState
 from datamodules.errors import ConfigError, DataError, SuiteError
 from lightning_modules.files import write_json_atomic
 from sweeps.spaces import SearchSpace, baselines, build_space, infeasibility, parse_overrides
+from sweeps.database import DatabaseUnreachable, check_driver, masked, server_lock, wrap
 
 OBJECTIVE = "val/roc_auc"
 LEASE = "sweep_worker"
@@ -86,7 +87,7 @@ CLAIMS = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
 STUDY_NON_IDENTITY = frozenset({"run_dir", "runs_root", "resume", "num_workers", "prepare_workers", "progress",
                                 "logger", "summary", "devices", "num_nodes", "accelerator", "strategy",
-                                "cache_dir", "wandb_group", "wandb_project"})
+                                "cache_dir", "wandb_group", "wandb_project", "ddp_timeout"})
 """Options two workers of one study may set differently (where files go, how many loader processes)."""
 
 
@@ -145,7 +146,7 @@ class StorageTarget:
     lock: Path | None
 
     def describe(self) -> str:
-        return self.url if self.kind == "rdb" else f"journal:{self.url}"
+        return masked(self.url) if self.kind == "rdb" else f"journal:{self.url}"
 
 
 def study_dir(runs_root: str | Path, study_name: str) -> Path:
@@ -231,6 +232,7 @@ def open_storage(target: StorageTarget, settings: SweepSettings):
         Path(target.url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs = {"connect_args": {"timeout": 120}}
     else:
+        check_driver(target.url)  # the postgres extra missing: one line naming it
         engine_kwargs = {"pool_pre_ping": True}
 
     def connect():
@@ -243,7 +245,7 @@ def open_storage(target: StorageTarget, settings: SweepSettings):
 
     with file_lock(target.lock):
         try:
-            return _retrying(connect, f"opening {target.describe()}")
+            return wrap(_retrying(connect, f"opening {target.describe()}"), target.url, settings.grace_period)
         except ImportError as error:
             raise ConfigError(f"--storage {target.url}: its database driver is not installed ({error})") from None
 
@@ -306,7 +308,7 @@ def create_or_load_study(storage, target: StorageTarget, name: str, identity: di
             return optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
                                        direction="maximize", load_if_exists=True), True
 
-    with file_lock(target.lock):
+    with file_lock(target.lock), server_lock(target.url if target.kind == "rdb" else None):
         study, created = _retrying(load_or_create, f"creating study {name!r} in {target.describe()}")
         stored = study.user_attrs.get(STUDY_ATTR)
         if stored is None:
@@ -710,6 +712,8 @@ def _run_one(ctx: SweepContext, trial: optuna.Trial, trial_id: int):
             state, error = TrialState.PRUNED, pruned
         except UpdateFinishedTrialError as lost:
             state, error = None, lost
+        except DatabaseUnreachable:  # one line from run.py; the trial keeps its lease and checkpoints
+            raise
         except (KeyboardInterrupt, SystemExit) as stop:  # Ctrl-C, or SIGTERM in training (Lightning: SystemExit)
             if _tell(ctx, trial, TrialState.FAIL, None, "interrupted") == TrialState.FAIL:
                 retry_trial(ctx.study, ctx.storage.get_trial(trial_id), None)
