@@ -185,5 +185,6 @@ def test_torchrun_launch_trains_and_evaluates_as_one_process(cache, tmp_path):
     outputs = _finish(_torchrun(_train_args(cache, run_dir)))
     config = json.loads((run_dir / "config.json").read_text())
     assert config["num_nodes"] == 2 and config["devices"] == 1
-    assert read_metrics(run_dir)["epochs"] == 2 and "Restoring states" not in outputs[0]
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert read_metrics(run_dir)["epochs"] == 2 and f"checkpoint path at {last}" not in outputs[0]  # a fresh run
     _assert_single_process_evaluation_matches(run_dir, tmp_path / "evaluation")
