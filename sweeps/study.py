@@ -8,7 +8,8 @@ ordinary run folder under the study's folder, `<runs_root>/sweeps/<study>/trials
 Storage (`--storage`)
     default: `sqlite:///<runs_root>/sweeps/<study>/study.db` (one machine; rerunning the same
     command continues the study). `postgresql://user:pw@host/db` (or any SQLAlchemy URL) for
-    a cluster; `journal:/shared/path/study.log` for a journal file on a shared file system.
+    a cluster (the `postgres` extra; driver check, start-up lock and lost connections in
+    sweeps/database.py); `journal:/shared/path/study.log` for a journal file on a shared file system.
     Creating the storage and the study is safe with racing workers: file storages are created
     under an fcntl lock beside the file, and every RDB operation of the start-up is retried on
     the database errors a race produces (measured: two workers racing `create_study` on a new
