@@ -10,7 +10,8 @@ Launched the two ways a cluster without a scheduler does it, with the commands t
 Each finished run's test metrics equal a single-process `--evaluate` of its best checkpoint (as
 the 2-process test of tests/test_distributed.py checks for one node). A node SIGKILLed after the
 first checkpoint makes the other exit with one line within a bounded time, and starting both
-nodes again resumes from the last checkpoint. The dataset is the tiny generated one (120 clips of
+nodes again resumes from the last checkpoint; a SIGSTOPped (frozen) node is noticed after
+`--ddp-timeout`. The dataset is the tiny generated one (120 clips of
 3.7 s; 21 test clips, an odd count split unevenly over the two ranks).
 """
 
@@ -89,9 +90,8 @@ class Node:
                                         daemon=True)
         self._reader.start()
 
-    def kill(self) -> None:
-        with_group = os.getpgid(self.proc.pid)
-        os.killpg(with_group, signal.SIGKILL)
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        os.killpg(os.getpgid(self.proc.pid), sig)
 
     def wait(self, timeout: float) -> str:
         try:
@@ -177,6 +177,32 @@ def test_per_node_launch_survives_a_killed_node_and_resumes(cache, tmp_path):
     assert f"Restoring states from the checkpoint path at {last}" in outputs[0]
     assert read_metrics(run_dir)["epochs"] == 3
     _assert_single_process_evaluation_matches(run_dir, tmp_path / "evaluation")
+
+
+@pytest.mark.slow
+def test_a_frozen_node_is_noticed_after_the_ddp_timeout(cache, tmp_path):
+    """SIGSTOP: a node that stops answering without closing its connections (frozen, powered off, cut
+    off); only the collective's timeout can tell. With --ddp-timeout 20 the other node stops after it."""
+    run_dir = tmp_path / "run"
+    nodes = _per_node(_train_args(cache, run_dir, "--max-epochs", "3", "--ddp-timeout", "20"))
+    deadline = time.time() + 480
+    while not (run_dir / "checkpoints" / "last.ckpt").is_file():  # both nodes are training
+        assert time.time() < deadline and all(n.proc.poll() is None for n in nodes), \
+            "\n\n".join("\n".join(n.lines[-40:]) for n in nodes)
+        time.sleep(0.05)
+    nodes[1].kill(signal.SIGSTOP)
+    frozen_at = time.monotonic()
+    try:
+        out = nodes[0].wait(timeout=180)
+        waited = time.monotonic() - frozen_at
+    finally:
+        nodes[1].kill()
+        nodes[1].wait(timeout=30)
+    assert nodes[0].proc.returncode == 2, out[-4000:]
+    assert 19 <= waited < 120  # the timeout, not a closed connection, ended it (32 s measured)
+    error_lines = [line for line in out.splitlines() if line.startswith("error: ")]
+    assert len(error_lines) == 1 and "Timed out" in error_lines[0], out[-4000:]
+    assert "did not answer for --ddp-timeout 20 s" in error_lines[0] and "Traceback" not in out
 
 
 @pytest.mark.slow
