@@ -48,6 +48,18 @@ def pg():
     server.remove()
 
 
+def test_without_a_server_the_tests_skip_saying_why_but_fail_under_ci(monkeypatch):
+    from tests import pg_server
+
+    monkeypatch.setattr(pg_server, "bin_dir", lambda: None)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no PostgreSQL server binaries"):
+        server_or_skip()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true needs the PostgreSQL tests to run"):
+        server_or_skip()
+
+
 # ---- no driver ------------------------------------------------------------------------------------------
 def test_a_postgres_url_without_the_driver_is_one_line_naming_the_extra(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "psycopg", None)  # `import psycopg` now raises ImportError
