@@ -190,6 +190,10 @@ class TrainerOptions:
     strategy: str = option("auto", "auto: DDP when devices x nodes > 1, else one device; ddp: always DDP (one "
                            "process per device; run.py is started again for each extra process on this node)",
                            choices=STRATEGIES, identity=False, tunable=False)
+    ddp_timeout: int | None = option(None, "under DDP, a rank waiting this long for another (a dead or frozen node) "
+                                     "stops with an error instead of hanging; must exceed rank 0's longest solo work "
+                                     "(default 1800)", type=positive_int, metavar="SECONDS", identity=False,
+                                     tunable=False)
     precision: str = option("32", "training precision; the Mel frontend always runs in fp32; 16-mixed needs a GPU",
                             choices=PRECISIONS, tunable=False)
     sync_batchnorm: bool = option(False, "batch-norm statistics over the whole batch of all GPUs under DDP (GPU only; "

@@ -8,7 +8,8 @@ ordinary run folder under the study's folder, `<runs_root>/sweeps/<study>/trials
 Storage (`--storage`)
     default: `sqlite:///<runs_root>/sweeps/<study>/study.db` (one machine; rerunning the same
     command continues the study). `postgresql://user:pw@host/db` (or any SQLAlchemy URL) for
-    a cluster; `journal:/shared/path/study.log` for a journal file on a shared file system.
+    a cluster (the `postgres` extra; driver check, start-up lock and lost connections in
+    sweeps/database.py); `journal:/shared/path/study.log` for a journal file on a shared file system.
     Creating the storage and the study is safe with racing workers: file storages are created
     under an fcntl lock beside the file, and every RDB operation of the start-up is retried on
     the database errors a race produces (measured: two workers racing `create_study` on a new
@@ -82,6 +83,7 @@ from lightning_modules.runner.run_folder import CHECKPOINT_DIR, CONFIG_FILE, LAS
 from sweeps.pruning import OBJECTIVE, SweepPruningCallback
 from sweeps.report import write_report
 from sweeps.spaces import SearchSpace, baselines, build_space, infeasibility, parse_overrides
+from sweeps.database import DatabaseUnreachable, check_driver, masked, server_lock, wrap
 
 LEASE = "sweep_worker"
 STUDY_ATTR = "sweep"
@@ -105,7 +107,7 @@ class StorageTarget:
     lock: Path | None
 
     def describe(self) -> str:
-        return self.url if self.kind == "rdb" else f"journal:{self.url}"
+        return masked(self.url) if self.kind == "rdb" else f"journal:{self.url}"
 
 
 def study_dir(runs_root: str | Path, study_name: str) -> Path:
@@ -184,6 +186,7 @@ def open_storage(target: StorageTarget, settings: SweepSettings):
         Path(target.url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs = {"connect_args": {"timeout": 120}}
     else:
+        check_driver(target.url)  # the postgres extra missing: one line naming it
         engine_kwargs = {"pool_pre_ping": True}
 
     def connect():
@@ -196,7 +199,7 @@ def open_storage(target: StorageTarget, settings: SweepSettings):
 
     with file_lock(target.lock):
         try:
-            return _retrying(connect, f"opening {target.describe()}")
+            return wrap(_retrying(connect, f"opening {target.describe()}"), target.url, settings.grace_period)
         except ImportError as error:
             raise ConfigError(f"--storage {target.url}: its database driver is not installed ({error})") from None
 
@@ -260,7 +263,7 @@ def create_or_load_study(storage, target: StorageTarget, name: str, identity: di
             return optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
                                        direction="maximize", load_if_exists=True), True
 
-    with file_lock(target.lock):
+    with file_lock(target.lock), server_lock(target.url if target.kind == "rdb" else None):
         study, created = _retrying(load_or_create, f"creating study {name!r} in {target.describe()}")
         stored = study.user_attrs.get(STUDY_ATTR)
         if stored is None:
@@ -648,6 +651,8 @@ def _run_one(ctx: SweepContext, trial: optuna.Trial, trial_id: int):
             state, error = TrialState.PRUNED, pruned
         except UpdateFinishedTrialError as lost:
             state, error = None, lost
+        except DatabaseUnreachable:  # one line from run.py; the trial keeps its lease and checkpoints
+            raise
         except (KeyboardInterrupt, SystemExit) as stop:  # Ctrl-C, or SIGTERM in training (Lightning: SystemExit)
             if _tell(ctx, trial, TrialState.FAIL, None, "interrupted") == TrialState.FAIL:
                 retry_trial(ctx.study, ctx.storage.get_trial(trial_id), None)

@@ -32,6 +32,7 @@ from lightning_modules.reporting.loggers import build_logger, finish_logger, log
 from lightning_modules.reporting.predictions import save_run_predictions
 from lightning_modules.reporting.results import write_results
 from lightning_modules.runner.data import build_datamodule, frontend_config, model_spec, prepare_data_once
+from lightning_modules.runner.peers import peer_lost
 from lightning_modules.runner.run_folder import (CHECKPOINT_DIR, CONFIG_FILE, CONFIG_YAML, LAST_CHECKPOINT,
                                                  RunOutcome, check_same_run, run_dir_of, warn_if_scale_changed)
 from lightning_modules.runner.trainer import build_trainer, check_run_options, close_process_group, planned_processes
@@ -134,6 +135,8 @@ def run_experiment(options: RunOptions, extra_callbacks: tuple[Callback, ...] = 
                                     best_checkpoint=best, best_val=_best_val(checkpoint), epochs=trainer.current_epoch)
             _figures_and_tables(run_dir, module, datamodule, capture, logger, metrics)
         failed = False
+    except RuntimeError as error:  # a dead or silent DDP peer: one line (lightning_modules/runner/peers.py)
+        raise peer_lost(error, options, run_dir) or error
     finally:
         finish_logger(logger, failed=failed)
     close_process_group()

@@ -11,6 +11,7 @@ from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
 from callbacks.sync_buffers import SyncModelBuffers
 from datamodules.errors import ConfigError
+from lightning_modules.runner.peers import ddp_timeout
 from lightning_modules.config import DEFAULT_LOG_EVERY_N_STEPS, PRECISIONS, STRATEGIES, RunOptions
 
 SANITY_VAL_STEPS = 2  # validation batches run before training starts (catches evaluation bugs at once)
@@ -56,7 +57,7 @@ def build_strategy(options: RunOptions):
     if options.sync_batchnorm and resolved_accelerator(options) == "cpu":
         raise ConfigError("--sync-batchnorm needs GPUs: PyTorch's SyncBatchNorm does not run on CPU tensors")
     from lightning.pytorch.strategies import DDPStrategy
-    return DDPStrategy(find_unused_parameters=False, **no_forward_buffer_sync())
+    return DDPStrategy(find_unused_parameters=False, timeout=ddp_timeout(options), **no_forward_buffer_sync())
 
 
 def no_forward_buffer_sync() -> dict:
