@@ -21,7 +21,8 @@ from pathlib import Path
 
 from datamodules.errors import ConfigError, SuiteError
 
-MODEL_CHOICES = ("sample_cnn", "sample_cnn_frames", "mel_cnn", "lstm_mel")
+MODEL_CHOICES = ("sample_cnn", "sample_cnn_frames", "mel_cnn", "lstm_mel", "short_chunk_cnn", "short_chunk_resnet",
+                 "harmonic_cnn", "tagging_transformer")
 TAGGING_OPTIONS = ("tag", "checkpoint", "top_k", "json", "taggram", "start", "duration")  # not training options
 SWEEP_OPTIONS = ("sweep", "trials", "timeout", "study_name", "storage", "sweep_report", "pruner",
                  "pruner_startup_trials", "pruner_warmup_epochs", "sweep_space", "sweep_seed", "heartbeat_interval",
@@ -55,7 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     what = parser.add_argument_group("what to do")
     what.add_argument("--model", choices=MODEL_CHOICES,
                       help="architecture: sample_cnn (Table 1, whole 29.1 s clips), sample_cnn_frames (Lee et al.'s "
-                           "59,049-sample frames, averaged per clip), mel_cnn (Table 2), lstm_mel (Table 3)")
+                           "59,049-sample frames, averaged per clip), mel_cnn (Table 2), lstm_mel (Table 3); Won et al.'s "
+                           "short_chunk_cnn, short_chunk_resnet (3.69 s Mel chunks), harmonic_cnn (5 s waveform "
+                           "chunks, learned harmonic filters), tagging_transformer (10 s Mel chunks, CNN + "
+                           "transformer)")
     what.add_argument("--download", metavar="DIR", help="fetch MagnaTagATune into DIR (the three mp3.zip parts and "
                       "both CSVs from the dataset's home), resuming partial downloads, verifying SHA-256, joining and "
                       "unpacking; then use --data DIR")
@@ -146,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--nonfinite-loss", choices=("stop", "skip"), default="stop",
                      help="on a NaN/inf training loss: stop with a message (default) or skip the batch")
     opt.add_argument("--dropout", type=float, default=None, help="override the network's dropout rate")
+    opt.add_argument("--width", type=_positive_int, default=argparse.SUPPRESS,
+                     help="base channel width of Won et al.'s networks (their 128), e.g. smaller for quick CPU tries")
     opt.add_argument("--input-norm", action="store_true",
                      help="lstm_mel: batch-normalise the log-Mel bands before the LSTM (not in Table 3; the raw dB "
                           "input saturates the LSTM: recommended)")
