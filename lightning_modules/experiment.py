@@ -33,6 +33,7 @@ from datamodules.locking import file_lock
 from lightning_modules.base import TaggingModule
 from lightning_modules.files import write_json_atomic, write_text_atomic
 from lightning_modules.loggers import build_logger, finish_logger, log_run_results
+from lightning_modules.networks.checks import check_chunk_network
 from lightning_modules.registry import MODELS, ModelSpec, build_network, input_shape, network_config, segment_layout
 from lightning_modules.figures import TestPredictionsCapture, figures_for_run
 from lightning_modules.results import write_results
@@ -320,6 +321,7 @@ def check_run_options(options: dict) -> None:
     """Raise ConfigError for precision and distributed settings that cannot work here."""
     check_precision(options)
     build_strategy(options)
+    check_chunk_network(options)  # a chunk model's network is known before the data: refuse impossible sizes now
 
 
 def build_trainer(options: dict, run_dir: Path, callbacks: list[Callback], logger) -> pl.Trainer:
