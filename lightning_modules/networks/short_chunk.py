@@ -19,7 +19,7 @@ anew here):
   or 2 (ResNet) steps);
 * dense 4w + BN + ReLU + dropout 0.5 + dense to the tags. Returns logits (no sigmoid).
 
-Parameters at 128 Mel, 50 tags (PyTorch count): CNN 3,687,346; ResNet 12,116,530 (closed forms in
+Parameters at 128 Mel, 50 tags (PyTorch count): CNN 3,687,348; ResNet 12,104,244 (closed forms in
 tests/test_networks_literature_b.py).
 """
 
