@@ -73,8 +73,34 @@ class LSTMMelModule(_ArchitectureModule):
     MODEL = "lstm_mel"
 
 
+class ShortChunkCNNModule(_ArchitectureModule):
+    """Won et al. 2020's short-chunk CNN: 3.69 s log-Mel chunks, 16 averaged per clip."""
+
+    MODEL = "short_chunk_cnn"
+
+
+class ShortChunkResNetModule(_ArchitectureModule):
+    """Won et al. 2020's short-chunk ResNet (residual blocks), the strongest of their from-scratch models."""
+
+    MODEL = "short_chunk_resnet"
+
+
+class HarmonicCNNModule(_ArchitectureModule):
+    """Won et al. 2020's Harmonic CNN: learnable harmonic filters on the STFT of 5 s waveform chunks."""
+
+    MODEL = "harmonic_cnn"
+
+
+class TaggingTransformerModule(_ArchitectureModule):
+    """Won et al. 2021's tagging transformer: a CNN front-end on Mel chunks, a transformer encoder, CLS output."""
+
+    MODEL = "tagging_transformer"
+
+
 MODULES: dict[str, type[TaggingModule]] = {
-    cls.MODEL: cls for cls in (SampleCNNModule, SampleCNNFramesModule, MelCNNModule, LSTMMelModule)}
+    cls.MODEL: cls for cls in (SampleCNNModule, SampleCNNFramesModule, MelCNNModule, LSTMMelModule,
+                               ShortChunkCNNModule, ShortChunkResNetModule, HarmonicCNNModule,
+                               TaggingTransformerModule)}
 
 
 def module_class(model: str) -> type[TaggingModule]:

@@ -81,11 +81,16 @@ def parse_devices(text):
 
 
 def option(default, help: str, *, type=None, choices=None, metavar=None, identity: bool = True,
-           tunable: bool = True, flag: str | None = None, action: str | None = None):
-    """A dataclass field that is also a command-line option (see the module docstring)."""
+           tunable: bool = True, flag: str | None = None, action: str | None = None, added: bool = False):
+    """A dataclass field that is also a command-line option (see the module docstring).
+
+    `added`: an identity option that came after run folders existed. At its default it is left out
+    of `RunOptions.to_dict()`, so the digests (default run-folder names) of earlier runs, which
+    never had it, stay what they were; set to anything else, it is part of the digest as usual.
+    """
     return field(default=default, metadata={
         "help": help, "type": type, "choices": choices, "metavar": metavar, "identity": identity,
-        "tunable": tunable, "flag": flag, "action": action})
+        "tunable": tunable, "flag": flag, "action": action, "added": added})
 
 
 # ---- run options, by concern ---------------------------------------------------------------------
@@ -96,6 +101,8 @@ class ModelOptions:
     model: str | None = option(None, "architecture: " + "; ".join(f"{n} ({s.table})" for n, s in MODELS.items()),
                                choices=tuple(MODELS), tunable=False)
     dropout: float | None = option(None, "override the network's dropout rate", type=float)
+    width: int | None = option(None, "base channel width of Won et al.'s networks (their 128), e.g. smaller for quick "
+                               "CPU tries (default: the model's)", type=positive_int, added=True)
     input_norm: bool = option(False, "lstm_mel: batch-normalise the log-Mel bands before the LSTM (not in Table 3; "
                               "the raw dB input saturates the LSTM: recommended)", action="store_true")
 
@@ -250,6 +257,9 @@ class RunOptions(LoggingOptions, TrainerOptions, OptimOptions, MelOptions, DataO
     def to_dict(self) -> dict:
         """The options as config.json stores them (plus the legacy keys, see LEGACY_KEYS)."""
         values = dataclasses.asdict(self)
+        for f in fields(self):
+            if f.metadata["added"] and values[f.name] == f.default:
+                del values[f.name]
         values.update(LEGACY_KEYS)
         return values
 

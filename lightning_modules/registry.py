@@ -17,6 +17,10 @@ from datamodules.frontend import MelConfig
 from datamodules.segments import SegmentLayout
 from lightning_modules.networks.lstm_mel import LSTMMel
 from lightning_modules.networks.mel_cnn import MelCNN
+from lightning_modules.networks import harmonic_cnn, short_chunk, tagging_transformer
+from lightning_modules.networks.harmonic_cnn import HarmonicCNN
+from lightning_modules.networks.short_chunk import ShortChunkCNN
+from lightning_modules.networks.tagging_transformer import TaggingTransformer
 from lightning_modules.networks.sample_cnn import FRAME_CHANNELS, FRAME_SAMPLES, WHOLE_CLIP_CHANNELS, SampleCNN
 
 
@@ -41,6 +45,7 @@ class ModelSpec:
     train_crop: str
     batch_size: int
     network_defaults: tuple[tuple[str, object], ...] = ()
+    width_kwarg: str | None = None  # the network argument `--width` sets (None: the model has no base width)
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -54,8 +59,29 @@ MODELS: dict[str, ModelSpec] = {
     "lstm_mel": ModelSpec("lstm_mel", "Table 3", LSTMMel, MelConfig(n_fft=2048, hop_length=512, n_mels=128), 4, None,
                           "fixed", 32, (("dropout", 0.0),)),
 }
+# Won et al.: random chunks in training, 16 chunks averaged per clip in evaluation (8 for the transformer, as its
+# authors' script); batch sizes from their code (16; the transformer's 32). Their Mel is torchaudio's (HTK scale, no
+# filter norm), the suite's is Slaney with area norm: a per-band gain that the input batch norm absorbs.
+MODELS.update({
+    "short_chunk_cnn": ModelSpec(
+        "short_chunk_cnn", "Won et al. 2020 (SMC), short-chunk CNN", ShortChunkCNN,
+        MelConfig(n_fft=512, hop_length=256, n_mels=128), 16, short_chunk.CHUNK_SAMPLES, "random", 16,
+        (("residual", False), ("dropout", 0.5)), width_kwarg="channels"),
+    "short_chunk_resnet": ModelSpec(
+        "short_chunk_resnet", "Won et al. 2020 (SMC), short-chunk ResNet", ShortChunkCNN,
+        MelConfig(n_fft=512, hop_length=256, n_mels=128), 16, short_chunk.CHUNK_SAMPLES, "random", 16,
+        (("residual", True), ("dropout", 0.5)), width_kwarg="channels"),
+    "harmonic_cnn": ModelSpec(
+        "harmonic_cnn", "Won et al. 2020 (ICASSP; SMC evaluation), Harmonic CNN", HarmonicCNN, None, 16,
+        harmonic_cnn.CHUNK_SAMPLES, "random", 16, (("dropout", 0.5),), width_kwarg="channels"),
+    "tagging_transformer": ModelSpec(
+        "tagging_transformer", "Won et al. 2021 (ISMIR), music tagging transformer", TaggingTransformer,
+        MelConfig(n_fft=1024, hop_length=512, n_mels=128), 8, tagging_transformer.CHUNK_SAMPLES, "random", 32,
+        (("dropout", 0.1),), width_kwarg="channels"),
+})
 
 NETWORKS: dict[str, type[nn.Module]] = {"SampleCNN": SampleCNN, "MelCNN": MelCNN, "LSTMMel": LSTMMel}
+NETWORKS.update({"ShortChunkCNN": ShortChunkCNN, "HarmonicCNN": HarmonicCNN, "TaggingTransformer": TaggingTransformer})
 
 
 def segment_layout(spec: ModelSpec, clip_samples: int, frontend: MelConfig | None,
@@ -66,7 +92,7 @@ def segment_layout(spec: ModelSpec, clip_samples: int, frontend: MelConfig | Non
         n = segments_per_clip or spec.segments_per_clip
         return SegmentLayout.for_mel_frames(clip_samples, frontend.hop_length, n, crop)
     if spec.frame_samples is not None:  # fixed-length chunks (waveform frames or short Mel chunks)
-        n = segments_per_clip or max(1, math.ceil(clip_samples / spec.frame_samples))
+        n = segments_per_clip or spec.segments_per_clip or max(1, math.ceil(clip_samples / spec.frame_samples))
         layout = SegmentLayout(spec.frame_samples, n, crop)
     else:
         n = segments_per_clip or spec.segments_per_clip
@@ -95,6 +121,10 @@ def network_config(spec: ModelSpec, shape: tuple[int, ...], n_tags: int, options
         if spec.network is not LSTMMel:
             raise ConfigError(f"--input-norm applies to lstm_mel only ({spec.name} normalises with batch norm already)")
         kwargs["input_norm"] = True
+    if options is not None and options.width is not None:
+        if spec.width_kwarg is None:
+            raise ConfigError(f"--width applies to models with a base channel width; {spec.name} has none")
+        kwargs[spec.width_kwarg] = options.width
     return {"name": spec.name, "class": spec.network.__name__, "kwargs": kwargs}
 
 

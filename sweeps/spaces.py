@@ -13,6 +13,9 @@ The spaces (`SPACES`) and the paper's settings they contain:
   trials (`BASELINES`); learning rate and the global decay factor are tuned too.
 * `mel_cnn`: FFT, hop (the paper's 1792 among them), Mel bands, dropout, learning rate, decay.
 * `sample_cnn`, `sample_cnn_frames`: learning rate, dropout, decay (the input is fixed).
+* Won et al.'s `short_chunk_cnn`, `short_chunk_resnet`, `tagging_transformer`: hop (and Mel bands where the
+  network takes any), dropout, learning rate, decay; `harmonic_cnn` (its filters are learned): learning rate,
+  dropout, decay.
 
 How a space meets the data and the command line (`build_space`):
 
@@ -219,6 +222,17 @@ SPACES: dict[str, SearchSpace] = {
         _LR, _GLOBAL_DECAY)),
     "sample_cnn": SearchSpace("sample_cnn", _WAVEFORM),
     "sample_cnn_frames": SearchSpace("sample_cnn_frames", _WAVEFORM),
+    # Won et al.'s models: Mel bands and hop (choices their chunk cannot take are dropped by adapt_to_clip, e.g. the
+    # plain short-chunk CNN needs >= 128 bands and frames), dropout, learning rate, decay.
+    "short_chunk_cnn": SearchSpace("short_chunk_cnn", (
+        categorical("hop_length", (128, 256)), categorical("dropout", (0.25, 0.5)), _LR, _GLOBAL_DECAY)),
+    "short_chunk_resnet": SearchSpace("short_chunk_resnet", (
+        categorical("hop_length", (128, 256, 512)), categorical("n_mels", (64, 96, 128)),
+        categorical("dropout", (0.25, 0.5)), _LR, _GLOBAL_DECAY)),
+    "harmonic_cnn": SearchSpace("harmonic_cnn", _WAVEFORM),
+    "tagging_transformer": SearchSpace("tagging_transformer", (
+        categorical("hop_length", (256, 512, 1024)), categorical("n_mels", (64, 96, 128)),
+        categorical("dropout", (0.0, 0.1, 0.2)), _LR, _GLOBAL_DECAY)),
 }
 
 BASELINES: dict[str, tuple[dict, ...]] = {
@@ -231,6 +245,11 @@ BASELINES: dict[str, tuple[dict, ...]] = {
     "mel_cnn": ({"n_fft": 2048, "hop_length": 1792, "n_mels": 128, "dropout": 0.1, "lr": 0.01, "global_decay": 0.2},),
     "sample_cnn": ({"lr": 0.01, "dropout": 0.5, "global_decay": 0.2},),
     "sample_cnn_frames": ({"lr": 0.01, "dropout": 0.5, "global_decay": 0.2},),
+    # the publications' network settings, with the suite's default lr and decay (their Adam recipe is not the paper's)
+    "short_chunk_cnn": ({"hop_length": 256, "dropout": 0.5, "lr": 0.01, "global_decay": 0.2},),
+    "short_chunk_resnet": ({"hop_length": 256, "n_mels": 128, "dropout": 0.5, "lr": 0.01, "global_decay": 0.2},),
+    "harmonic_cnn": ({"lr": 0.01, "dropout": 0.5, "global_decay": 0.2},),
+    "tagging_transformer": ({"hop_length": 512, "n_mels": 128, "dropout": 0.1, "lr": 0.01, "global_decay": 0.2},),
 }
 """The paper's own settings: enqueued as a new study's first trials, restricted to the tuned parameters."""
 

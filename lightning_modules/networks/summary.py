@@ -87,7 +87,8 @@ def _kind(module: nn.Module) -> str:
 def _paper_layout(module: nn.Module, output: object) -> tuple[int, ...]:
     """Shape of one example of ``output`` in the paper's (channels-last) layout.
 
-    LSTM outputs are batch-first (batch, time, features) and keep their order. Every other
+    LSTM outputs are batch-first (batch, time, features) and keep their order, as do the outputs of
+    modules that set ``sequence_output = True`` (transformer layers: (batch, tokens, features)). Every other
     tensor is PyTorch channels-first: (batch, C, L) -> (L, C), (batch, C, H, W) -> (H, W, C),
     (batch, F) -> (F,).
     """
@@ -99,6 +100,8 @@ def _paper_layout(module: nn.Module, output: object) -> tuple[int, ...]:
         raise TypeError(f"layer_summary: {type(module).__name__} returned {type(output).__name__}, "
                         "expected a tensor")
     shape = tuple(int(s) for s in output.shape[1:])
+    if getattr(module, "sequence_output", False):  # (batch, tokens, features), e.g. a transformer layer
+        return shape
     if len(shape) >= 2:
         return (*shape[1:], shape[0])
     return shape

@@ -11,6 +11,7 @@ from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
 from callbacks.sync_buffers import SyncModelBuffers
 from datamodules.errors import ConfigError
+from lightning_modules.runner.checks import check_chunk_network
 from lightning_modules.runner.peers import ddp_timeout
 from lightning_modules.config import DEFAULT_LOG_EVERY_N_STEPS, PRECISIONS, STRATEGIES, RunOptions
 
@@ -103,6 +104,7 @@ def check_run_options(options: RunOptions) -> None:
     """Raise ConfigError for precision and distributed settings that cannot work here."""
     check_precision(options)
     build_strategy(options)
+    check_chunk_network(options)  # a chunk model's network is known before the data: refuse impossible sizes now
 
 
 def build_trainer(options: RunOptions, run_dir: Path, callbacks: list[Callback], logger) -> pl.Trainer:
