@@ -31,8 +31,8 @@ from pathlib import Path
 import pytest
 
 import run
-from lightning_modules.experiment import build_strategy
-from lightning_modules.peers import DEFAULT_DDP_TIMEOUT, _describe
+from lightning_modules.runner.trainer import build_strategy
+from lightning_modules.runner.peers import DEFAULT_DDP_TIMEOUT, _describe
 from tests.helpers import TINY_MEL_ARGS, read_metrics, tiny_data_args
 from tests.pg_server import free_port
 
@@ -43,8 +43,8 @@ LAUNCH_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "GROUP_RANK", "LO
                     "LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID")
 
 
-def _options(*extra: str) -> dict:
-    return run.options_from_args(run.build_parser().parse_args(["--model", "mel_cnn", *extra]))
+def _options(*extra: str):
+    return run.parse_options(["--model", "mel_cnn", *extra])
 
 
 def test_ddp_timeout_reaches_the_strategy():

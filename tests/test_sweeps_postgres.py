@@ -149,10 +149,9 @@ print("created" if created else "loaded")
 
 # ---- workers as processes, real training --------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def tiny_cache(tmp_path_factory):
+def pg_sweep_cache(tmp_path_factory):
     cache = tmp_path_factory.mktemp("pg-sweep-cache")
-    options = run.options_from_args(run.build_parser().parse_args(
-        ["--model", "lstm_mel", *tiny_data_args(cache, clips=SWEEP_CLIPS)]))
+    options = run.parse_options(["--model", "lstm_mel", *tiny_data_args(cache, clips=SWEEP_CLIPS)])
     sweep_study.dataset_clip_samples(options)  # generated and decoded once; workers only open it
     return cache
 
@@ -189,14 +188,14 @@ def _load(url: str, name: str) -> optuna.Study:
 
 
 @pytest.fixture(scope="module")
-def raced(pg, tiny_cache, tmp_path_factory):
+def raced(pg, pg_sweep_cache, tmp_path_factory):
     """Four workers start together on a fresh database; after the first finished trial the server is
     stopped for 3 s and started again. Five trials for four workers: when the first trial is done the
     three others are still training and its worker asks for the fifth, so every worker is at work
     (training, or between two trials) while the server is down."""
     runs_root = tmp_path_factory.mktemp("pg-race")
     url = pg.create_database()
-    args = _sweep_args(tiny_cache, runs_root, url, "--study-name", "race", "--trials", "5", "--max-epochs", "1",
+    args = _sweep_args(pg_sweep_cache, runs_root, url, "--study-name", "race", "--trials", "5", "--max-epochs", "1",
                        "--heartbeat-interval", "1", "--grace-period", "60")
     workers = [Worker(args) for _ in range(4)]
     deadline = time.time() + 420
@@ -268,10 +267,10 @@ def _one_thread():
 
 
 @pytest.mark.slow
-def test_a_sigkilled_worker_is_failed_by_optunas_heartbeat_and_its_retry_resumes(pg, tiny_cache, tmp_path, capfd,
+def test_a_sigkilled_worker_is_failed_by_optunas_heartbeat_and_its_retry_resumes(pg, pg_sweep_cache, tmp_path, capfd,
                                                                                  caplog):
     url = pg.create_database()
-    args = _sweep_args(tiny_cache, tmp_path, url, "--study-name", "kill", "--trials", "2", "--max-epochs", "2",
+    args = _sweep_args(pg_sweep_cache, tmp_path, url, "--study-name", "kill", "--trials", "2", "--max-epochs", "2",
                        "--heartbeat-interval", "1", "--grace-period", "3")
     second = tmp_path / "sweeps" / "kill" / "trials" / "trial-0001"
     worker = Worker(args)
