@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from datamodules.errors import ConfigError, SuiteError
+from lightning_modules.interruptions import RunStopped
 
 MODEL_CHOICES = ("sample_cnn", "sample_cnn_frames", "mel_cnn", "lstm_mel")
 TAGGING_OPTIONS = ("tag", "checkpoint", "top_k", "json", "taggram", "start", "duration")  # not training options
@@ -284,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     except SuiteError as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
         return USAGE_ERROR
+    except RunStopped as stop:  # SIGTERM or a killed loader worker: the run folder stays resumable
+        print(stop.message, file=sys.stderr)
+        return stop.code
     except KeyboardInterrupt:
         print("interrupted: rerun the same command (or --resume RUN_DIR) to continue from the last checkpoint",
               file=sys.stderr)
@@ -306,9 +310,13 @@ def _one_line(error: SuiteError) -> str:
 
 
 def _train(options: dict) -> int:
-    from lightning_modules.experiment import run_experiment
+    from lightning_modules.experiment import default_run_dir, run_experiment
+    from lightning_modules.interruptions import clean_stops
 
-    _print_outcome(run_experiment(options), "run folder")
+    run_dir = Path(options["run_dir"]).resolve() if options.get("run_dir") else default_run_dir(options)
+    with clean_stops(run_dir):
+        outcome = run_experiment(options)
+    _print_outcome(outcome, "run folder")
     return 0
 
 

@@ -24,6 +24,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressB
 
 from callbacks import GlobalDecayRestart, LocalDecay, RNGStateCheckpoint
 from callbacks.history import HISTORY_FILE, TrainingHistory
+from callbacks.step_seeds import StepSeeds
 from datamodules.audio import SAMPLE_RATE
 from datamodules.cache import open_cache
 from datamodules.datamodule import DatasetInfo, MTATDataModule
@@ -35,6 +36,7 @@ from lightning_modules.files import write_json_atomic, write_text_atomic
 from lightning_modules.loggers import build_logger, finish_logger, log_run_results
 from lightning_modules.registry import MODELS, ModelSpec, build_network, input_shape, network_config, segment_layout
 from lightning_modules.figures import TestPredictionsCapture, figures_for_run
+from lightning_modules.interruptions import say_if_resume_inexact
 from lightning_modules.results import write_results
 
 CONFIG_FILE = "config.json"
@@ -190,7 +192,7 @@ def build_callbacks(options: dict, run_dir: Path) -> tuple[list[Callback], Model
     checkpoint = ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename="best-{epoch:03d}",
                                  monitor=options["monitor"], mode=options["monitor_mode"], save_top_k=1,
                                  save_last=True, auto_insert_metric_name=False)
-    callbacks: list[Callback] = [checkpoint, RNGStateCheckpoint()]
+    callbacks: list[Callback] = [checkpoint, RNGStateCheckpoint(), StepSeeds(options["seed"])]
     if options["local_decay"] > 0:
         callbacks.append(LocalDecay(decay=options["local_decay"], formula=options["local_decay_formula"]))
     if options["max_restarts"] >= 0 and options["patience"] > 0:
@@ -364,6 +366,7 @@ def run_experiment(options: dict, extra_callbacks: tuple[Callback, ...] = ()) ->
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume_from is not None:
         _warn_if_scale_changed(run_dir, _check_same_run(run_dir, resolved), resolved)
+        say_if_resume_inexact(options, run_dir)
     if _is_global_zero():
         write_json_atomic(run_dir / CONFIG_FILE, resolved)
         write_text_atomic(run_dir / "tags.txt", "\n".join(info.tags) + "\n")
