@@ -21,6 +21,7 @@ from pathlib import Path
 from datamodules.errors import ConfigError, SuiteError
 from lightning_modules.cli import given_run_options
 from lightning_modules.config import RUN_OPTION_NAMES
+from lightning_modules.runner.interruptions import RunStopped
 
 USAGE_ERROR = 2
 
@@ -74,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     except SuiteError as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
         return USAGE_ERROR
+    except RunStopped as stop:  # SIGTERM or a killed loader worker: the run folder stays resumable
+        print(stop.message, file=sys.stderr)
+        return stop.code
     except KeyboardInterrupt:
         print("interrupted: rerun the same command (or --resume RUN_DIR) to continue from the last checkpoint",
               file=sys.stderr)
@@ -108,8 +112,12 @@ def _one_line(error: SuiteError) -> str:
 
 def _train(options) -> int:
     from lightning_modules.runner.experiment import run_experiment
+    from lightning_modules.runner.interruptions import clean_stops
+    from lightning_modules.runner.run_folder import run_dir_of
 
-    _print_outcome(run_experiment(options), "run folder")
+    with clean_stops(run_dir_of(options)):
+        outcome = run_experiment(options)
+    _print_outcome(outcome, "run folder")
     return 0
 
 

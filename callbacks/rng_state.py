@@ -86,9 +86,15 @@ class RNGStateCheckpoint(Callback):
     available) all CUDA generator states at the moment the checkpoint is written;
     ``load_state_dict()`` restores them. Lightning calls ``load_state_dict`` while it restores
     the checkpoint, before it creates the first training-data iterator and before the first
-    training step, so a run resumed from an end-of-epoch checkpoint draws the same shuffles and
-    dropout masks as the uninterrupted run (given the same data-loading setup; DataLoader workers
-    derive their seeds from the torch generator, so they follow too).
+    training step.
+
+    That alone does not make a resume exact: what the two processes do between the checkpoint
+    and the next training step differs (a resumed process creates its DataLoader iterators
+    again, and each creation draws from the global torch generator unless the loader has a
+    generator of its own). The suite therefore also reseeds every training step from (seed,
+    epoch, batch, rank) (:class:`callbacks.step_seeds.StepSeeds`) and gives its loaders their own
+    generators (``datamodules.sampling.loader_generator``); the states kept here cover whatever
+    else draws from the global generators between steps.
 
     Limits: under DDP the checkpoint holds rank 0's states and every rank restores those (ranks
     seeded alike by ``seed_everything`` that consumed the same amount of randomness hold equal

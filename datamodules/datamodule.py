@@ -35,7 +35,7 @@ from datamodules.dataset import STAGES, DatasetReader
 from datamodules.errors import ConfigError, DataError
 from datamodules.frontend import MelConfig, build_frontend
 from datamodules.mtat import mtat_reader
-from datamodules.sampling import EpochSampler
+from datamodules.sampling import EpochSampler, loader_generator
 from datamodules.segments import SegmentLayout
 from datamodules.synthetic import DEFAULT_N_CLIPS
 
@@ -96,7 +96,10 @@ class SegmentDataset(Dataset):
 
     Returns a dict with `waveform` (int16, segment_samples), `target` (float32, n_tags),
     `clip` (the clip's annotations row) and `segment` (k). Indexed with `(item, epoch)` pairs
-    from `EpochSampler`; a plain int means epoch 0.
+    from `EpochSampler`; a plain int means epoch 0. Random crops come from a generator keyed by
+    (seed, epoch, item), never from the worker's global generators: persistent workers are
+    seeded once when they start, which is epoch 0 in one run and the resumed epoch in a resumed
+    one, so anything random here must be keyed the same way for a resume to be exact.
     """
 
     def __init__(self, cache_dir: Path, rows: np.ndarray, labels: np.ndarray, layout: SegmentLayout,
@@ -281,17 +284,34 @@ class MTATDataModule(pl.LightningDataModule):
             return trainer.strategy.root_device.type == "cuda"
         return torch.cuda.is_available()
 
+    def _next_train_epoch(self) -> int:
+        """The epoch the training loader is created for (0 without a trainer).
+
+        Lightning creates the training iterator when `fit` starts and calls the sampler's
+        `set_epoch` only afterwards; a multi-process iterator draws its first indices from the
+        sampler as it is created. A fresh run starts at epoch 0 either way, but a resumed run would
+        read epoch 0's order (and random crops) in the epoch it resumes. So the sampler starts at
+        the fit loop's epoch counter, the value Lightning passes to `set_epoch` for that epoch.
+        """
+        trainer = self.trainer
+        if trainer is None:
+            return 0
+        return int(trainer.fit_loop.epoch_progress.current.processed)
+
     def _loader(self, stage: str) -> DataLoader:
         training = stage == "train"
         rank, world = self._rank_and_world()
         dataset = self.dataset(stage)
         sampler = EpochSampler(len(dataset), shuffle=training, pad=training, seed=self.hparams.seed,
                                rank=rank, world_size=world)
+        if training:
+            sampler.set_epoch(self._next_train_epoch())
         workers = self._num_workers()
         pin = self._pin_memory()
         batch_size = self.hparams.batch_size if training else (self.hparams.eval_batch_size or self.hparams.batch_size)
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                          pin_memory=pin, persistent_workers=workers > 0, drop_last=False)
+                          pin_memory=pin, persistent_workers=workers > 0, drop_last=False,
+                          generator=loader_generator(self.hparams.seed, stage, rank))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")

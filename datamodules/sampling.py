@@ -6,6 +6,7 @@ import math
 from typing import Iterator
 
 import numpy as np
+import torch
 from torch.utils.data import Sampler
 
 
@@ -45,3 +46,21 @@ class EpochSampler(Sampler):
             order = np.resize(order, total)  # repeats from the start to fill the last round
         for item in order[self.rank :: self.world_size]:
             yield int(item), self.epoch
+
+
+LOADER_STAGES = ("train", "valid", "test")
+
+
+def loader_generator(seed: int, stage: str, rank: int = 0) -> torch.Generator:
+    """A DataLoader's own generator, seeded from (seed, stage, rank).
+
+    Each time a DataLoader iterator is created, torch draws the workers' base seed from the
+    loader's `generator`, or from the global torch generator when it has none. The global draw
+    shifts every later random number of the process (dropout masks) by an amount that depends
+    on how many iterators were created so far: with persistent workers an uninterrupted run
+    creates the training iterator once, a resumed one again after its restart, so the two
+    diverged. With its own generator a loader never touches the global stream, and its workers'
+    seeds follow from (seed, stage, rank) alone.
+    """
+    key = np.random.SeedSequence([int(seed) % (1 << 64), LOADER_STAGES.index(stage), int(rank)])
+    return torch.Generator().manual_seed(int(key.generate_state(1, dtype=np.uint64)[0] >> 1))

@@ -183,9 +183,9 @@ class OptimOptions:
 class TrainerOptions:
     """run: seed, run folder, hardware, precision and the Trainer's limits."""
 
-    seed: int = option(0, "seed for weights, order and crops", type=int, tunable=False)
-    deterministic: bool = option(False, "deterministic algorithms (bit-exact reruns)", action="store_true",
-                                 tunable=False)
+    seed: int = option(0, "seed for weights, epoch order, random crops and dropout", type=int, tunable=False)
+    deterministic: bool = option(False, "deterministic GPU kernels (reruns and resumes on the CPU are bit-exact "
+                                 "without it)", action="store_true", tunable=False)
     run_dir: str | None = option(None, "run folder (default: RUNS_ROOT/<model>-seed<seed>-<config hash>; rerunning "
                                  "the same command resumes it)", identity=False, tunable=False)
     runs_root: str = option("runs", "parent of default run folders", identity=False, tunable=False)

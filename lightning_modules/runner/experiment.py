@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from callbacks import GlobalDecayRestart, LocalDecay, RNGStateCheckpoint
 from callbacks.history import HISTORY_FILE, TrainingHistory
+from callbacks.step_seeds import StepSeeds
 from callbacks.test_predictions import TestPredictionsCapture
 from datamodules.audio import SAMPLE_RATE
 from datamodules.datamodule import DatasetInfo, MTATDataModule
@@ -32,6 +33,7 @@ from lightning_modules.reporting.loggers import build_logger, finish_logger, log
 from lightning_modules.reporting.predictions import save_run_predictions
 from lightning_modules.reporting.results import write_results
 from lightning_modules.runner.data import build_datamodule, frontend_config, model_spec, prepare_data_once
+from lightning_modules.runner.interruptions import say_if_resume_inexact
 from lightning_modules.runner.peers import peer_lost
 from lightning_modules.runner.run_folder import (CHECKPOINT_DIR, CONFIG_FILE, CONFIG_YAML, LAST_CHECKPOINT,
                                                  RunOutcome, check_same_run, run_dir_of, warn_if_scale_changed)
@@ -74,7 +76,7 @@ def build_callbacks(options: RunOptions, run_dir: Path) -> tuple[list[Callback],
     checkpoint = ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename="best-{epoch:03d}",
                                  monitor=options.monitor, mode=options.monitor_mode, save_top_k=1,
                                  save_last=True, auto_insert_metric_name=False)
-    callbacks: list[Callback] = [checkpoint, RNGStateCheckpoint()]
+    callbacks: list[Callback] = [checkpoint, RNGStateCheckpoint(), StepSeeds(options.seed)]
     if options.local_decay > 0:
         callbacks.append(LocalDecay(decay=options.local_decay, formula=options.local_decay_formula))
     if options.max_restarts >= 0 and options.patience > 0:
@@ -115,6 +117,7 @@ def run_experiment(options: RunOptions, extra_callbacks: tuple[Callback, ...] = 
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume_from is not None:
         warn_if_scale_changed(run_dir, check_same_run(run_dir, resolved), resolved)
+        say_if_resume_inexact(options, run_dir)
     save_run_config(run_dir, resolved, options, info.tags)
     if options.compile:
         module.network.compile()  # in place: state_dict keys stay those of the plain network
