@@ -314,7 +314,7 @@ def test_ensemble_of_mismatched_runs_is_one_error_naming_both(table4, tmp_path, 
 def test_wandb_table_only_when_online(tmp_path, monkeypatch):
     import wandb
 
-    from lightning_modules import loggers
+    from lightning_modules.reporting import loggers
 
     probs, targets = _scores()
     a = _fake_run(tmp_path / "a", probs, targets)
