@@ -21,7 +21,7 @@ from pathlib import Path
 
 from datamodules.errors import ConfigError, SuiteError
 
-MODEL_CHOICES = ("sample_cnn", "sample_cnn_frames", "mel_cnn", "lstm_mel")
+MODEL_CHOICES = ("sample_cnn", "sample_cnn_frames", "mel_cnn", "lstm_mel", "fcn", "crnn", "musicnn", "sample_cnn_se")
 TAGGING_OPTIONS = ("tag", "checkpoint", "top_k", "json", "taggram", "start", "duration")  # not training options
 SWEEP_OPTIONS = ("sweep", "trials", "timeout", "study_name", "storage", "sweep_report", "pruner",
                  "pruner_startup_trials", "pruner_warmup_epochs", "sweep_space", "sweep_seed", "heartbeat_interval",
@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     what = parser.add_argument_group("what to do")
     what.add_argument("--model", choices=MODEL_CHOICES,
                       help="architecture: sample_cnn (Table 1, whole 29.1 s clips), sample_cnn_frames (Lee et al.'s "
-                           "59,049-sample frames, averaged per clip), mel_cnn (Table 2), lstm_mel (Table 3)")
+                           "59,049-sample frames, averaged per clip), mel_cnn (Table 2), lstm_mel (Table 3); from the literature: "
+                           "fcn (Choi et al. 2016), crnn (Choi et al. 2017), musicnn (Pons & Serra 2019, 3 s chunks), "
+                           "sample_cnn_se (Kim et al. 2018, 59,049-sample frames)")
     what.add_argument("--download", metavar="DIR", help="fetch MagnaTagATune into DIR (the three mp3.zip parts and "
                       "both CSVs from the dataset's home), resuming partial downloads, verifying SHA-256, joining and "
                       "unpacking; then use --data DIR")

@@ -17,6 +17,10 @@ from datamodules.frontend import MelConfig
 from datamodules.segments import SegmentLayout
 from lightning_modules.lstm_mel import LSTMMel
 from lightning_modules.mel_cnn import MelCNN
+from lightning_modules.networks.crnn import CRNN
+from lightning_modules.networks.fcn import FCN
+from lightning_modules.networks.musicnn import Musicnn
+from lightning_modules.networks.sample_cnn_se import SEGMENT_SAMPLES as SE_SEGMENT_SAMPLES, SampleCNNSE
 from lightning_modules.sample_cnn import FRAME_CHANNELS, FRAME_SAMPLES, WHOLE_CLIP_CHANNELS, SampleCNN
 
 
@@ -53,9 +57,22 @@ MODELS: dict[str, ModelSpec] = {
                          "fixed", 32, (("dropout", 0.1),)),
     "lstm_mel": ModelSpec("lstm_mel", "Table 3", LSTMMel, MelConfig(n_fft=2048, hop_length=512, n_mels=128), 4, None,
                           "fixed", 32, (("dropout", 0.0),)),
+    # From the literature (lightning_modules/networks/): Mel settings at 16 kHz as in Won et al. 2020's
+    # reimplementations (96 bands, n_fft 512, hop 256), batch 16 as in Won's code; sample_cnn_se's batch of 23
+    # and its non-overlapping test segments are Kim et al.'s; musicnn's 3 s patches cover the clip (10 of them).
+    "fcn": ModelSpec("fcn", "Choi et al. 2016 (FCN, Won et al. 2020 widths)", FCN,
+                     MelConfig(n_fft=512, hop_length=256, n_mels=96), 1, None, "fixed", 16, (("dropout", 0.5),)),
+    "crnn": ModelSpec("crnn", "Choi et al. 2017 (CRNN)", CRNN, MelConfig(n_fft=512, hop_length=256, n_mels=96),
+                      1, None, "fixed", 16, (("dropout", 0.5),)),
+    "musicnn": ModelSpec("musicnn", "Pons & Serra 2019 (musicnn, MTT_musicnn)", Musicnn,
+                         MelConfig(n_fft=512, hop_length=256, n_mels=96), None, 3 * 16_000, "random", 16,
+                         (("dropout", 0.5),)),
+    "sample_cnn_se": ModelSpec("sample_cnn_se", "Kim et al. 2018 (SampleCNN + SE + multi-level)", SampleCNNSE,
+                               None, None, SE_SEGMENT_SAMPLES, "random", 23, (("dropout", 0.5),)),
 }
 
-NETWORKS: dict[str, type[nn.Module]] = {"SampleCNN": SampleCNN, "MelCNN": MelCNN, "LSTMMel": LSTMMel}
+NETWORKS: dict[str, type[nn.Module]] = {"SampleCNN": SampleCNN, "MelCNN": MelCNN, "LSTMMel": LSTMMel,
+                                        "FCN": FCN, "CRNN": CRNN, "Musicnn": Musicnn, "SampleCNNSE": SampleCNNSE}
 
 
 def segment_layout(spec: ModelSpec, clip_samples: int, frontend: MelConfig | None,

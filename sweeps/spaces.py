@@ -13,6 +13,8 @@ The spaces (`SPACES`) and the paper's settings they contain:
   trials (`BASELINES`); learning rate and the global decay factor are tuned too.
 * `mel_cnn`: FFT, hop (the paper's 1792 among them), Mel bands, dropout, learning rate, decay.
 * `sample_cnn`, `sample_cnn_frames`: learning rate, dropout, decay (the input is fixed).
+* `fcn`, `crnn`, `musicnn`: Mel bands (96, 128), dropout, learning rate, decay; `sample_cnn_se`: as
+  `sample_cnn` (no baselines are enqueued for these: their publications' recipes are not the suite's).
 
 How a space meets the data and the command line (`build_space`):
 
@@ -222,6 +224,13 @@ SPACES: dict[str, SearchSpace] = {
         _LR, _GLOBAL_DECAY)),
     "sample_cnn": SearchSpace("sample_cnn", _WAVEFORM),
     "sample_cnn_frames": SearchSpace("sample_cnn_frames", _WAVEFORM),
+    # From the literature: their architectures fix the input's shape closely (FCN and CRNN pool 96 or 128 Mel
+    # bands down to one row; musicnn's timbral filters are fractions of the bands), so the Mel bands, dropout,
+    # learning rate and decay are tuned.
+    **{name: SearchSpace(name, (categorical("n_mels", (96, 128)), categorical("dropout", (0.25, 0.5)),
+                                _LR, _GLOBAL_DECAY))
+       for name in ("fcn", "crnn", "musicnn")},
+    "sample_cnn_se": SearchSpace("sample_cnn_se", _WAVEFORM),
 }
 
 BASELINES: dict[str, tuple[dict, ...]] = {
