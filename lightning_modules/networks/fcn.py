@@ -16,7 +16,7 @@ Settings and where they come from:
   (1821 -> 455 -> 113 -> 28 -> 5 -> 1; 96 -> 48 -> 24 -> 12 -> 4 -> 1).
 * The default channels are Won's (64-128-128-128-64, ``WON_CHANNELS``; 447,732 PyTorch
   parameters with 50 tags): that is the FCN behind the 0.9005 ROC-AUC of Won et al.'s table.
-  ``channels=FCN5_CHANNELS`` builds the paper's FCN-5 widths (about 17.6 M parameters).
+  ``channels=FCN5_CHANNELS`` builds the paper's FCN-5 widths (25,183,028 PyTorch parameters).
 * ReLU (Won) rather than the ELU of Choi's Keras code; dropout 0.5 before the dense layer (Won).
 
 Inputs whose time or frequency extent is smaller than the product of the pools are refused with a
