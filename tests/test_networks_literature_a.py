@@ -96,7 +96,7 @@ def _network_at_mtat_size(model: str) -> nn.Module:
     frontend = frontend_config(spec, RunOptions(model=spec.name))
     layout = registry.segment_layout(spec, MTAT_CLIP_SAMPLES, frontend)
     shape = registry.input_shape(frontend, layout)
-    return registry.build_network(registry.network_config(spec, shape, N_TAGS, {}))
+    return registry.build_network(registry.network_config(spec, shape, N_TAGS))
 
 
 # ---------------------------------------------------------------- sizes and counts
@@ -225,7 +225,7 @@ def test_sweep_space_builds_for_mtat_and_short_clips(model):
     if model == "fcn":  # 3.7 s clips need a shorter hop for FCN's 1,280 frames; with one, the space is whole
         with pytest.raises(ConfigError, match="no combination of the fcn search space"):
             build_space(model, options, 59_049)
-        assert build_space(model, dict(options, hop_length=40), 59_049, fixed=("hop_length",)).names == space.names
+        assert build_space(model, options.replace(hop_length=40), 59_049, fixed=("hop_length",)).names == space.names
     else:
         assert build_space(model, options, 59_049).names == space.names
 
