@@ -56,24 +56,18 @@ import contextlib
 import hashlib
 import json
 import math
-import os
-import random
 import signal
-import socket
 import sys
-import threading
 import time
 import traceback
 import warnings
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 import optuna
-from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-from datamodules import io
 from datamodules.io import try_file_lock, write_json_atomic
 from datamodules.errors import ConfigError, DataError, SuiteError
 from lightning_modules.config import NON_IDENTITY_OPTIONS, RunOptions, SweepOptions
@@ -82,126 +76,19 @@ from lightning_modules.runner.experiment import run_experiment
 from lightning_modules.runner.run_folder import CHECKPOINT_DIR, CONFIG_FILE, LAST_CHECKPOINT
 from sweeps.pruning import OBJECTIVE, SweepPruningCallback
 from sweeps.report import write_report
+from sweeps.database import DatabaseUnreachable, server_lock
+from sweeps.leases import TrialHeartbeat, WorkerId, trial_id_of, recover_stale_trials, retry_trial
 from sweeps.spaces import SearchSpace, baselines, build_space, infeasibility, parse_overrides
-from sweeps.database import DatabaseUnreachable, check_driver, masked, server_lock, wrap
+from sweeps.storage import StorageTarget, retrying, file_lock, open_storage, parse_storage, study_dir
 
-LEASE = "sweep_worker"
 STUDY_ATTR = "sweep"
 TRIAL_RECORD = "sweep_trial.json"
-LOCK_SUFFIX = ".sweep-lock"  # beside the storage file; not ".lock", which Optuna's journal lock uses itself
 CLAIMS = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
 STUDY_NON_IDENTITY = NON_IDENTITY_OPTIONS | {"cache_dir"}
 """Options two workers of one study may set differently: a run's non-identity options, and the cache."""
 
 SweepSettings = SweepOptions  # how a worker runs the study: run.py's sweep option group
-
-
-# ---- storage ---------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class StorageTarget:
-    """Where a study lives: an RDB URL, or a journal file path. `lock` serialises start-up (file storages)."""
-
-    kind: str  # "rdb" or "journal"
-    url: str
-    lock: Path | None
-
-    def describe(self) -> str:
-        return masked(self.url) if self.kind == "rdb" else f"journal:{self.url}"
-
-
-def study_dir(runs_root: str | Path, study_name: str) -> Path:
-    return Path(runs_root).resolve() / "sweeps" / study_name
-
-
-def parse_storage(url: str | None, folder: Path) -> StorageTarget:
-    """`--storage` (None: sqlite in the study folder) -> StorageTarget; relative paths are made absolute."""
-    if not url:
-        path = folder / "study.db"
-        return StorageTarget("rdb", f"sqlite:///{path}", path.with_name(path.name + LOCK_SUFFIX))
-    if url.startswith("journal:"):
-        rest = url[len("journal:"):]
-        rest = rest[2:] if rest.startswith("///") else rest
-        if not rest:
-            raise ConfigError("--storage journal:PATH needs a file path")
-        path = Path(rest).expanduser().resolve()
-        return StorageTarget("journal", str(path), path.with_name(path.name + LOCK_SUFFIX))
-    if url.startswith("sqlite:"):
-        rest = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
-        if not rest or rest.startswith(":memory:") or "mode=memory" in url:
-            raise ConfigError(f"--storage {url}: workers cannot share an in-memory or unnamed sqlite database; "
-                              "use sqlite:///path/to/study.db")
-        path = Path(rest.split("?", 1)[0]).expanduser().resolve()
-        return StorageTarget("rdb", f"sqlite:///{path}", path.with_name(path.name + LOCK_SUFFIX))
-    if url.startswith("redis"):
-        raise ConfigError("--storage: Redis journals need the redis package, which this suite does not install; "
-                          "use PostgreSQL or a journal file")
-    if "://" in url:
-        return StorageTarget("rdb", url, None)
-    path = Path(url).expanduser().resolve()
-    if path.suffix in (".db", ".sqlite", ".sqlite3"):
-        return StorageTarget("rdb", f"sqlite:///{path}", path.with_name(path.name + LOCK_SUFFIX))
-    if path.suffix in (".log", ".journal", ".jsonl"):
-        return StorageTarget("journal", str(path), path.with_name(path.name + LOCK_SUFFIX))
-    raise ConfigError(f"--storage {url!r}: give an SQLAlchemy URL (sqlite:///..., postgresql://...), "
-                      "journal:PATH, or a file ending in .db or .log")
-
-
-def file_lock(path: Path | None):
-    """The suite's file lock on `path` (no-op for None: a server storage needs none)."""
-    if path is None:
-        return contextlib.nullcontext()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return io.file_lock(path)
-
-
-def _retrying(action, what: str, attempts: int = 8):
-    """Run `action()`, retrying the database errors racing workers cause (tables or rows created twice)."""
-    import sqlalchemy.exc
-
-    for attempt in range(attempts):
-        try:
-            return action()
-        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError,
-                sqlalchemy.exc.ProgrammingError) as error:
-            if attempt == attempts - 1:
-                raise DataError(f"{what} failed {attempts} times; last error: {error}") from None
-            time.sleep(0.2 * (attempt + 1) + random.random() * 0.5)
-
-
-def open_storage(target: StorageTarget, settings: SweepSettings):
-    """The Optuna storage for `target`, with heartbeats and stale-trial retries for RDB storages."""
-    if target.kind == "journal":
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
-
-        Path(target.url).parent.mkdir(parents=True, exist_ok=True)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ExperimentalWarning)
-            return JournalStorage(JournalFileBackend(target.url))
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-
-    engine_kwargs = {}
-    if target.url.startswith("sqlite:///"):
-        Path(target.url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-        engine_kwargs = {"connect_args": {"timeout": 120}}
-    else:
-        check_driver(target.url)  # the postgres extra missing: one line naming it
-        engine_kwargs = {"pool_pre_ping": True}
-
-    def connect():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ExperimentalWarning)
-            return RDBStorage(target.url, engine_kwargs=engine_kwargs, heartbeat_interval=settings.heartbeat_interval,
-                              grace_period=settings.grace_period,
-                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                                  settings.max_retry, inherit_intermediate_values=True))
-
-    with file_lock(target.lock):
-        try:
-            return wrap(_retrying(connect, f"opening {target.describe()}"), target.url, settings.grace_period)
-        except ImportError as error:
-            raise ConfigError(f"--storage {target.url}: its database driver is not installed ({error})") from None
 
 
 # ---- study identity ------------------------------------------------------------------------------
@@ -264,7 +151,7 @@ def create_or_load_study(storage, target: StorageTarget, name: str, identity: di
                                        direction="maximize", load_if_exists=True), True
 
     with file_lock(target.lock), server_lock(target.url if target.kind == "rdb" else None):
-        study, created = _retrying(load_or_create, f"creating study {name!r} in {target.describe()}")
+        study, created = retrying(load_or_create, f"creating study {name!r} in {target.describe()}")
         stored = study.user_attrs.get(STUDY_ATTR)
         if stored is None:
             if study.get_trials(deepcopy=False) or study.direction != optuna.study.StudyDirection.MAXIMIZE:
@@ -293,157 +180,6 @@ def _identity_diff(stored: dict, mine: dict) -> str:
         if a.get(key) != b.get(key):
             out.append(f"{key}: {a.get(key)!r} vs {b.get(key)!r}")
     return "; ".join(out) or "unknown difference"
-
-
-# ---- leases: which process runs a trial, and is it alive -------------------------------------------
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def _process_start(pid: int) -> str | None:
-    """Start time of process `pid` (clock ticks since boot) or None when there is no such live process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] in ("Z", "X"):  # a zombie has exited already
-        return None
-    return fields[19]
-
-
-@dataclass(frozen=True)
-class WorkerId:
-    host: str
-    boot_id: str
-    pid: int
-    started: str | None
-
-    @classmethod
-    def current(cls) -> "WorkerId":
-        pid = os.getpid()
-        return cls(socket.gethostname(), _boot_id(), pid, _process_start(pid))
-
-    def lease(self, trial_number: int) -> dict:
-        return {"trial": trial_number, "host": self.host, "boot_id": self.boot_id, "pid": self.pid,
-                "started": self.started, "beat": time.time()}
-
-
-def lease_is_dead_here(lease: dict, here: WorkerId) -> bool:
-    """True when the lease's process ran on this machine (same host and boot) and is gone."""
-    if lease.get("host") != here.host or lease.get("boot_id") != here.boot_id or not here.boot_id:
-        return False
-    started = _process_start(int(lease.get("pid", -1)))
-    return started is None or (lease.get("started") is not None and started != lease.get("started"))
-
-
-class TrialHeartbeat:
-    """A thread that keeps a running trial's lease (and Optuna's RDB heartbeat) fresh."""
-
-    def __init__(self, storage, trial_id: int, trial_number: int, interval: float, worker: WorkerId):
-        self.storage, self.trial_id, self.number = storage, trial_id, trial_number
-        self.interval, self.worker = interval, worker
-        self.lost = False  # the trial was finished by someone else (declared stale)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"sweep-heartbeat-{trial_number}", daemon=True)
-
-    def beat(self) -> None:
-        try:
-            if hasattr(self.storage, "record_heartbeat") and self.storage.get_heartbeat_interval():
-                self.storage.record_heartbeat(self.trial_id)
-            self.storage.set_trial_user_attr(self.trial_id, LEASE, self.worker.lease(self.number))
-        except UpdateFinishedTrialError:
-            self.lost = True
-            self._stop.set()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.beat()
-            except Exception as error:  # a database hiccup: keep beating, the grace period absorbs it
-                print(f"sweep: heartbeat of trial {self.number} failed ({error}); retrying", file=sys.stderr)
-
-    def __enter__(self) -> "TrialHeartbeat":
-        self.beat()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-# ---- stale trials -------------------------------------------------------------------------------------
-def _study_id(storage, study: optuna.Study) -> int:
-    return storage.get_study_id_from_name(study.study_name)
-
-
-def _trial_id(storage, study: optuna.Study, number: int) -> int:
-    return storage.get_trial_id_from_study_id_trial_number(_study_id(storage, study), number)
-
-
-def retry_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retry: int | None) -> bool:
-    """Queue a finished (failed) trial again: same parameters, reported values inherited, retry history kept."""
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
-
-    before = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        RetryHeartbeatStaleTrialCallback(max_retry, inherit_intermediate_values=True)(study, trial)
-    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,))) > before
-
-
-def fail_and_retry(storage, study: optuna.Study, number: int, reason: str, max_retry: int | None) -> bool:
-    """Fail a RUNNING trial and queue it again; False when another worker finished it first."""
-    trial_id = _trial_id(storage, study, number)
-    try:
-        storage.set_trial_user_attr(trial_id, "fail_reason", reason)
-        if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
-            return False
-    except UpdateFinishedTrialError:
-        return False
-    retry_trial(study, storage.get_trial(trial_id), max_retry)
-    return True
-
-
-def recover_stale_trials(storage, target: StorageTarget, study: optuna.Study, settings: SweepSettings,
-                         here: WorkerId | None = None, now: float | None = None) -> list[int]:
-    """Fail the study's stale RUNNING trials and queue them again; returns their numbers.
-
-    Stale: the lease's process is gone (same machine), the lease's beat is older than the grace
-    period (journal storage; RDB storages use Optuna's heartbeat for that), or the trial has run
-    longer than the grace period without ever getting a lease.
-    """
-    here = here or WorkerId.current()
-    now = time.time() if now is None else now
-    recovered = []
-    with file_lock(target.lock):  # file storages: one recovery at a time (servers lock the trial's row themselves)
-        if target.kind == "rdb" and storage.get_heartbeat_interval():
-            running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ExperimentalWarning)
-                optuna.storages.fail_stale_trials(study)
-            still = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-            recovered += sorted(running - still)
-        for trial in study.get_trials(deepcopy=True, states=(TrialState.RUNNING,)):
-            lease = trial.user_attrs.get(LEASE)
-            reason = None
-            if isinstance(lease, dict) and lease.get("trial") == trial.number:
-                if lease_is_dead_here(lease, here):
-                    reason = f"worker process {lease.get('pid')} on {lease.get('host')} is gone"
-                elif target.kind == "journal" and now - float(lease.get("beat", 0)) > settings.grace_period:
-                    reason = (f"no heartbeat from {lease.get('host')}:{lease.get('pid')} for "
-                              f"{now - float(lease.get('beat', 0)):.0f} s")
-            elif trial.datetime_start is not None:
-                age = (datetime.now() - trial.datetime_start).total_seconds()
-                if age > settings.grace_period:
-                    reason = f"running for {age:.0f} s without a worker lease"
-            if reason and fail_and_retry(storage, study, trial.number, reason, settings.max_retry):
-                recovered.append(trial.number)
-    return recovered
 
 
 # ---- the trial -------------------------------------------------------------------------------------------
@@ -531,7 +267,7 @@ def run_trial(ctx: SweepContext, trial: optuna.Trial) -> float:
     reason = infeasibility(ctx.model, ctx.options, params, ctx.clip_samples)
     if reason:
         raise InfeasibleTrial(f"parameters {params} cannot train on {ctx.clip_samples}-sample clips: {reason}")
-    frozen = ctx.storage.get_trial(_trial_id(ctx.storage, ctx.study, trial.number))
+    frozen = ctx.storage.get_trial(trial_id_of(ctx.storage, ctx.study, trial.number))
     history = frozen.system_attrs.get("retry_history") or []
     root = history[0] if history else trial.number
     options = ctx.options.replace(**params, wandb_group=ctx.study.study_name)
@@ -613,7 +349,7 @@ def run_worker(ctx: SweepContext, log=print) -> SweepOutcome:
         # Parameters are drawn by the suggest calls of the trial, after this: from a sampler seeded
         # for this trial number (the sampler does not sample at ask time: TPE's relative space is empty).
         ctx.study.sampler = make_sampler(ctx.study.study_name, settings, trial.number)
-        trial_id = _trial_id(ctx.storage, ctx.study, trial.number)
+        trial_id = trial_id_of(ctx.storage, ctx.study, trial.number)
         ctx.storage.set_trial_user_attr(trial_id, "sampler_seed",
                                         trial_seed(ctx.study.study_name, settings.sweep_seed, trial.number))
         if _claims_before(ctx.study, trial.number) >= settings.trials:

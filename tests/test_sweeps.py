@@ -33,9 +33,10 @@ from sweeps.spaces import (SPACES, SearchSpace, adapt_to_clip, baselines, build_
                            log_float)
 from sweeps.pruning import SweepPruningCallback
 from lightning_modules.config import RunOptions
-from sweeps.study import (LEASE, SweepContext, SweepSettings, TrialHeartbeat, WorkerId,
-                          create_or_load_study, fail_and_retry, make_pruner, make_sampler, open_storage,
-                          parse_storage, recover_stale_trials)
+from sweeps import leases
+from sweeps.leases import LEASE, TrialHeartbeat, WorkerId, fail_and_retry, recover_stale_trials
+from sweeps.storage import StorageTarget, SweepSettings, open_storage, parse_storage
+from sweeps.study import SweepContext, create_or_load_study, make_pruner, make_sampler
 from tests.helpers import TINY_CLIP_SAMPLES, tiny_data_args, run_options
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,7 +99,7 @@ def test_storage_urls(tmp_path):
     journal = parse_storage(f"journal:{tmp_path}/j.log", folder)
     assert journal.kind == "journal" and journal.url == str(tmp_path / "j.log")
     assert parse_storage(f"journal:///{tmp_path}/j.log", folder).url == str(tmp_path / "j.log")
-    assert parse_storage("postgresql://u:p@db/optuna", folder) == sweep_study.StorageTarget(
+    assert parse_storage("postgresql://u:p@db/optuna", folder) == StorageTarget(
         "rdb", "postgresql://u:p@db/optuna", None)
     assert parse_storage(str(tmp_path / "x.db"), folder).url == f"sqlite:///{tmp_path}/x.db"
     for bad in ("sqlite:///:memory:", "redis://host", "nonsense"):
@@ -111,7 +112,8 @@ RACE = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {repo!r})
     from pathlib import Path
-    from sweeps.study import SweepSettings, create_or_load_study, open_storage, parse_storage
+    from sweeps.storage import SweepSettings, open_storage, parse_storage
+    from sweeps.study import create_or_load_study
     folder, me = Path({folder!r}), int(sys.argv[1])
     (folder.parent / f"ready-{{me}}").touch()
     while len(list(folder.parent.glob("ready-*"))) < {n}:  # start together, once every process has imported
@@ -185,7 +187,7 @@ def test_workers_complete_exactly_k_trials_in_total(tmp_path, monkeypatch):
     ctx = _context(tmp_path, trials=3)
     other = _context(tmp_path, trials=3)  # a second worker (own storage object) with a trial in progress
     foreign = other.study.ask()
-    foreign_id = sweep_study._trial_id(other.storage, other.study, foreign.number)
+    foreign_id = leases.trial_id_of(other.storage, other.study, foreign.number)
     TrialHeartbeat(other.storage, foreign_id, foreign.number, 1, WorkerId.current()).beat()  # alive: this process
     outcome = sweep_study.run_worker(ctx)
     assert [state for _, state, _ in outcome.ran] == ["COMPLETE", "COMPLETE"]  # the running trial holds a place
@@ -202,7 +204,7 @@ def test_workers_complete_exactly_k_trials_in_total(tmp_path, monkeypatch):
     assert sweep_study._claims_before(bigger.study, extra.number) == 3 < 4
     assert sweep_study._claims_before(bigger.study, extra.number + 1) == 4
     surplus = bigger.study.ask()
-    sweep_study._release_surplus(bigger, surplus, sweep_study._trial_id(bigger.storage, bigger.study, surplus.number))
+    sweep_study._release_surplus(bigger, surplus, leases.trial_id_of(bigger.storage, bigger.study, surplus.number))
     assert bigger.study.trials[surplus.number].state == TrialState.FAIL
     assert bigger.study.trials[surplus.number].user_attrs["surplus"] is True
 
@@ -269,16 +271,16 @@ def test_stale_trials_of_a_journal_are_failed_and_retried_once(tmp_path):
     for trial in trials:
         ctx.space.suggest(trial)
         trial.report(0.6, 0)
-    ids = [sweep_study._trial_id(ctx.storage, ctx.study, t.number) for t in trials]
+    ids = [leases.trial_id_of(ctx.storage, ctx.study, t.number) for t in trials]
     here = WorkerId.current()
     now = time.time()
-    leases = [
+    trial_leases = [
         dict(here.lease(0), pid=_dead_pid()),                      # died on this machine: stale at once
         dict(here.lease(1), host="node-b", boot_id="x", beat=now - 100),  # silent elsewhere for 100 s: stale
         dict(here.lease(2), host="node-b", boot_id="x", beat=now),       # beating elsewhere: alive
         here.lease(3),                                               # this live process: alive
     ]
-    for trial_id, lease in zip(ids, leases):
+    for trial_id, lease in zip(ids, trial_leases):
         ctx.storage.set_trial_user_attr(trial_id, LEASE, lease)
     assert recover_stale_trials(ctx.storage, ctx.target, ctx.study, ctx.settings) == [0, 1]
     assert recover_stale_trials(twin.storage, twin.target, twin.study, twin.settings) == []  # not twice
@@ -301,7 +303,7 @@ def test_rdb_heartbeat_marks_a_silent_trial_stale(tmp_path):
     with pytest.warns(UserWarning, match="Heartbeat"):  # Optuna's hint that heartbeats belong to optimize()
         trial = ctx.study.ask()
     ctx.space.suggest(trial)
-    trial_id = sweep_study._trial_id(ctx.storage, ctx.study, trial.number)
+    trial_id = leases.trial_id_of(ctx.storage, ctx.study, trial.number)
     lease = dict(WorkerId.current().lease(trial.number), host="node-b", boot_id="x")
     ctx.storage.set_trial_user_attr(trial_id, LEASE, lease)
     ctx.storage.record_heartbeat(trial_id)

@@ -30,7 +30,10 @@ from optuna.trial import TrialState
 import run
 from sweeps import study as sweep_study
 from sweeps.database import DatabaseUnreachable, check_driver, lost_connection
-from sweeps.study import LEASE, SweepSettings, create_or_load_study, open_storage, parse_storage
+from sweeps import leases
+from sweeps.leases import LEASE
+from sweeps.storage import SweepSettings, open_storage, parse_storage
+from sweeps.study import create_or_load_study
 from tests.helpers import tiny_data_args
 from tests.pg_server import server_or_skip
 
@@ -128,7 +131,8 @@ def test_racing_processes_create_a_postgres_study_and_its_first_trials_once(pg, 
 import sys, time
 sys.path.insert(0, {str(REPO)!r})
 from pathlib import Path
-from sweeps.study import SweepSettings, create_or_load_study, open_storage, parse_storage
+from sweeps.storage import SweepSettings, open_storage, parse_storage
+from sweeps.study import create_or_load_study
 folder, me = Path({str(tmp_path)!r}), int(sys.argv[1])
 (folder / f"ready-{{me}}").touch()
 while len(list(folder.glob("ready-*"))) < 4:
@@ -286,7 +290,7 @@ def test_a_sigkilled_worker_is_failed_by_optunas_heartbeat_and_its_retry_resumes
     finished, killed = study.trials
     assert finished.state == TrialState.COMPLETE and killed.state == TrialState.RUNNING
     # The worker ran "on another node": with a foreign lease, only Optuna's heartbeat can tell it is dead.
-    killed_id = sweep_study._trial_id(study._storage, study, killed.number)
+    killed_id = leases.trial_id_of(study._storage, study, killed.number)
     study._storage.set_trial_user_attr(killed_id, LEASE, dict(killed.user_attrs[LEASE], host="node-b", boot_id="b"))
     time.sleep(3.5)  # past the grace period since its last heartbeat
     capfd.readouterr()
