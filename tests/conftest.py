@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import TINY_CLIP_SAMPLES, tiny_data_args
+from tests.helpers import TINY_CLIP_SAMPLES, TINY_MEL_ARGS, TRAINED_LSTM_ARGS, tiny_data_args
 
 TINY_CACHE_CLIPS = 120
 
@@ -52,3 +52,28 @@ def fake_cluster(tmp_path):
     from tests.fake_slurm import make_fake_cluster
 
     return make_fake_cluster(tmp_path)
+
+
+# ---- the shared trained runs: tiny, one epoch, made once per session ------------------------------------
+@pytest.fixture(scope="session")
+def mel_cnn_run(tiny_cache, tmp_path_factory) -> Path:
+    """A finished one-epoch mel_cnn run (paper vocabulary) on the tiny data; also prepares its cache."""
+    import run
+
+    run_dir = tmp_path_factory.mktemp("mel-cnn-run") / "run"
+    code = run.main(["--model", "mel_cnn", *tiny_cache.args(), *TINY_MEL_ARGS["mel_cnn"], "--max-epochs", "1",
+                     "--limit-train-batches", "2", "--logger", "none", "--run-dir", str(run_dir)])
+    assert code == 0
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def lstm_mel_run(tiny_cache, tmp_path_factory) -> Path:
+    """A finished one-epoch lstm_mel run (4 segments per clip) on the tiny data."""
+    import run
+
+    run_dir = tmp_path_factory.mktemp("lstm-mel-run") / "run"
+    code = run.main(["--model", "lstm_mel", *tiny_cache.args(), *TRAINED_LSTM_ARGS, "--max-epochs", "1",
+                     "--run-dir", str(run_dir), "--logger", "none"])
+    assert code == 0
+    return run_dir

@@ -25,6 +25,10 @@ TINY_MEL_ARGS = {
 }
 
 
+# The shared lstm_mel run's settings (tests/conftest.py `lstm_mel_run`): 4 segments of 3.7 s clips.
+TRAINED_LSTM_ARGS = ["--hop-length", "256", "--n-mels", "64", "--segments-per-clip", "4"]
+
+
 def read_metrics(run_dir: Path) -> dict:
     return json.loads((Path(run_dir) / "metrics.json").read_text())
 

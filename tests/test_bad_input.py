@@ -50,17 +50,7 @@ def data_args(cache_dir: Path) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def trained_run(cache_dir, tmp_path_factory):
-    """A finished one-epoch mel_cnn run (paper vocabulary); also prepares the synthetic data and its cache."""
-    run_dir = tmp_path_factory.mktemp("bad-input") / "trained"
-    code = run.main(["--model", "mel_cnn", *data_args(cache_dir), *MEL, "--max-epochs", "1",
-                     "--limit-train-batches", "2", "--logger", "none", "--run-dir", str(run_dir)])
-    assert code == 0
-    return run_dir
-
-
-@pytest.fixture(scope="session")
-def synthetic_data(cache_dir, trained_run) -> Path:
+def synthetic_data(cache_dir, mel_cnn_run) -> Path:
     return cache_dir / synthetic_dir_name(CLIPS, TINY_CLIP_SAMPLES, 0)
 
 
@@ -167,7 +157,7 @@ def test_unknown_split_or_vocabulary_name(cache_dir, capsys):
         MTATDataModule("synthetic", str(cache_dir), vocabulary="top50", layout=LAYOUT)
 
 
-def test_clean_split_on_synthetic_data(trained_run, cache_dir, tmp_path, capsys):
+def test_clean_split_on_synthetic_data(mel_cnn_run, cache_dir, tmp_path, capsys):
     line = fail(["--model", "mel_cnn", *data_args(cache_dir), *MEL, "--split", "clean",
                  "--run-dir", str(tmp_path / "run")], capsys)
     assert "split 'clean'" in line and "real MagnaTagATune" in line and "'folder'" in line
@@ -225,26 +215,26 @@ def test_unknown_model_name(capsys):
         model_spec("resnet50")
 
 
-def test_evaluate_with_another_model(trained_run, capsys):
-    line = fail(["--evaluate", str(trained_run), "--model", "lstm_mel"], capsys)
+def test_evaluate_with_another_model(mel_cnn_run, capsys):
+    line = fail(["--evaluate", str(mel_cnn_run), "--model", "lstm_mel"], capsys)
     assert "--model lstm_mel" in line and "(mel_cnn)" in line
-    assert not (trained_run / "evaluations").exists()
+    assert not (mel_cnn_run / "evaluations").exists()
 
 
-def test_evaluate_with_another_tag_list(trained_run, capsys):
-    line = fail(["--evaluate", str(trained_run), "--tags", "standard"], capsys)
+def test_evaluate_with_another_tag_list(mel_cnn_run, capsys):
+    line = fail(["--evaluate", str(mel_cnn_run), "--tags", "standard"], capsys)
     assert "was trained on" in line and "--tags" in line
-    assert not (trained_run / "evaluations").exists()
+    assert not (mel_cnn_run / "evaluations").exists()
 
 
-def test_tag_with_another_model(trained_run, synthetic_data, capsys):
+def test_tag_with_another_model(mel_cnn_run, synthetic_data, capsys):
     song = next((synthetic_data / "mp3").rglob("*.mp3"))
-    line = fail(["--tag", str(song), "--checkpoint", str(trained_run), "--model", "sample_cnn"], capsys)
+    line = fail(["--tag", str(song), "--checkpoint", str(mel_cnn_run), "--model", "sample_cnn"], capsys)
     assert "--model sample_cnn" in line and "(mel_cnn)" in line
 
 
-def test_truncated_garbage_and_foreign_checkpoints(trained_run, synthetic_data, cache_dir, tmp_path, capsys):
-    last = trained_run / "checkpoints" / "last.ckpt"
+def test_truncated_garbage_and_foreign_checkpoints(mel_cnn_run, synthetic_data, cache_dir, tmp_path, capsys):
+    last = mel_cnn_run / "checkpoints" / "last.ckpt"
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(last.read_bytes()[:4096])
     garbage = tmp_path / "garbage.ckpt"
@@ -261,7 +251,7 @@ def test_truncated_garbage_and_foreign_checkpoints(trained_run, synthetic_data, 
     assert not list(tmp_path.glob("*-evaluation"))
 
 
-def test_mel_settings_with_too_few_frames(trained_run, cache_dir, tmp_path, capsys):
+def test_mel_settings_with_too_few_frames(mel_cnn_run, cache_dir, tmp_path, capsys):
     line = fail(["--model", "mel_cnn", *data_args(cache_dir), "--hop-length", "4096",
                  "--run-dir", str(tmp_path / "run")], capsys)
     assert "frames" in line and "mel_cnn" in line
@@ -269,24 +259,24 @@ def test_mel_settings_with_too_few_frames(trained_run, cache_dir, tmp_path, caps
 
 
 # ---------------------------------------------------------------------------------------------- failures keep what exists
-def test_failures_keep_the_cache_and_earlier_runs(trained_run, synthetic_data, cache_dir, tmp_path, capsys):
+def test_failures_keep_the_cache_and_earlier_runs(mel_cnn_run, synthetic_data, cache_dir, tmp_path, capsys):
     waveforms = cache_dir / "waveforms"
-    before = {"run": snapshot(trained_run), "cache": snapshot(waveforms), "data": snapshot(synthetic_data)}
+    before = {"run": snapshot(mel_cnn_run), "cache": snapshot(waveforms), "data": snapshot(synthetic_data)}
     assert any(name.endswith("manifest.json") for name in before["cache"])
-    config = {k: v for k, v in json.loads((trained_run / "config.json").read_text()).items() if k != "resolved"}
+    config = {k: v for k, v in json.loads((mel_cnn_run / "config.json").read_text()).items() if k != "resolved"}
     # The trained run's folder with other settings: refused, not overwritten.
     line = fail(["--model", "mel_cnn", *data_args(cache_dir), *MEL, "--max-epochs", "1", "--limit-train-batches",
-                 "2", "--logger", "none", "--lr", str(config["lr"] * 2), "--run-dir", str(trained_run)], capsys)
-    assert str(trained_run) in line
+                 "2", "--logger", "none", "--lr", str(config["lr"] * 2), "--run-dir", str(mel_cnn_run)], capsys)
+    assert str(mel_cnn_run) in line
     # Options that fail after the cache is ready, and an evaluation that fails.
     fail(["--model", "mel_cnn", *data_args(cache_dir), "--hop-length", "4096", "--run-dir", str(tmp_path / "a")],
          capsys)
     fail(["--model", "mel_cnn", *data_args(cache_dir), *MEL, "--split", "clean", "--run-dir", str(tmp_path / "b")],
          capsys)
-    fail(["--evaluate", str(trained_run), "--tags", "standard"], capsys)
-    after = {"run": snapshot(trained_run), "cache": snapshot(waveforms), "data": snapshot(synthetic_data)}
+    fail(["--evaluate", str(mel_cnn_run), "--tags", "standard"], capsys)
+    after = {"run": snapshot(mel_cnn_run), "cache": snapshot(waveforms), "data": snapshot(synthetic_data)}
     assert after == before
-    assert read_metrics(trained_run)["best_checkpoint"]
+    assert read_metrics(mel_cnn_run)["best_checkpoint"]
 
 
 # ---------------------------------------------------------------------------------------------- non-finite loss
@@ -307,7 +297,7 @@ def _nan_logits_at(monkeypatch, bad_batches: set[int]) -> None:
 
 
 @pytest.mark.slow
-def test_nonfinite_loss_stops_naming_the_step_and_last_checkpoint(trained_run, cache_dir, tmp_path, monkeypatch,
+def test_nonfinite_loss_stops_naming_the_step_and_last_checkpoint(mel_cnn_run, cache_dir, tmp_path, monkeypatch,
                                                                   capsys):
     _nan_logits_at(monkeypatch, {4})  # epoch 1, batch 1: global step 3 (two batches per epoch)
     run_dir = tmp_path / "run"
@@ -324,7 +314,7 @@ def test_nonfinite_loss_stops_naming_the_step_and_last_checkpoint(trained_run, c
 
 
 @pytest.mark.slow
-def test_nonfinite_loss_skip_drops_the_batch_and_finishes(trained_run, cache_dir, tmp_path, monkeypatch, capsys):
+def test_nonfinite_loss_skip_drops_the_batch_and_finishes(mel_cnn_run, cache_dir, tmp_path, monkeypatch, capsys):
     _nan_logits_at(monkeypatch, {2, 3})  # epoch 0 batch 1, epoch 1 batch 0
     updated = []  # per training batch: did the weights change?
 

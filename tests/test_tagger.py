@@ -28,26 +28,17 @@ from lightning_modules.registry import MODELS, build_network, input_shape, netwo
 from lightning_modules.inference.taggram import (TAGGRAM_ROWS, Taggram, check_hop, taggram_plot, window_starts,
                                        write_taggram_png)
 from lightning_modules.inference.tagger import AudioError, Tagger, cut_segments, load_audio, segment_starts
-from tests.helpers import TINY_CLIP_SAMPLES, tiny_data_args
+from tests.helpers import TINY_CLIP_SAMPLES, TRAINED_LSTM_ARGS, tiny_data_args
 
 # hop 256 and 4 segments: (59,049 // 256 + 1) // 4 = 57 frames, i.e. 14,336-sample segments
-LSTM_ARGS = ["--hop-length", "256", "--n-mels", "64", "--segments-per-clip", "4"]
+LSTM_ARGS = TRAINED_LSTM_ARGS  # the shared run's settings
 
 CLIPS = 120
 
 
 @pytest.fixture(scope="session")
-def trained_run(cache_dir, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("tagger") / "run"
-    code = run.main(["--model", "lstm_mel", *tiny_data_args(cache_dir, clips=CLIPS), *LSTM_ARGS,
-                     "--max-epochs", "1", "--run-dir", str(run_dir), "--logger", "none"])
-    assert code == 0
-    return run_dir
-
-
-@pytest.fixture(scope="session")
-def tagger(trained_run):
-    checkpoint = json.loads((trained_run / "metrics.json").read_text())["best_checkpoint"]
+def tagger(lstm_mel_run):
+    checkpoint = json.loads((lstm_mel_run / "metrics.json").read_text())["best_checkpoint"]
     return Tagger.from_checkpoint(checkpoint)
 
 
@@ -153,7 +144,7 @@ def test_broken_files_raise_audio_errors_with_reasons(tmp_path):
 # Tagging
 # ------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_tagging_a_dataset_clip_reproduces_evaluation(tagger, cache_dir, trained_run):
+def test_tagging_a_dataset_clip_reproduces_evaluation(tagger, cache_dir, lstm_mel_run):
     hp = tagger.module.hparams
     datamodule = MTATDataModule("synthetic", str(cache_dir), layout=dict(hp.layout), frontend=dict(hp.frontend),
                                 batch_size=4, num_workers=0, progress=False,
@@ -177,7 +168,7 @@ def test_tagging_a_dataset_clip_reproduces_evaluation(tagger, cache_dir, trained
 
 
 @pytest.mark.slow
-def test_tag_command_on_a_folder_of_good_and_broken_files(trained_run, tmp_path, capsys):
+def test_tag_command_on_a_folder_of_good_and_broken_files(lstm_mel_run, tmp_path, capsys):
     music = tmp_path / "music"
     (music / "album").mkdir(parents=True)
     sf.write(music / "short.wav", tone(0.3, 8000), 8000)  # shorter than one segment (0.9 s)
@@ -187,7 +178,7 @@ def test_tag_command_on_a_folder_of_good_and_broken_files(trained_run, tmp_path,
     (music / "cover.jpg").write_bytes(b"\xff\xd8 not tagged")
     _broken_files(music / "broken")
     taggrams = tmp_path / "taggrams"
-    code = run.main(["--tag", str(music), str(tmp_path / "missing.mp3"), "--checkpoint", str(trained_run),
+    code = run.main(["--tag", str(music), str(tmp_path / "missing.mp3"), "--checkpoint", str(lstm_mel_run),
                      "--json", "--top-k", "3", "--taggram", str(taggrams), "--no-progress"])
     captured = capsys.readouterr()
     assert code == 1  # some inputs failed, the rest were tagged
@@ -215,10 +206,10 @@ def test_tag_command_on_a_folder_of_good_and_broken_files(trained_run, tmp_path,
 
 
 @pytest.mark.slow
-def test_tag_command_text_output_excerpt_and_usage_errors(trained_run, tmp_path, capsys):
+def test_tag_command_text_output_excerpt_and_usage_errors(lstm_mel_run, tmp_path, capsys):
     song = tmp_path / "song.wav"
     sf.write(song, tone(6.0, 44100), 44100)
-    code = run.main(["--tag", str(song), "--checkpoint", str(trained_run), "--start", "1", "--duration", "2",
+    code = run.main(["--tag", str(song), "--checkpoint", str(lstm_mel_run), "--start", "1", "--duration", "2",
                      "--taggram", str(tmp_path / "one.png")])
     out = capsys.readouterr().out
     assert code == 0
@@ -357,10 +348,10 @@ def test_taggram_follows_a_song_whose_instrument_changes_halfway(learned_run, tm
 
 
 @pytest.mark.slow
-def test_taggram_time_axis_honours_start_and_duration_and_bad_hops_fail(trained_run, tmp_path, capsys):
+def test_taggram_time_axis_honours_start_and_duration_and_bad_hops_fail(lstm_mel_run, tmp_path, capsys):
     song = tmp_path / "song.flac"
     sf.write(song, tone(12.0, 22050, (220.0, 880.0)), 22050)
-    code = run.main(["--tag", str(song), "--checkpoint", str(trained_run), "--start", "2", "--duration", "8",
+    code = run.main(["--tag", str(song), "--checkpoint", str(lstm_mel_run), "--start", "2", "--duration", "8",
                      "--taggram", str(tmp_path / "grams"), "--taggram-hop", "1", "--json", "--no-progress"])
     entry = json.loads(capsys.readouterr().out)["files"][0]
     windows = entry["taggram_windows"]
@@ -368,18 +359,18 @@ def test_taggram_time_axis_honours_start_and_duration_and_bad_hops_fail(trained_
     np.testing.assert_allclose(windows["starts_s"], 2 + np.arange(8), atol=1e-6)  # seconds of the song
     assert entry["taggram"].endswith("grams/song.flac.taggram.png")
     # default hop 3 s; the text report says how many windows
-    code = run.main(["--tag", str(song), "--checkpoint", str(trained_run), "--taggram", str(tmp_path / "t.png")])
+    code = run.main(["--tag", str(song), "--checkpoint", str(lstm_mel_run), "--taggram", str(tmp_path / "t.png")])
     assert code == 0 and "(4 windows of 0.9 s every 3 s)" in capsys.readouterr().out
     short = tmp_path / "short.wav"
     sf.write(short, tone(0.5, 16000), 16000)
-    code = run.main(["--tag", str(short), "--checkpoint", str(trained_run), "--taggram", str(tmp_path / "s.png"),
+    code = run.main(["--tag", str(short), "--checkpoint", str(lstm_mel_run), "--taggram", str(tmp_path / "s.png"),
                      "--json"])
     windows = json.loads(capsys.readouterr().out)["files"][0]["taggram_windows"]
     assert code == 0 and windows["windows"] == 1 and windows["padded"] and windows["centres_s"] == [0.25]
     for argv, message in ((["--taggram-hop", "0"], "--taggram-hop must be a positive"),
                           (["--taggram-hop", "1"], "--taggram-hop goes with --taggram")):
         taggram = [] if "goes with" in message else ["--taggram", str(tmp_path / "bad.png")]
-        assert run.main(["--tag", str(song), "--checkpoint", str(trained_run), *taggram, *argv]) == 2
+        assert run.main(["--tag", str(song), "--checkpoint", str(lstm_mel_run), *taggram, *argv]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "bad.png").exists()
 
