@@ -274,7 +274,8 @@ class MTATDataModule(pl.LightningDataModule):
             return
         clips = self.reader.read()
         clip_samples = self.reader.clip_samples()
-        self.layout.check_fits(clip_samples)
+        if not self.variable_length:  # tracks of any length: a chunk longer than one is zero-padded
+            self.layout.check_fits(clip_samples)
         vocabulary = clips.vocabulary(self.hparams.vocabulary, self.hparams.n_tags)
         self.tags = tuple(vocabulary.tags)
         if self.variable_length:

@@ -113,6 +113,18 @@ def default_train_crop(options: RunOptions) -> str | None:
     return options.train_crop
 
 
+def layout_clip_samples(options: RunOptions, spec: ModelSpec, clip_samples: int) -> int:
+    """The clip length a model's segment layout is computed for.
+
+    On MTAT, the clips' length. On MTG-Jamendo, the window whole-clip models read
+    (``--jamendo-clip-samples``); a chunk model reads its own chunk from tracks of any length, so a chunk
+    longer than that window is not refused (a track shorter than a chunk is zero-padded).
+    """
+    if options.dataset == JAMENDO and spec.frame_samples is not None:
+        return max(clip_samples, spec.frame_samples)
+    return clip_samples
+
+
 def build_datamodule(options: RunOptions, spec: ModelSpec, layout: dict | None = None,
                      frontend: MelConfig | None = None) -> MTATDataModule:
     """The data module for these options; `layout` may be omitted before the clip length is known."""
