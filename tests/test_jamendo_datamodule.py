@@ -213,3 +213,14 @@ def test_every_model_trains_and_tests_on_the_stand_in(name, jamendo_cache, tmp_p
         assert evaluated["roc_auc"] == pytest.approx(metrics["roc_auc"], abs=1e-7)
         assert evaluated["pr_auc"] == pytest.approx(metrics["pr_auc"], abs=1e-7)
         assert evaluated["n_clips"] == metrics["n_clips"]
+
+
+def test_download_with_dataset_mtg_jamendo_fetches_its_archives(tmp_path, capsys):
+    # No archive at this mirror: every one of the 100 fails, in one line naming them (MTAT's files are not asked for).
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    assert run.main(["--download", str(tmp_path / "jamendo"), "--dataset", "mtg-jamendo", "--download-url",
+                     mirror.as_uri() + "/", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "MTG-Jamendo download into" in err
+    assert "100 of 100 archives failed" in err and "raw_30s_audio-low-00.tar" in err
