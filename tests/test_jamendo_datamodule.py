@@ -224,3 +224,23 @@ def test_download_with_dataset_mtg_jamendo_fetches_its_archives(tmp_path, capsys
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "MTG-Jamendo download into" in err
     assert "100 of 100 archives failed" in err and "raw_30s_audio-low-00.tar" in err
+
+
+@pytest.mark.slow
+def test_a_folder_as_distributed_with_excerpts_trains_through_the_same_path(jamendo_cache, tmp_path, capsys):
+    # The stand-in's folder read as a real MTG-Jamendo folder (JamendoReader), keeping the middle 5 s of each track.
+    from datamodules.jamendo_synthetic import generate_synthetic_jamendo
+
+    folder = generate_synthetic_jamendo(tmp_path / "jamendo", n_tracks=24, min_seconds=4, max_seconds=8,
+                                        workers=1, progress=False)
+    cache = tmp_path / "cache"
+    argv = ["--dataset", "mtg-jamendo", "--data", str(folder), "--excerpt-seconds", "5",
+            "--jamendo-clip-samples", str(TINY_CLIP_SAMPLES), "--num-workers", "0", "--no-progress", "--logger",
+            "none", "--cache-dir", str(cache), "--model", "mel_cnn", *TINY_MEL_ARGS["mel_cnn"], "--max-epochs", "1",
+            "--limit-train-batches", "2", "--batch-size", "4", "--run-dir", str(tmp_path / "run")]
+    assert run.main(argv) == 0, capsys.readouterr().err
+    (store_dir,) = (cache / "tracks").iterdir()
+    store = open_ragged_store(store_dir)
+    assert store.manifest["excerpt_samples"] == 80_000 and "excerpt80000" in store_dir.name
+    assert store.lengths.max() == 80_000 and store.lengths.min() >= 4 * 16_000
+    assert read_metrics(tmp_path / "run")["test"]["n_clips"] > 0
