@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         if mode.print_config:
             return _print_config(command)
         if mode.download:
-            return _download(mode.download, mode.download_url, command.run.progress)
+            return _download(mode.download, mode.download_url, command.run)
         if mode.tag:
             return _tag(command)
         if command.tagging.checkpoint:
@@ -225,9 +225,20 @@ def _reproduce(command, argv: list[str]) -> int:
                      bootstrap_seed=comparison.bootstrap_seed)
 
 
-def _download(dest: str, base_url: str | None, progress: bool) -> int:
+def _download(dest: str, base_url: str | None, options) -> int:
     from datamodules.download import MTAT_BASE_URL, download_mtat
 
+    progress = options.progress
+    if options.dataset == "mtg-jamendo":
+        from datamodules.jamendo_download import download_jamendo
+
+        quality = options.jamendo_quality or "low"
+        data_dir = download_jamendo(Path(dest).expanduser().resolve(), quality=quality, base_url=base_url,
+                                    progress=progress)
+        print(f"MTG-Jamendo's {quality}-quality audio is ready in {data_dir}: put the split TSVs (splits/split-0/...) "
+              f"there or give --jamendo-meta, then train with --data {data_dir} --dataset mtg-jamendo"
+              + (" --jamendo-quality full" if quality == "full" else ""))
+        return 0
     data_dir = download_mtat(Path(dest).expanduser().resolve(), base_url=base_url or MTAT_BASE_URL, progress=progress)
     print(f"MagnaTagATune is ready in {data_dir}: train with --data {data_dir}")
     return 0

@@ -35,9 +35,11 @@ from datamodules.dataset import STAGES, DatasetReader
 from datamodules.errors import ConfigError, DataError
 from datamodules.frontend import MelConfig, build_frontend
 from datamodules.mtat import mtat_reader
+from datamodules.ragged_store import open_ragged_store, write_ragged_store
 from datamodules.sampling import EpochSampler, loader_generator
 from datamodules.segments import SegmentLayout
 from datamodules.synthetic import DEFAULT_N_CLIPS
+from datamodules.tracks import TrackSegmentDataset
 
 
 @dataclass(frozen=True)
@@ -195,9 +197,33 @@ class MTATDataModule(pl.LightningDataModule):
         return self.reader.data_dir
 
     @property
+    def variable_length(self) -> bool:
+        """Tracks of different lengths (MTG-Jamendo): a ragged store and `TrackSegmentDataset` instead of MTAT's rectangle."""
+        return bool(getattr(self.reader, "variable_length", False))
+
+    @property
     def cache_dir(self) -> Path:
+        if self.variable_length:
+            # Named by the folder, quality, excerpt and the tracks themselves: split sets of a subset that
+            # hold the same tracks share one store, other subsets or excerpt lengths get their own.
+            ids = np.asarray(self.reader.read().clip_ids, dtype=np.int64)
+            key = f"{self.data_dir}|{self.reader.store_name()}|".encode() + ids.tobytes()
+            digest = hashlib.sha1(key).hexdigest()[:12]
+            return self.cache_root / "tracks" / f"{self.data_dir.name}-{self.reader.store_name()}-{digest}"
         digest = hashlib.sha1(str(self.data_dir).encode()).hexdigest()[:12]
         return self.cache_root / "waveforms" / f"{self.data_dir.name}-{digest}"
+
+    def open_prepared(self):
+        """The prepared waveform cache (MTAT) or track store (MTG-Jamendo); DataError when it is not ready."""
+        return open_ragged_store(self.cache_dir) if self.variable_length else open_cache(self.cache_dir)
+
+    def example_waveform(self, row: int) -> np.ndarray:
+        """The int16 audio of clip ``row`` a figure shows: the whole MTAT clip, or the middle clip-length part of a track."""
+        store = self.open_prepared()
+        if not self.variable_length:
+            return store.waveforms[row]
+        length, window = int(store.lengths[row]), self.reader.clip_samples()
+        return store.read(row, max(0, (length - window) // 2), min(length, window))
 
     # ---- one-time work --------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -214,9 +240,26 @@ class MTATDataModule(pl.LightningDataModule):
         # Vocabulary and split problems show up now, not after the (long) decoding.
         clips.vocabulary(self.hparams.vocabulary, self.hparams.n_tags)
         clips.split(self.hparams.split)
+        if self.variable_length:
+            self._prepare_tracks(clips)
+            return
         prepare_cache(self.reader.audio_root(), clips.audio_paths, clips.clip_ids, self.cache_dir,
                       self.reader.clip_samples(), workers=self.hparams.prepare_workers,
                       progress=self.hparams.progress)
+
+    def _prepare_tracks(self, clips) -> None:
+        """Decode every track once into the ragged store (resumable; skipped tracks warned about and recorded)."""
+        from tqdm.auto import tqdm
+
+        root = self.reader.audio_root()
+        items = [(str(int(key)), str(root / path)) for key, path in zip(clips.clip_ids, clips.audio_paths)]
+        with tqdm(total=len(items), desc=f"decoding tracks -> {self.cache_dir.name}", unit="track",
+                  disable=not self.hparams.progress) as bar:
+            def advance(done: int) -> None:
+                bar.update(done - bar.n)
+
+            write_ragged_store(self.cache_dir, items, excerpt_samples=self.reader.excerpt_samples,
+                               on_commit=advance)
 
     def dataset_info(self) -> DatasetInfo:
         """Clip length and tag list of the prepared dataset (what the model is built from)."""
@@ -234,9 +277,13 @@ class MTATDataModule(pl.LightningDataModule):
             return
         clips = self.reader.read()
         clip_samples = self.reader.clip_samples()
-        self.layout.check_fits(clip_samples)
+        if not self.variable_length:  # tracks of any length: a chunk longer than one is zero-padded
+            self.layout.check_fits(clip_samples)
         vocabulary = clips.vocabulary(self.hparams.vocabulary, self.hparams.n_tags)
         self.tags = tuple(vocabulary.tags)
+        if self.variable_length:
+            self._setup_tracks(clips, vocabulary)
+            return
         cache = open_cache(self.cache_dir)
         if cache.clip_samples != clip_samples:
             raise DataError(f"{self.cache_dir}: cache holds {cache.clip_samples}-sample clips, "
@@ -249,6 +296,21 @@ class MTATDataModule(pl.LightningDataModule):
                 raise DataError(f"{self.data_dir}: the {self.hparams.split!r} split has no decodable {name} clips")
             self._datasets[name] = SegmentDataset(
                 self.cache_dir, rows, vocabulary.labels, self.layout, clip_samples,
+                random_crop=(name == "train" and self.layout.train_crop == "random"), seed=self.hparams.seed)
+
+    def _setup_tracks(self, clips, vocabulary) -> None:
+        store = open_ragged_store(self.cache_dir)
+        if store.keys != [str(int(key)) for key in clips.clip_ids]:
+            raise DataError(f"{self.cache_dir}: the track store holds other tracks than {self.data_dir}'s split files; "
+                            "delete the folder to rebuild it")
+        usable = np.zeros(len(clips.clip_ids), dtype=bool)
+        usable[store.ok_rows] = True
+        for name, rows in clips.split(self.hparams.split).items():
+            rows = np.asarray(rows)[usable[np.asarray(rows)]]
+            if len(rows) == 0:
+                raise DataError(f"{self.data_dir}: split {self.hparams.split} has no decodable {name} tracks")
+            self._datasets[name] = TrackSegmentDataset(
+                self.cache_dir, rows, vocabulary.labels, store.lengths, self.layout,
                 random_crop=(name == "train" and self.layout.train_crop == "random"), seed=self.hparams.seed)
 
     def dataset(self, stage: str) -> SegmentDataset:

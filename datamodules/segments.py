@@ -55,6 +55,19 @@ class SegmentLayout:
         k = np.arange(self.segments_per_clip, dtype=np.float64)
         return np.round(k * room / (self.segments_per_clip - 1)).astype(np.int64)
 
+    def track_starts(self, track_samples: int) -> np.ndarray:
+        """Start offsets of the evaluation segments of a track of ``track_samples`` (any length).
+
+        The same spread as `starts` (which it equals whenever the segment fits), for datasets whose
+        tracks differ in length (MTG-Jamendo): a track shorter than a segment gets every segment at
+        0, and the reader zero-pads it to the segment length.
+        """
+        room = max(0, int(track_samples) - self.segment_samples)
+        if self.segments_per_clip == 1:
+            return np.array([room // 2], dtype=np.int64)
+        k = np.arange(self.segments_per_clip, dtype=np.float64)
+        return np.round(k * room / (self.segments_per_clip - 1)).astype(np.int64)
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -30,6 +30,9 @@ from callbacks.lr_decay import GlobalDecayRestart, LocalDecay
 from datamodules.audio import MTAT_CLIP_SAMPLES
 from datamodules.errors import ConfigError
 from datamodules.frontend import BACKENDS, COMPRESSIONS
+from datamodules.jamendo import QUALITIES as JAMENDO_QUALITIES
+from datamodules.jamendo import SPLITS as JAMENDO_SPLITS
+from datamodules.jamendo import SUBSETS as JAMENDO_SUBSETS
 from datamodules.mtat import SPLITS, TAG_VOCABULARIES
 from datamodules.segments import TRAIN_CROPS
 from datamodules.datamodule import SyntheticSpec
@@ -126,6 +129,31 @@ class DataOptions:
     synthetic_clip_samples: int = option(MTAT_CLIP_SAMPLES, "clip length of the synthetic dataset in samples at "
                                          "16 kHz (MTAT's)", type=positive_int, tunable=False)
     synthetic_seed: int = option(0, "seed of the synthetic dataset", type=int, tunable=False)
+    dataset: str = option("mtat", "which benchmark --data holds: MagnaTagATune, or MTG-Jamendo (split TSVs + audio "
+                          "folders 00-99; with --data synthetic, its generated stand-in)", choices=("mtat", "mtg-jamendo"),
+                          tunable=False, added=True)
+    jamendo_split: int | None = option(None, "MTG-Jamendo split set (default 0, the one results are reported on; "
+                                       "--split is MTAT's)", type=int, choices=JAMENDO_SPLITS, tunable=False, added=True)
+    jamendo_subset: str | None = option(None, "MTG-Jamendo tag subset, all of its tags (default top50tags; --tags and "
+                                        "--n-tags are MTAT's)", choices=JAMENDO_SUBSETS, tunable=False, added=True)
+    jamendo_quality: str | None = option(None, "MTG-Jamendo audio read and downloaded: low (mono VBR MP3, 156 GB; the "
+                                         "default) or full (320 kbit/s stereo, 508 GB)", choices=JAMENDO_QUALITIES,
+                                         tunable=False, added=True)
+    jamendo_meta: str | None = option(None, "folder with MTG-Jamendo's split TSVs (splits/ or data/splits/ inside; "
+                                      "default: --data)", metavar="DIR", tunable=False, added=True)
+    excerpt_seconds: float | None = option(None, "MTG-Jamendo: store only the middle S seconds of each track (30: "
+                                           "~53 GB instead of ~435 GB; default: whole tracks)", type=float,
+                                           metavar="S", tunable=False, added=True)
+    jamendo_clip_samples: int | None = option(None, "MTG-Jamendo: the window whole-clip models (mel_cnn, lstm_mel, "
+                                              f"sample_cnn) read, in samples (default {MTAT_CLIP_SAMPLES}, MTAT's "
+                                              "29.1 s clip); chunk models read their own chunk", type=positive_int,
+                                              tunable=False, added=True)
+    synthetic_tracks: int | None = option(None, "tracks in the generated MTG-Jamendo stand-in (default 200)",
+                                          type=positive_int, tunable=False, added=True)
+    synthetic_min_seconds: float | None = option(None, "shortest track of the MTG-Jamendo stand-in (default 20)",
+                                                 type=float, tunable=False, added=True)
+    synthetic_max_seconds: float | None = option(None, "longest track of the MTG-Jamendo stand-in (default 90)",
+                                                 type=float, tunable=False, added=True)
     num_workers: int | None = option(None, "loader processes per training process (default: its share of the "
                                      "usable cores - 1, at most 8)", type=int, identity=False, tunable=False)
     prepare_workers: int | None = option(None, "decoding processes (default: all cores)", type=int,

@@ -161,6 +161,13 @@ def _parameters(record: RunRecord) -> int | None:
 
 
 def _data_label(config: dict) -> str:
+    if config.get("dataset") == "mtg-jamendo":
+        split = config.get("jamendo_split") or 0
+        subset = config.get("jamendo_subset") or "top50tags"
+        if config.get("data") == "synthetic":
+            return (f"generated MTG-Jamendo ({config.get('synthetic_tracks') or 200} tracks, seed "
+                    f"{config.get('synthetic_seed')}), split {split}, {subset}")
+        return f"MTG-Jamendo {config.get('data')}, split {split}, {subset}"
     if config.get("data") == "synthetic":
         return (f"generated ({config.get('synthetic_clips')} clips x {config.get('synthetic_clip_samples')} samples, "
                 f"seed {config.get('synthetic_seed')})")

@@ -353,7 +353,6 @@ def figures_for_run(run_dir: Path, module, datamodule, capture: TestPredictionsC
     """`write_run_figures` from a finished run's module, data module, captured test predictions and history."""
     from callbacks.history import read_history
     from datamodules.audio import INT16_SCALE
-    from datamodules.cache import open_cache
 
     tags = list(module.tags)
     labels = np.asarray(datamodule.dataset("train").labels)  # one row per annotated clip of the dataset
@@ -362,7 +361,7 @@ def figures_for_run(run_dir: Path, module, datamodule, capture: TestPredictionsC
     if capture.probs is not None:
         position = example_clip_position(capture.targets)
         row = int(capture.clip_ids[position])
-        samples = np.asarray(open_cache(datamodule.cache_dir).waveforms[row], dtype=np.float32)
+        samples = np.asarray(datamodule.example_waveform(row), dtype=np.float32)
         waveform = torch.from_numpy(samples / INT16_SCALE)
         name = f"(annotations row {row})"
     return write_run_figures(

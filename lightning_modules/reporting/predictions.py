@@ -132,5 +132,6 @@ def save_run_predictions(run_dir: Path, capture, datamodule, thresholds, options
         return None
     predictions = predictions_from_capture(
         capture.probs, capture.targets, capture.clip_ids, datamodule.clip_ids(), datamodule.tags,
-        thresholds, split=options.split, vocabulary=options.tags, data=str(datamodule.data_dir))
+        thresholds, split=datamodule.hparams.split, vocabulary=datamodule.hparams.vocabulary,
+        data=str(datamodule.data_dir))
     return write_predictions(Path(run_dir) / PREDICTIONS_FILE, predictions)

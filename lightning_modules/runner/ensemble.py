@@ -101,11 +101,17 @@ def _identity(label: str, options: RunOptions, checkpoint: Path) -> dict:
     hparams = torch.load(checkpoint, map_location="cpu", weights_only=False).get("hyper_parameters") or {}
     if "tags" not in hparams:
         raise DataError(f"{checkpoint}: not a checkpoint of this suite (no tag list in it)")
-    data = options.data
-    if data == "synthetic":
+    data, split = options.data, options.split
+    if options.dataset == "mtg-jamendo":
+        split = str(options.jamendo_split or 0)
+        data = f"mtg-jamendo:{data}:{options.jamendo_subset or 'top50tags'}"
+        if options.data == "synthetic":
+            data += (f"({options.synthetic_tracks}, {options.synthetic_min_seconds}, {options.synthetic_max_seconds}, "
+                     f"seed {options.synthetic_seed})")
+    elif data == "synthetic":
         data = f"synthetic({options.synthetic_clips} clips, {options.synthetic_clip_samples} samples, " \
                f"seed {options.synthetic_seed})"
-    return {"label": label, "tags": list(hparams["tags"]), "split": options.split, "data": data}
+    return {"label": label, "tags": list(hparams["tags"]), "split": split, "data": data}
 
 
 def _evaluate_member(label: str, options: RunOptions, checkpoint: Path, run_dir: Path) -> Member:

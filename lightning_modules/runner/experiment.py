@@ -32,7 +32,8 @@ from lightning_modules.reporting.figures import figures_for_run
 from lightning_modules.reporting.loggers import build_logger, finish_logger, log_run_results
 from lightning_modules.reporting.predictions import save_run_predictions
 from lightning_modules.reporting.results import write_results
-from lightning_modules.runner.data import build_datamodule, frontend_config, model_spec, prepare_data_once
+from lightning_modules.runner.data import (build_datamodule, default_train_crop, frontend_config, layout_clip_samples,
+                                          model_spec, prepare_data_once)
 from lightning_modules.runner.interruptions import say_if_resume_inexact
 from lightning_modules.runner.peers import peer_lost
 from lightning_modules.runner.run_folder import (CHECKPOINT_DIR, CONFIG_FILE, CONFIG_YAML, LAST_CHECKPOINT,
@@ -46,8 +47,8 @@ def resolve_run(options: RunOptions) -> tuple[dict, MTATDataModule, TaggingModul
     spec = model_spec(options.model)
     frontend = frontend_config(spec, options)
     info = prepare_data_once(build_datamodule(options, spec, frontend=frontend))
-    layout = segment_layout(spec, info.clip_samples, frontend, options.segments_per_clip,
-                            options.train_crop)
+    layout = segment_layout(spec, layout_clip_samples(options, spec, info.clip_samples), frontend,
+                            options.segments_per_clip, default_train_crop(options))
     datamodule = build_datamodule(options, spec, layout.to_dict(), frontend)
     net_config = network_config(spec, input_shape(frontend, layout), len(info.tags), options)
     module = module_class(spec.name)(
