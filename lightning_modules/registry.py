@@ -46,6 +46,7 @@ class ModelSpec:
     batch_size: int
     network_defaults: tuple[tuple[str, object], ...] = ()
     width_kwarg: str | None = None  # the network argument `--width` sets (None: the model has no base width)
+    recipe: str = "paper"  # the `--recipe` used when none is given (lightning_modules/recipes.py)
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -66,18 +67,18 @@ MODELS.update({
     "short_chunk_cnn": ModelSpec(
         "short_chunk_cnn", "Won et al. 2020 (SMC), short-chunk CNN", ShortChunkCNN,
         MelConfig(n_fft=512, hop_length=256, n_mels=128), 16, short_chunk.CHUNK_SAMPLES, "random", 16,
-        (("residual", False), ("dropout", 0.5)), width_kwarg="channels"),
+        (("residual", False), ("dropout", 0.5)), width_kwarg="channels", recipe="won2020"),
     "short_chunk_resnet": ModelSpec(
         "short_chunk_resnet", "Won et al. 2020 (SMC), short-chunk ResNet", ShortChunkCNN,
         MelConfig(n_fft=512, hop_length=256, n_mels=128), 16, short_chunk.CHUNK_SAMPLES, "random", 16,
-        (("residual", True), ("dropout", 0.5)), width_kwarg="channels"),
+        (("residual", True), ("dropout", 0.5)), width_kwarg="channels", recipe="won2020"),
     "harmonic_cnn": ModelSpec(
         "harmonic_cnn", "Won et al. 2020 (ICASSP; SMC evaluation), Harmonic CNN", HarmonicCNN, None, 16,
-        harmonic_cnn.CHUNK_SAMPLES, "random", 16, (("dropout", 0.5),), width_kwarg="channels"),
+        harmonic_cnn.CHUNK_SAMPLES, "random", 16, (("dropout", 0.5),), width_kwarg="channels", recipe="won2020"),
     "tagging_transformer": ModelSpec(
         "tagging_transformer", "Won et al. 2021 (ISMIR), music tagging transformer", TaggingTransformer,
         MelConfig(n_fft=1024, hop_length=512, n_mels=128), 8, tagging_transformer.CHUNK_SAMPLES, "random", 32,
-        (("dropout", 0.1),), width_kwarg="channels"),
+        (("dropout", 0.1),), width_kwarg="channels", recipe="won2020"),
 })
 
 NETWORKS: dict[str, type[nn.Module]] = {"SampleCNN": SampleCNN, "MelCNN": MelCNN, "LSTMMel": LSTMMel}
