@@ -97,8 +97,33 @@ class TaggingTransformerModule(_ArchitectureModule):
     MODEL = "tagging_transformer"
 
 
+class FCNModule(_ArchitectureModule):
+    """Choi et al. 2016's fully convolutional network on the whole clip's log-Mel spectrogram."""
+
+    MODEL = "fcn"
+
+
+class CRNNModule(_ArchitectureModule):
+    """Choi et al. 2017's convolutional recurrent network (4 conv layers, 2-layer GRU)."""
+
+    MODEL = "crnn"
+
+
+class MusicnnModule(_ArchitectureModule):
+    """Pons & Serra 2019's musicnn: timbral and temporal front-end filters, dense mid-end, pooled back-end."""
+
+    MODEL = "musicnn"
+
+
+class SampleCNNSEModule(_ArchitectureModule):
+    """Kim et al. 2018's SampleCNN with squeeze-and-excitation and multi-level aggregation."""
+
+    MODEL = "sample_cnn_se"
+
+
 MODULES: dict[str, type[TaggingModule]] = {
     cls.MODEL: cls for cls in (SampleCNNModule, SampleCNNFramesModule, MelCNNModule, LSTMMelModule,
+                               FCNModule, CRNNModule, MusicnnModule, SampleCNNSEModule,
                                ShortChunkCNNModule, ShortChunkResNetModule, HarmonicCNNModule,
                                TaggingTransformerModule)}
 

@@ -15,13 +15,18 @@ from torch import nn
 from datamodules.errors import ConfigError
 from datamodules.frontend import MelConfig
 from datamodules.segments import SegmentLayout
+from lightning_modules.networks import harmonic_cnn, short_chunk, tagging_transformer
+from lightning_modules.networks.crnn import CRNN
+from lightning_modules.networks.fcn import FCN
+from lightning_modules.networks.harmonic_cnn import HarmonicCNN
 from lightning_modules.networks.lstm_mel import LSTMMel
 from lightning_modules.networks.mel_cnn import MelCNN
-from lightning_modules.networks import harmonic_cnn, short_chunk, tagging_transformer
-from lightning_modules.networks.harmonic_cnn import HarmonicCNN
+from lightning_modules.networks.musicnn import Musicnn
+from lightning_modules.networks.sample_cnn import FRAME_CHANNELS, FRAME_SAMPLES, WHOLE_CLIP_CHANNELS, SampleCNN
+from lightning_modules.networks.sample_cnn_se import SEGMENT_SAMPLES as SE_SEGMENT_SAMPLES
+from lightning_modules.networks.sample_cnn_se import SampleCNNSE
 from lightning_modules.networks.short_chunk import ShortChunkCNN
 from lightning_modules.networks.tagging_transformer import TaggingTransformer
-from lightning_modules.networks.sample_cnn import FRAME_CHANNELS, FRAME_SAMPLES, WHOLE_CLIP_CHANNELS, SampleCNN
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,18 @@ MODELS: dict[str, ModelSpec] = {
                          "fixed", 32, (("dropout", 0.1),)),
     "lstm_mel": ModelSpec("lstm_mel", "Table 3", LSTMMel, MelConfig(n_fft=2048, hop_length=512, n_mels=128), 4, None,
                           "fixed", 32, (("dropout", 0.0),)),
+    # From the literature (lightning_modules/networks/): Mel settings at 16 kHz as in Won et al. 2020's
+    # reimplementations (96 bands, n_fft 512, hop 256), batch 16 as in Won's code; sample_cnn_se's batch of 23
+    # and its non-overlapping test segments are Kim et al.'s; musicnn's 3 s patches cover the clip (10 of them).
+    "fcn": ModelSpec("fcn", "Choi et al. 2016 (FCN, Won et al. 2020 widths)", FCN,
+                     MelConfig(n_fft=512, hop_length=256, n_mels=96), 1, None, "fixed", 16, (("dropout", 0.5),)),
+    "crnn": ModelSpec("crnn", "Choi et al. 2017 (CRNN)", CRNN, MelConfig(n_fft=512, hop_length=256, n_mels=96),
+                      1, None, "fixed", 16, (("dropout", 0.5),)),
+    "musicnn": ModelSpec("musicnn", "Pons & Serra 2019 (musicnn, MTT_musicnn)", Musicnn,
+                         MelConfig(n_fft=512, hop_length=256, n_mels=96), None, 3 * 16_000, "random", 16,
+                         (("dropout", 0.5),)),
+    "sample_cnn_se": ModelSpec("sample_cnn_se", "Kim et al. 2018 (SampleCNN + SE + multi-level)", SampleCNNSE,
+                               None, None, SE_SEGMENT_SAMPLES, "random", 23, (("dropout", 0.5),)),
 }
 # Won et al.: random chunks in training, 16 chunks averaged per clip in evaluation (8 for the transformer, as its
 # authors' script); batch sizes from their code (16; the transformer's 32). Their Mel is torchaudio's (HTK scale, no
@@ -81,8 +98,10 @@ MODELS.update({
         (("dropout", 0.1),), width_kwarg="channels", recipe="won2020"),
 })
 
-NETWORKS: dict[str, type[nn.Module]] = {"SampleCNN": SampleCNN, "MelCNN": MelCNN, "LSTMMel": LSTMMel}
-NETWORKS.update({"ShortChunkCNN": ShortChunkCNN, "HarmonicCNN": HarmonicCNN, "TaggingTransformer": TaggingTransformer})
+NETWORKS: dict[str, type[nn.Module]] = {
+    "SampleCNN": SampleCNN, "MelCNN": MelCNN, "LSTMMel": LSTMMel,
+    "FCN": FCN, "CRNN": CRNN, "Musicnn": Musicnn, "SampleCNNSE": SampleCNNSE,
+    "ShortChunkCNN": ShortChunkCNN, "HarmonicCNN": HarmonicCNN, "TaggingTransformer": TaggingTransformer}
 
 
 def segment_layout(spec: ModelSpec, clip_samples: int, frontend: MelConfig | None,

@@ -16,6 +16,8 @@ The spaces (`SPACES`) and the paper's settings they contain:
 * Won et al.'s `short_chunk_cnn`, `short_chunk_resnet`, `tagging_transformer`: hop (and Mel bands where the
   network takes any), dropout, learning rate, decay; `harmonic_cnn` (its filters are learned): learning rate,
   dropout, decay.
+* `fcn`, `crnn`, `musicnn`: Mel bands (96, 128), dropout, learning rate, decay; `sample_cnn_se`: as
+  `sample_cnn` (no baselines are enqueued for these: their publications' recipes are not the suite's).
 
 How a space meets the data and the command line (`build_space`):
 
@@ -233,6 +235,13 @@ SPACES: dict[str, SearchSpace] = {
     "tagging_transformer": SearchSpace("tagging_transformer", (
         categorical("hop_length", (256, 512, 1024)), categorical("n_mels", (64, 96, 128)),
         categorical("dropout", (0.0, 0.1, 0.2)), _LR, _GLOBAL_DECAY)),
+    # From the literature: their architectures fix the input's shape closely (FCN and CRNN pool 96 or 128 Mel
+    # bands down to one row; musicnn's timbral filters are fractions of the bands), so the Mel bands, dropout,
+    # learning rate and decay are tuned.
+    **{name: SearchSpace(name, (categorical("n_mels", (96, 128)), categorical("dropout", (0.25, 0.5)),
+                                _LR, _GLOBAL_DECAY))
+       for name in ("fcn", "crnn", "musicnn")},
+    "sample_cnn_se": SearchSpace("sample_cnn_se", _WAVEFORM),
 }
 
 BASELINES: dict[str, tuple[dict, ...]] = {

@@ -33,18 +33,22 @@ class TinyData:
 
 
 @pytest.fixture(scope="session")
-def tiny_cache(tmp_path_factory) -> TinyData:
-    path = tmp_path_factory.getbasetemp() / f"synthetic-cache-{TINY_CACHE_CLIPS}"  # shared by every test file
+def cache_dir(tmp_path_factory) -> Path:
+    """The one cache folder of the test session: every generated dataset (each size its own subfolder)
+    and its decoded cache, made once and shared by every test file."""
+    path = tmp_path_factory.getbasetemp() / "synthetic-cache"
     path.mkdir(exist_ok=True)
-    return TinyData(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(cache_dir) -> TinyData:
+    return TinyData(cache_dir)
 
 
 @pytest.fixture
-def make_options(tiny_cache, tmp_path):
-    """Build the normalised run options of a command line on the tiny dataset, with its own run folder."""
-    import run
+def fake_cluster(tmp_path):
+    """SLURM's environment faked and its commands recorded (tests/fake_slurm.py): (env, calls)."""
+    from tests.fake_slurm import make_fake_cluster
 
-    def build(*argv: str, run_dir: Path | None = None):
-        return run.parse_options([*tiny_cache.args(), "--run-dir", str(run_dir or tmp_path / "run"), *argv])
-
-    return build
+    return make_fake_cluster(tmp_path)

@@ -27,3 +27,10 @@ TINY_MEL_ARGS = {
 
 def read_metrics(run_dir: Path) -> dict:
     return json.loads((Path(run_dir) / "metrics.json").read_text())
+
+
+def run_options(*argv: str, model: str = "mel_cnn"):
+    """The normalised run options of `run.py --model MODEL ARGV...` (the one options builder of the tests)."""
+    import run
+
+    return run.parse_options(["--model", model, *argv])

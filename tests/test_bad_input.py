@@ -45,13 +45,6 @@ MEL = TINY_MEL_ARGS["mel_cnn"]
 LAYOUT = {"segment_samples": 1, "segments_per_clip": 1}
 
 
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory):
-    path = tmp_path_factory.getbasetemp() / "synthetic-cache-120"  # shared with the other test files
-    path.mkdir(exist_ok=True)
-    return path
-
-
 def data_args(cache_dir: Path) -> list[str]:
     return tiny_data_args(cache_dir, clips=CLIPS)
 

@@ -37,7 +37,7 @@ from lightning_modules.config import RunOptions
 from lightning_modules.runner.data import build_datamodule
 from lightning_modules.runner.trainer import build_strategy, check_precision, cluster_plugins, planned_processes
 from lightning_modules.registry import MODELS, build_network, input_shape, network_config, segment_layout
-from tests.helpers import TINY_CLIP_SAMPLES, TINY_MEL_ARGS, read_metrics, tiny_data_args
+from tests.helpers import TINY_CLIP_SAMPLES, TINY_MEL_ARGS, read_metrics, tiny_data_args, run_options
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLIPS = 120
@@ -46,8 +46,7 @@ LR = 0.05
 GLOBAL_DECAY = 0.2
 
 
-def _options(*extra: str) -> dict:
-    return run.parse_options(["--model", "mel_cnn", *extra])
+_options = run_options
 
 
 # ---------------------------------------------------------------- the DDP run (slow, shared)

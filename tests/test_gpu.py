@@ -29,11 +29,11 @@ from datamodules.audio import SAMPLE_RATE
 from datamodules.frontend import LogMel, MelConfig
 from lightning_modules.runner.experiment import run_experiment
 from lightning_modules.inference.tagger import Tagger
-from tests.helpers import TINY_MEL_ARGS, read_metrics, tiny_data_args
+from tests.helpers import TINY_MEL_ARGS, read_metrics, tiny_data_args, run_options
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-CLIPS = 96
+CLIPS = 120
 QUICK = ["--max-epochs", "1", "--limit-train-batches", "3", "--batch-size", "8", "--logger", "csv",
          "--accelerator", "gpu", "--devices", "1"]
 MODELS = ("sample_cnn", "sample_cnn_frames", "mel_cnn", "lstm_mel")
@@ -41,15 +41,10 @@ MODELS = ("sample_cnn", "sample_cnn_frames", "mel_cnn", "lstm_mel")
 KERNEL_KEYS = ("wsin", "wcos", "mel_basis", "fb", "window")
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
-
-
 def _options(cache_dir, run_dir, model, *extra: str) -> dict:
     argv = ["--model", model, *tiny_data_args(cache_dir, CLIPS), *TINY_MEL_ARGS[model], *QUICK,
             "--run-dir", str(run_dir), *extra]
-    return run.parse_options(argv)
+    return run_options(*argv[2:], model=model)
 
 
 class DeviceProbe(Callback):

@@ -33,7 +33,7 @@ import pytest
 import run
 from lightning_modules.runner.trainer import build_strategy
 from lightning_modules.runner.peers import DEFAULT_DDP_TIMEOUT, _describe
-from tests.helpers import TINY_MEL_ARGS, read_metrics, tiny_data_args
+from tests.helpers import TINY_MEL_ARGS, read_metrics, tiny_data_args, run_options
 from tests.pg_server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,8 +43,7 @@ LAUNCH_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "GROUP_RANK", "LO
                     "LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID")
 
 
-def _options(*extra: str):
-    return run.parse_options(["--model", "mel_cnn", *extra])
+_options = run_options
 
 
 def test_ddp_timeout_reaches_the_strategy():

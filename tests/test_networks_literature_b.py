@@ -268,11 +268,6 @@ RUN_ARGS = {
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache-b")
-
-
-@pytest.fixture(scope="module")
 def trained(request, cache_dir, tmp_path_factory):
     """One learning run per model, shared by the learning and the evaluate/tag tests."""
     runs = {}

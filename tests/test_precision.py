@@ -16,22 +16,17 @@ from lightning.pytorch.callbacks import Callback
 import run
 from lightning_modules.tagging_module import TaggingModule
 from lightning_modules.runner.experiment import run_experiment
-from tests.helpers import TINY_MEL_ARGS, read_metrics, tiny_data_args
+from tests.helpers import TINY_MEL_ARGS, read_metrics, tiny_data_args, run_options
 
-CLIPS = 96
+CLIPS = 120
 QUICK = ["--max-epochs", "1", "--limit-train-batches", "2", "--limit-val-batches", "1.0",
          "--limit-test-batches", "1.0", "--logger", "csv", "--accelerator", "cpu", "--batch-size", "8"]
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
 
 
 def _options(cache_dir, run_dir, *extra: str) -> dict:
     argv = ["--model", "mel_cnn", *tiny_data_args(cache_dir, CLIPS), *TINY_MEL_ARGS["mel_cnn"], *QUICK,
             "--run-dir", str(run_dir), *extra]
-    return run.parse_options(argv)
+    return run_options(*argv[2:], model="mel_cnn")
 
 
 class DtypeProbe(Callback):

@@ -1,6 +1,6 @@
 """slurm/reproduce.sbatch: array task I runs the I-th run of `--reproduce NAME`, a table step writes the table.
 
-Runs the script under bash with SLURM faked (the recorders of tests/test_slurm_scripts.py); the
+Runs the script under bash with SLURM faked (the recorders of tests/fake_slurm.py); the
 recorded run.py command lines must parse and select the run the dry-run list names.
 """
 
@@ -12,7 +12,8 @@ import subprocess
 import time
 
 from lightning_modules.runner.reproduce import passthrough_args, plan_runs
-from tests.test_slurm_scripts import JOB_ID, REPO_ROOT, _run_py_calls, fake_cluster  # noqa: F401 (fixture)
+from tests.fake_slurm import JOB_ID, REPO_ROOT
+from tests.fake_slurm import run_py_calls as _run_py_calls
 
 import run
 from lightning_modules.cli import parse_command

@@ -36,7 +36,7 @@ from lightning_modules.config import RunOptions
 from sweeps.study import (LEASE, SweepContext, SweepSettings, TrialHeartbeat, WorkerId,
                           create_or_load_study, fail_and_retry, make_pruner, make_sampler, open_storage,
                           parse_storage, recover_stale_trials)
-from tests.helpers import TINY_CLIP_SAMPLES, tiny_data_args
+from tests.helpers import TINY_CLIP_SAMPLES, tiny_data_args, run_options
 
 REPO = Path(__file__).resolve().parents[1]
 MTAT_CLIP = MTAT_CLIP_SAMPLES
@@ -46,8 +46,8 @@ TINY_SPACE = {"n_fft": [512, 1024], "hop_length": [1024, 2048], "segments_per_cl
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def _options(*extra: str, model: str = "lstm_mel") -> dict:
-    return run.parse_options(["--model", model, *extra])
+def _options(*extra: str, model: str = "lstm_mel"):
+    return run_options(*extra, model=model)
 
 
 # ---- search spaces ------------------------------------------------------------------------------------

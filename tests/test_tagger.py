@@ -37,13 +37,6 @@ CLIPS = 120
 
 
 @pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory):
-    path = tmp_path_factory.getbasetemp() / "synthetic-cache-120"  # shared with the other test files
-    path.mkdir(exist_ok=True)
-    return path
-
-
-@pytest.fixture(scope="session")
 def trained_run(cache_dir, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("tagger") / "run"
     code = run.main(["--model", "lstm_mel", *tiny_data_args(cache_dir, clips=CLIPS), *LSTM_ARGS,

@@ -295,13 +295,6 @@ def test_restarts_and_learning_rate_reach_wandb(tmp_path):
 # ------------------------------------------------------------------------------------------
 # A whole run
 # ------------------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory):
-    path = tmp_path_factory.getbasetemp() / "synthetic-cache-120"  # shared with the other test files
-    path.mkdir(exist_ok=True)
-    return path
-
-
 @pytest.mark.slow
 def test_default_run_logs_everything_offline(cache_dir, tmp_path, capsys):
     run_dir = tmp_path / "run"

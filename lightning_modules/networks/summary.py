@@ -54,8 +54,8 @@ def _own_paper_params(module: nn.Module) -> int:
     """Keras-convention count of the parameters held directly by ``module`` (not children)."""
     total = 0
     for name, param in module.named_parameters(recurse=False):
-        if isinstance(module, nn.LSTM) and name.startswith("bias_hh"):
-            continue  # Keras: one bias per gate; PyTorch's second bias is redundant.
+        if isinstance(module, (nn.LSTM, nn.GRU)) and name.startswith("bias_hh"):
+            continue  # Keras: one bias per gate (for a GRU, reset_after=False); PyTorch has two.
         total += param.numel()
     if isinstance(module, _BatchNorm) and module.track_running_stats:
         # Keras counts moving mean and moving variance as non-trainable parameters.
@@ -67,7 +67,8 @@ def paper_parameter_count(network: nn.Module) -> int:
     """Number of parameters of ``network`` in the Keras convention of the paper's tables.
 
     Counts every parameter (trainable or frozen), plus the running mean and variance of each
-    BatchNorm layer, and leaves out ``bias_hh`` of every ``nn.LSTM`` (Keras has one bias per gate).
+    BatchNorm layer, and leaves out ``bias_hh`` of every ``nn.LSTM`` and ``nn.GRU`` (Keras has one bias per
+    gate; for a GRU that is Keras's ``reset_after=False``, the papers' version).
     """
     return sum(_own_paper_params(m) for m in network.modules())
 
@@ -107,7 +108,7 @@ def _paper_layout(module: nn.Module, output: object) -> tuple[int, ...]:
     return shape
 
 
-def _lstm_layer_params(lstm: nn.LSTM, layer: int) -> tuple[list[nn.Parameter], int]:
+def _lstm_layer_params(lstm: nn.LSTM | nn.GRU, layer: int) -> tuple[list[nn.Parameter], int]:
     """Parameters of one layer (both directions) of a multi-layer LSTM and their Keras count."""
     params: list[nn.Parameter] = []
     paper = 0
@@ -163,7 +164,7 @@ def layer_summary(network: nn.Module, input_shape: Sequence[int] | None = None) 
             raise RuntimeError(f"layer_summary: layer {name!r} ({_kind(module)}) ran "
                                f"{calls.get(index, 0)} times in one forward pass, expected once")
         shape = _paper_layout(module, outputs[index])
-        if isinstance(module, nn.LSTM) and module.num_layers > 1:
+        if isinstance(module, (nn.LSTM, nn.GRU)) and module.num_layers > 1:
             for layer in range(module.num_layers):
                 params, paper = _lstm_layer_params(module, layer)
                 covered.extend(params)
