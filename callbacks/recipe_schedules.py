@@ -72,7 +72,7 @@ class Won2020Stages(GlobalDecayRestart):
         """The optimiser of the current stage: `default()` (the module's own) before the first switch."""
         if self.stage == 0:
             return default()
-        return torch.optim.SGD(module.network.parameters(), lr=self.stage_lrs[self.stage - 1], **self.sgd)
+        return torch.optim.SGD(module.parameters(), lr=self.stage_lrs[self.stage - 1], **self.sgd)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         pass  # the parent's global-rate bookkeeping belongs to the paper's decay
