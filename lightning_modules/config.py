@@ -319,7 +319,8 @@ class RunOptions(LoggingOptions, TrainerOptions, RecipeOptions, OptimOptions, Me
             if f.metadata["added"] and values[f.name] == f.default:
                 del values[f.name]
         values.update(LEGACY_KEYS)
-        return values
+        # as JSON holds them, so that a saved config.json compares equal to the options it came from
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
     def to_yaml_dict(self) -> dict:
         """The options as `config.yaml` and `--print-config` write them: every run option, nothing else."""
