@@ -422,13 +422,13 @@ def baselines(space: SearchSpace, options: RunOptions) -> list[dict]:
     """The paper's settings for this space's model, as points of the space.
 
     Parameters the paper's point does not name take the run's option value; points that then
-    fall outside the space (a choice dropped or overridden) are left out; none under another recipe's schedule
-    (the paper's points are SGD settings).
+    fall outside the space (a choice dropped or overridden) are left out. Under another recipe's schedule the
+    points' SGD rate and decay give way to the recipe's rate (the publication's settings under that recipe).
     """
-    if options.schedule != "paper":
-        return []
     out = []
     for point in BASELINES.get(space.model, ()):
+        if options.schedule != "paper":
+            point = {k: v for k, v in point.items() if k not in (*PAPER_DECAY_PARAMS, "lr")}
         params = {name: point.get(name, getattr(options, name)) for name in space.names}
         if space.contains(params) and params not in out:
             out.append(params)

@@ -301,5 +301,16 @@ def test_a_one_trial_sweep_of_the_modern_recipe(tiny_cache, tmp_path, capsys):
     import json
     saved = json.loads(configs[0].read_text())
     assert saved["recipe"] == "modern" and saved["optimizer"] == "adamw" and saved["schedule"] == "cosine"
-    assert "global_decay" not in json.dumps(saved.get("sweep_params", {}))
     assert 1e-4 <= saved["lr"] <= 1e-2  # the lr range follows the recipe's rate
+
+
+def test_sweep_spaces_follow_the_recipes_schedule():
+    from sweeps.spaces import baselines, build_space
+
+    paper = build_space("lstm_mel", run_options(model="lstm_mel"), 465_984)
+    modern_options = run_options("--recipe", "modern", model="lstm_mel")
+    modern = build_space("lstm_mel", modern_options, 465_984)
+    assert "global_decay" in paper.names and "global_decay" not in modern.names
+    assert (modern.get("lr").low, modern.get("lr").high) == pytest.approx((1e-4, 1e-2))
+    assert [p["lr"] for p in baselines(paper, run_options(model="lstm_mel"))] == [0.01, 0.01]
+    assert [p["lr"] for p in baselines(modern, modern_options)] == [1e-3, 1e-3]  # the recipe's rate
