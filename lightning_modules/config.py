@@ -203,7 +203,7 @@ class OptimOptions:
 
 @dataclass(frozen=True)
 class RecipeOptions:
-    """training recipe (--recipe sets these and the optimisation options it names; given flags win)."""
+    """training recipe: --recipe sets these and the optimisation options it names; options given explicitly win."""
 
     recipe: str | None = option(None, "named defaults for optimiser, schedule, crops and augmentation (README "
                                 "\"Recipes\"); options given explicitly override it; default: the model's (paper for "
