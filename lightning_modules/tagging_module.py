@@ -52,9 +52,11 @@ class TaggingModule(pl.LightningModule):
             or None for raw waveforms.
         layout: segment layout (`SegmentLayout.to_dict()`) used for training and evaluation.
         sample_rate: sample rate of the waveforms the model was trained on.
-        optimizer: "sgd" (the paper's) or "adam" (trains the LSTM far faster from raw log-Mel input).
+        optimizer: "sgd" (the paper's), "adam" (trains the LSTM far faster from raw log-Mel input) or "adamw".
         lr, momentum, weight_decay, nesterov: optimiser settings (paper: SGD, 0.01, 0.9, 0, no Nesterov;
             momentum and nesterov apply to SGD only).
+        mixup_alpha, freq_mask, time_mask, n_masks: the modern recipe's training-only augmentation
+            (`lightning_modules/augmentation.py`; 0 turns each off; the masks need a Mel frontend).
         nonfinite_loss: "stop" (raise, naming the first non-finite step, at the next check: every
             `NONFINITE_CHECK_EVERY` steps, before each validation and at each epoch end, so no
             checkpoint holds weights trained on it) or "skip" (drop the batch and go on; checks every

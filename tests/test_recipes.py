@@ -127,12 +127,24 @@ def test_warmup_cosine_rates_follow_the_closed_form_across_epochs():
     assert warmup_cosine_factor(15, 15, 3) == pytest.approx(0.0, abs=1e-15)
 
 
+class _OptimizerRecorder(Recorder):
+    """Also records which optimiser took each step."""
+
+    def __init__(self):
+        super().__init__()
+        self.optimizers = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        super().on_before_optimizer_step(trainer, pl_module, optimizer)
+        self.optimizers.append((trainer.current_epoch, optimizer))
+
+
 # epoch:   0    1    2    3    4    5    6    7
 WON_SCRIPT = [1.0, 0.8, 0.9, 0.7, 0.95, 0.6, 0.99, 0.5]
 
 
 def test_won2020_stages_reload_the_best_weights_and_switch_optimiser_at_their_epochs(capsys):
-    rec = Recorder()
+    rec = _OptimizerRecorder()
     stages = Won2020Stages(stage_epochs=(3, 2, 2), stage_lrs=(1e-3, 1e-4, 1e-5), momentum=0.9, weight_decay=1e-4)
     model = TinyModule(val_losses=WON_SCRIPT)
     model.configure_optimizers = lambda: torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=1e-4)
@@ -163,19 +175,6 @@ def test_won2020_stages_reload_the_best_weights_and_switch_optimiser_at_their_ep
     built = fresh.optimizer_for(model, None)
     assert type(built).__name__ == "SGD" and built.param_groups[0]["lr"] == 1e-5
     assert "stage 1" in capsys.readouterr().out
-
-
-class _OptimizerRecorder(Recorder):
-    def __init__(self):
-        super().__init__()
-        self.optimizers = []
-
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
-        super().on_before_optimizer_step(trainer, pl_module, optimizer)
-        self.optimizers.append((trainer.current_epoch, optimizer))
-
-
-Recorder = _OptimizerRecorder  # noqa: F811  (the stage test also records which optimiser stepped)
 
 
 # ---- augmentation ----------------------------------------------------------------------------------------
