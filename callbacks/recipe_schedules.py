@@ -99,6 +99,10 @@ class Won2020Stages(GlobalDecayRestart):
         self._say(trainer, f"epoch {epoch}: stage {self.stage}: reloaded the weights of epoch {self.best_epoch} "
                            f"({self.monitor}={self.best_score:.6g}); SGD (Nesterov) at lr {rate:g}")
 
+    def _say(self, trainer: pl.Trainer, message: str) -> None:
+        if self.verbose and trainer.is_global_zero:
+            print(f"Won2020Stages: {message}", flush=True)
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         pl_module.log("train/stage", float(self.stage), on_step=False, on_epoch=True, batch_size=1, sync_dist=True)
 
