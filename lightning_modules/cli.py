@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser
 
+from lightning_modules.recipes import apply_recipe
 from lightning_modules.config import (ALL_GROUPS, RUN_OPTION_NAMES, ComparisonOptions, ModeOptions, RunOptions,
                                       SweepOptions, TaggingOptions, declared_fields, default_text, flag_of,
                                       parse_devices)
@@ -97,8 +98,11 @@ def parse_command(argv: list[str] | None, parser: ArgumentParser | None = None) 
         names = {f.name for f in dataclasses.fields(group)}
         return group(**{k: v for k, v in values.items() if k in names})
 
-    return Command(build(ModeOptions), build(RunOptions), build(TaggingOptions), build(SweepOptions),
-                   build(ComparisonOptions), frozenset(values))
+    sweep = build(SweepOptions)
+    # The recipe (lightning_modules/recipes.py) fills in every option not given, once the model is known.
+    run = apply_recipe(build(RunOptions), set(values), model=values.get("model") or sweep.sweep)
+    return Command(build(ModeOptions), run, build(TaggingOptions), sweep, build(ComparisonOptions),
+                   frozenset(values))
 
 
 def given_run_options(command: Command) -> set[str]:

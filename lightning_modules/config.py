@@ -36,6 +36,7 @@ from datamodules.jamendo import SUBSETS as JAMENDO_SUBSETS
 from datamodules.mtat import SPLITS, TAG_VOCABULARIES
 from datamodules.segments import TRAIN_CROPS
 from datamodules.datamodule import SyntheticSpec
+from lightning_modules.recipes import RECIPES, SCHEDULES
 from lightning_modules.registry import MODELS
 from lightning_modules.reporting.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
 from lightning_modules.tagging_module import NONFINITE_ACTIONS, OPTIMIZERS
@@ -56,6 +57,26 @@ def positive_int(text: str) -> int:
     if value <= 0:
         raise OptionValueError(f"must be a positive integer, got {text}")
     return value
+
+
+def int_list(text) -> list[int]:
+    """'80,20,20' (or a YAML list) -> [80, 20, 20]."""
+    if isinstance(text, (list, tuple)):
+        return [int(v) for v in text]
+    try:
+        return [int(v) for v in str(text).strip("[]").split(",") if v.strip()]
+    except ValueError:
+        raise OptionValueError(f"expected comma-separated integers such as 80,20,20, got {text}") from None
+
+
+def float_list(text) -> list[float]:
+    """'1e-3,1e-4' (or a YAML list) -> [0.001, 0.0001]."""
+    if isinstance(text, (list, tuple)):
+        return [float(v) for v in text]
+    try:
+        return [float(v) for v in str(text).strip("[]").split(",") if v.strip()]
+    except ValueError:
+        raise OptionValueError(f"expected comma-separated numbers such as 1e-3,1e-4,1e-5, got {text}") from None
 
 
 def fraction_or_count(text: str) -> float | int:
@@ -181,7 +202,8 @@ class MelOptions:
 class OptimOptions:
     """optimisation (paper §4.5): optimiser, batch, epochs, the two-level decay, model selection."""
 
-    optimizer: str = option("sgd", "'sgd' (the paper's) or 'adam' (much faster for lstm_mel; try --lr 0.001)",
+    optimizer: str = option("sgd", "'sgd' (the paper's), 'adam' (much faster for lstm_mel; try --lr 0.001) or 'adamw' "
+                            "(decoupled weight decay; the modern recipe's)",
                             choices=OPTIMIZERS)
     lr: float = option(0.01, "initial learning rate", type=float)
     momentum: float = option(0.9, "SGD momentum", type=float)
@@ -205,6 +227,42 @@ class OptimOptions:
     monitor_mode: str = option("min", "min for losses, max for AUCs", choices=("min", "max"))
     nonfinite_loss: str = option("stop", "on a NaN/inf training loss: stop with a message or skip the batch",
                                  choices=NONFINITE_ACTIONS)
+
+
+@dataclass(frozen=True)
+class RecipeOptions:
+    """training recipe: --recipe sets these and the optimisation options it names; options given explicitly win."""
+
+    recipe: str | None = option(None, "named defaults for optimiser, schedule, crops and augmentation (README "
+                                "\"Recipes\"); options given explicitly override it; default: the model's (paper for "
+                                "the paper's models, won2020 for Won et al.'s)", choices=tuple(RECIPES),
+                                identity=False, tunable=False, added=True)
+    schedule: str = option("paper", "learning-rate schedule: 'paper' (local + global decay, --local-decay, "
+                           "--patience...), 'won2020' (Adam, then SGD stages at fixed epochs, each reloading the best "
+                           "weights: --stage-epochs, --stage-lrs), 'cosine' (linear warm-up, then cosine decay to 0 "
+                           "at --max-epochs: --warmup)", choices=SCHEDULES, added=True)
+    warmup: float = option(0.0, "cosine schedule: fraction of all training steps with a linear warm-up", type=float,
+                           added=True)
+    stage_epochs: tuple = option((80, 20, 20), "won2020 schedule: epochs of each stage before its switch (the first "
+                                "optimiser's, then each SGD rate's; the last rate runs to --max-epochs)",
+                                type=int_list, metavar="E,E,...", tunable=False, added=True)
+    stage_lrs: tuple = option((1e-3, 1e-4, 1e-5), "won2020 schedule: SGD (Nesterov) rate after each switch",
+                             type=float_list, metavar="LR,LR,...", tunable=False, added=True)
+    mixup_alpha: float = option(0.0, "mixup: Beta(alpha, alpha) mixing of training examples and targets (0: off)",
+                                type=float, added=True)
+    freq_mask: float = option(0.0, "SpecAugment (Mel models): widest frequency mask as a fraction of the Mel bands "
+                              "(0: off)", type=float, added=True)
+    time_mask: float = option(0.0, "SpecAugment (Mel models): widest time mask as a fraction of the frames (0: off)",
+                              type=float, added=True)
+    n_masks: int = option(2, "SpecAugment: masks of each kind per example", type=positive_int, added=True)
+    ema_decay: float = option(0.0, "evaluate, checkpoint and test an exponential moving average of the weights with "
+                              "this decay per step (0: off)", type=float, added=True)
+    gradient_clip: float = option(0.0, "clip the gradients' global norm to this (0: off)", type=float, added=True)
+
+    def __post_init__(self) -> None:
+        # Tuples whether parsed, read from a YAML file or from config.json (lists there): one value, one digest.
+        object.__setattr__(self, "stage_epochs", tuple(int(v) for v in self.stage_epochs))
+        object.__setattr__(self, "stage_lrs", tuple(float(v) for v in self.stage_lrs))
 
 
 @dataclass(frozen=True)
@@ -264,7 +322,7 @@ class LoggingOptions:
                                            metavar="N", identity=False, tunable=False)
 
 
-RUN_GROUPS = (ModelOptions, DataOptions, MelOptions, OptimOptions, TrainerOptions, LoggingOptions)
+RUN_GROUPS = (ModelOptions, DataOptions, MelOptions, OptimOptions, RecipeOptions, TrainerOptions, LoggingOptions)
 
 # Keys that the options dict of earlier versions carried although they select a mode, not a run.
 # They stay in `to_dict()` with their constant values so that config digests (default run-folder
@@ -273,7 +331,7 @@ LEGACY_KEYS = {"download": None, "download_url": None, "resume": None, "summary"
 
 
 @dataclass(frozen=True)
-class RunOptions(LoggingOptions, TrainerOptions, OptimOptions, MelOptions, DataOptions, ModelOptions):
+class RunOptions(LoggingOptions, TrainerOptions, RecipeOptions, OptimOptions, MelOptions, DataOptions, ModelOptions):
     """All options of one training run or evaluation (attribute per option; see the groups)."""
 
     def replace(self, **changes) -> "RunOptions":
@@ -289,11 +347,12 @@ class RunOptions(LoggingOptions, TrainerOptions, OptimOptions, MelOptions, DataO
             if f.metadata["added"] and values[f.name] == f.default:
                 del values[f.name]
         values.update(LEGACY_KEYS)
-        return values
+        # as JSON holds them, so that a saved config.json compares equal to the options it came from
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
     def to_yaml_dict(self) -> dict:
         """The options as `config.yaml` and `--print-config` write them: every run option, nothing else."""
-        return dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
     def from_dict(cls, values: dict) -> "RunOptions":
@@ -452,6 +511,8 @@ def flag_of(f: dataclasses.Field) -> str:
 def default_text(f: dataclasses.Field) -> str:
     if f.metadata["action"] in ("store_true", "store_false", "boolean"):
         return "on" if f.default else "off"
+    if isinstance(f.default, tuple):
+        return ",".join(map(str, f.default))
     return "the model's" if f.default is None and f.name in MelOptions.__annotations__ else str(f.default)
 
 

@@ -51,6 +51,7 @@ class ModelSpec:
     batch_size: int
     network_defaults: tuple[tuple[str, object], ...] = ()
     width_kwarg: str | None = None  # the network argument `--width` sets (None: the model has no base width)
+    recipe: str = "paper"  # the `--recipe` used when none is given (lightning_modules/recipes.py)
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -67,14 +68,15 @@ MODELS: dict[str, ModelSpec] = {
     # reimplementations (96 bands, n_fft 512, hop 256), batch 16 as in Won's code; sample_cnn_se's batch of 23
     # and its non-overlapping test segments are Kim et al.'s; musicnn's 3 s patches cover the clip (10 of them).
     "fcn": ModelSpec("fcn", "Choi et al. 2016 (FCN, Won et al. 2020 widths)", FCN,
-                     MelConfig(n_fft=512, hop_length=256, n_mels=96), 1, None, "fixed", 16, (("dropout", 0.5),)),
+                     MelConfig(n_fft=512, hop_length=256, n_mels=96), 1, None, "fixed", 16, (("dropout", 0.5),), recipe="won2020"),
     "crnn": ModelSpec("crnn", "Choi et al. 2017 (CRNN)", CRNN, MelConfig(n_fft=512, hop_length=256, n_mels=96),
-                      1, None, "fixed", 16, (("dropout", 0.5),)),
+                      1, None, "fixed", 16, (("dropout", 0.5),), recipe="won2020"),
     "musicnn": ModelSpec("musicnn", "Pons & Serra 2019 (musicnn, MTT_musicnn)", Musicnn,
                          MelConfig(n_fft=512, hop_length=256, n_mels=96), None, 3 * 16_000, "random", 16,
-                         (("dropout", 0.5),)),
+                         (("dropout", 0.5),), recipe="won2020"),
     "sample_cnn_se": ModelSpec("sample_cnn_se", "Kim et al. 2018 (SampleCNN + SE + multi-level)", SampleCNNSE,
-                               None, None, SE_SEGMENT_SAMPLES, "random", 23, (("dropout", 0.5),)),
+                               None, None, SE_SEGMENT_SAMPLES, "random", 23, (("dropout", 0.5),),
+                               recipe="won2020"),
 }
 # Won et al.: random chunks in training, 16 chunks averaged per clip in evaluation (8 for the transformer, as its
 # authors' script); batch sizes from their code (16; the transformer's 32). Their Mel is torchaudio's (HTK scale, no
@@ -83,18 +85,18 @@ MODELS.update({
     "short_chunk_cnn": ModelSpec(
         "short_chunk_cnn", "Won et al. 2020 (SMC), short-chunk CNN", ShortChunkCNN,
         MelConfig(n_fft=512, hop_length=256, n_mels=128), 16, short_chunk.CHUNK_SAMPLES, "random", 16,
-        (("residual", False), ("dropout", 0.5)), width_kwarg="channels"),
+        (("residual", False), ("dropout", 0.5)), width_kwarg="channels", recipe="won2020"),
     "short_chunk_resnet": ModelSpec(
         "short_chunk_resnet", "Won et al. 2020 (SMC), short-chunk ResNet", ShortChunkCNN,
         MelConfig(n_fft=512, hop_length=256, n_mels=128), 16, short_chunk.CHUNK_SAMPLES, "random", 16,
-        (("residual", True), ("dropout", 0.5)), width_kwarg="channels"),
+        (("residual", True), ("dropout", 0.5)), width_kwarg="channels", recipe="won2020"),
     "harmonic_cnn": ModelSpec(
         "harmonic_cnn", "Won et al. 2020 (ICASSP; SMC evaluation), Harmonic CNN", HarmonicCNN, None, 16,
-        harmonic_cnn.CHUNK_SAMPLES, "random", 16, (("dropout", 0.5),), width_kwarg="channels"),
+        harmonic_cnn.CHUNK_SAMPLES, "random", 16, (("dropout", 0.5),), width_kwarg="channels", recipe="won2020"),
     "tagging_transformer": ModelSpec(
         "tagging_transformer", "Won et al. 2021 (ISMIR), music tagging transformer", TaggingTransformer,
         MelConfig(n_fft=1024, hop_length=512, n_mels=128), 8, tagging_transformer.CHUNK_SAMPLES, "random", 32,
-        (("dropout", 0.1),), width_kwarg="channels"),
+        (("dropout", 0.1),), width_kwarg="channels", recipe="won2020"),
 })
 
 NETWORKS: dict[str, type[nn.Module]] = {

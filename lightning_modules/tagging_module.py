@@ -33,7 +33,7 @@ NONFINITE_ACTIONS = ("stop", "skip")
 # "stop" checks the training losses every this many steps (and before each validation, at each epoch
 # end): one host sync per window instead of one per step.
 NONFINITE_CHECK_EVERY = 50
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
 class NonFiniteLossError(SuiteError):
@@ -52,9 +52,11 @@ class TaggingModule(pl.LightningModule):
             or None for raw waveforms.
         layout: segment layout (`SegmentLayout.to_dict()`) used for training and evaluation.
         sample_rate: sample rate of the waveforms the model was trained on.
-        optimizer: "sgd" (the paper's) or "adam" (trains the LSTM far faster from raw log-Mel input).
+        optimizer: "sgd" (the paper's), "adam" (trains the LSTM far faster from raw log-Mel input) or "adamw".
         lr, momentum, weight_decay, nesterov: optimiser settings (paper: SGD, 0.01, 0.9, 0, no Nesterov;
             momentum and nesterov apply to SGD only).
+        mixup_alpha, freq_mask, time_mask, n_masks: the modern recipe's training-only augmentation
+            (`lightning_modules/augmentation.py`; 0 turns each off; the masks need a Mel frontend).
         nonfinite_loss: "stop" (raise, naming the first non-finite step, at the next check: every
             `NONFINITE_CHECK_EVERY` steps, before each validation and at each epoch end, so no
             checkpoint holds weights trained on it) or "skip" (drop the batch and go on; checks every
@@ -64,7 +66,8 @@ class TaggingModule(pl.LightningModule):
     def __init__(self, network: nn.Module | None = None, network_config: dict | None = None,
                  tags: list[str] | None = None, frontend: dict | None = None, layout: dict | None = None,
                  sample_rate: int = SAMPLE_RATE, optimizer: str = "sgd", lr: float = 0.01, momentum: float = 0.9,
-                 weight_decay: float = 0.0, nesterov: bool = False, nonfinite_loss: str = "stop"):
+                 weight_decay: float = 0.0, nesterov: bool = False, nonfinite_loss: str = "stop",
+                 mixup_alpha: float = 0.0, freq_mask: float = 0.0, time_mask: float = 0.0, n_masks: int = 2):
         super().__init__()
         if network_config is None or tags is None or layout is None:
             raise ConfigError(f"{type(self).__name__} needs network_config, tags and layout (or use the "
@@ -73,12 +76,16 @@ class TaggingModule(pl.LightningModule):
             raise ConfigError(f"unknown non-finite loss action {nonfinite_loss!r}; choose {', '.join(NONFINITE_ACTIONS)}")
         if optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {optimizer!r}; choose {', '.join(OPTIMIZERS)}")
+        if (freq_mask or time_mask) and frontend is None:
+            raise ConfigError("SpecAugment (--freq-mask, --time-mask) masks a spectrogram: it applies to Mel models "
+                              "only, this one reads waveforms")
         # An explicit dict, not Lightning's frame inspection: a subclass's own defaults (None) must not
         # overwrite the values resolved here, or load_from_checkpoint would rebuild another model.
         self.save_hyperparameters({
             "network_config": network_config, "tags": list(tags), "frontend": frontend, "layout": dict(layout),
             "sample_rate": sample_rate, "optimizer": optimizer, "lr": lr, "momentum": momentum,
-            "weight_decay": weight_decay, "nesterov": nesterov, "nonfinite_loss": nonfinite_loss})
+            "weight_decay": weight_decay, "nesterov": nesterov, "nonfinite_loss": nonfinite_loss,
+            "mixup_alpha": mixup_alpha, "freq_mask": freq_mask, "time_mask": time_mask, "n_masks": n_masks})
         self.network = network if network is not None else build_network(network_config)
         n_tags = len(tags)
         self.register_buffer("thresholds", torch.full((n_tags,), 0.5))
@@ -107,7 +114,28 @@ class TaggingModule(pl.LightningModule):
         loss = F.binary_cross_entropy_with_logits(logits.float(), batch["target"].float())
         return loss, logits
 
+    def _augment(self, batch: dict) -> dict:
+        """The `modern` recipe's mixup and SpecAugment (lightning_modules/augmentation.py); training only.
+
+        Runs after the frontend and after `StepSeeds` reseeded this step, so its draws are reproducible.
+        A trailing batch of one example (the loaders keep partial batches) is left unmixed: mixing an
+        example with itself gives the example, which is what mixup's pairing would give it.
+        """
+        hp = self.hparams
+        mix, mask = hp.get("mixup_alpha", 0.0), hp.get("freq_mask", 0.0) or hp.get("time_mask", 0.0)
+        if not mix and not mask:
+            return batch
+        from lightning_modules.augmentation import mixup, spec_augment
+
+        inputs, targets = batch["input"], batch["target"]
+        if mask:
+            inputs = spec_augment(inputs, hp.freq_mask, hp.time_mask, hp.n_masks)
+        if mix and len(inputs) > 1:
+            inputs, targets = mixup(inputs, targets, hp.mixup_alpha)
+        return {**batch, "input": inputs, "target": targets}
+
     def training_step(self, batch: dict, batch_idx: int):
+        batch = self._augment(batch)
         loss, _ = self._step(batch)
         if self.hparams.nonfinite_loss == "skip":
             if not self._all_finite(loss):
@@ -240,7 +268,20 @@ class TaggingModule(pl.LightningModule):
 
     # ---- optimisation ------------------------------------------------------------------------------
     def configure_optimizers(self):
+        """The optimiser the options name, or, under `--schedule won2020`, that of the current stage
+        (`callbacks.recipe_schedules.Won2020Stages`, whose state is restored before this is called)."""
+        from callbacks.recipe_schedules import Won2020Stages
+
+        trainer = self._trainer
+        stages = [c for c in (trainer.callbacks if trainer is not None else []) if isinstance(c, Won2020Stages)]
+        if stages:
+            return stages[0].optimizer_for(self, self._own_optimizer)
+        return self._own_optimizer()
+
+    def _own_optimizer(self):
         hp = self.hparams
+        if hp.optimizer == "adamw":
+            return torch.optim.AdamW(self.network.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
         if hp.optimizer == "adam":
             return torch.optim.Adam(self.network.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
         return torch.optim.SGD(self.network.parameters(), lr=hp.lr, momentum=hp.momentum,

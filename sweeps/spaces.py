@@ -385,6 +385,22 @@ def adapt_to_clip(space: SearchSpace, options: RunOptions, clip_samples: int) ->
     return SearchSpace(adapted.model, adapted.params, tuple(notes))
 
 
+PAPER_DECAY_PARAMS = ("global_decay", "local_decay", "max_restarts", "patience")
+
+
+def for_schedule(space: SearchSpace, options: RunOptions) -> SearchSpace:
+    """The space under the run's recipe: the spaces are written for the paper's SGD with its two-level decay; under
+    another schedule (`--recipe won2020|modern`) the decay's parameters do nothing and are dropped, and the learning
+    rate is searched over a decade either side of the recipe's rate (Adam's 1e-4 and AdamW's 1e-3 lie outside SGD's
+    1e-3..1e-1). Recipe parameters (`mixup_alpha`, `warmup`, `freq_mask`, `ema_decay`...) join with --sweep-space."""
+    if options.schedule == "paper":
+        return space
+    space = space.without(PAPER_DECAY_PARAMS)
+    if space.get("lr") is not None:
+        space = space.with_param(log_float("lr", options.lr / 10, options.lr * 10))
+    return space
+
+
 def build_space(model: str, options: RunOptions, clip_samples: int, fixed=(), overrides: dict | None = None) -> SearchSpace:
     """The space a sweep of `model` tunes: defaults, minus options `fixed` on the command line,
     with `overrides` (`--sweep-space`) applied, adapted to the clip length."""
@@ -396,6 +412,7 @@ def build_space(model: str, options: RunOptions, clip_samples: int, fixed=(), ov
     if clash:
         raise ConfigError(f"{', '.join('--' + c.replace('_', '-') for c in clash)} given on the command line "
                           "(fixed for all trials) and tuned by --sweep-space: choose one")
+    space = for_schedule(space, options)
     space = space.without(fixed)
     space = apply_overrides(space, overrides, RUN_OPTION_NAMES)
     return adapt_to_clip(space, options, clip_samples)
@@ -405,10 +422,13 @@ def baselines(space: SearchSpace, options: RunOptions) -> list[dict]:
     """The paper's settings for this space's model, as points of the space.
 
     Parameters the paper's point does not name take the run's option value; points that then
-    fall outside the space (a choice dropped or overridden) are left out.
+    fall outside the space (a choice dropped or overridden) are left out. Under another recipe's schedule the
+    points' SGD rate and decay give way to the recipe's rate (the publication's settings under that recipe).
     """
     out = []
     for point in BASELINES.get(space.model, ()):
+        if options.schedule != "paper":
+            point = {k: v for k, v in point.items() if k not in (*PAPER_DECAY_PARAMS, "lr")}
         params = {name: point.get(name, getattr(options, name)) for name in space.names}
         if space.contains(params) and params not in out:
             out.append(params)

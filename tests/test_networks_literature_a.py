@@ -279,7 +279,7 @@ def test_model_learns_on_the_generated_data(model, cache_dir, tmp_path, cpu_vari
     cpu_variant(model)
     run_dir = tmp_path / "run"
     code = run.main(["--model", model, *tiny_data_args(cache_dir), *CPU_ARGS[model],
-                     "--max-epochs", str(EPOCHS), "--optimizer", "adam", "--lr", "0.001",
+                     "--max-epochs", str(EPOCHS), "--recipe", "paper", "--optimizer", "adam", "--lr", "0.001",
                      "--run-dir", str(run_dir), "--logger", "none"])
     assert code == 0
     metrics = read_metrics(run_dir)

@@ -277,7 +277,8 @@ def trained(request, cache_dir, tmp_path_factory):
             clip_samples, extra, epochs = RUN_ARGS[name]
             run_dir = tmp_path_factory.mktemp(name) / "run"
             code = run.main(["--model", name, *tiny_data_args(cache_dir, clip_samples=clip_samples), *extra,
-                             "--segments-per-clip", "1", "--max-epochs", str(epochs), "--optimizer", "adam",
+                             "--segments-per-clip", "1", "--max-epochs", str(epochs), "--recipe", "paper",
+                             "--optimizer", "adam",
                              "--lr", "0.001", "--run-dir", str(run_dir), "--logger", "csv"])
             assert code == 0
             runs[name] = run_dir

@@ -31,6 +31,11 @@ EPOCHS = 3
 RECIPES = [
     pytest.param([], id="paper"),  # SGD with the local and global decay
     pytest.param(["--optimizer", "adam", "--lr", "0.001"], id="adam"),
+    # Won et al.'s stages, switched after epochs 0 and 1: the kills land in the SGD stages (new optimiser, best
+    # weights reloaded), so the stage and the optimiser type must come back from the checkpoint.
+    pytest.param(["--recipe", "won2020", "--stage-epochs", "1,1", "--stage-lrs", "0.001,0.0001"], id="won2020"),
+    # warm-up + cosine over the 3 epochs, mixup, SpecAugment, EMA (a fast decay, so it moves in a few steps), clipping
+    pytest.param(["--recipe", "modern", "--warmup", "0.2", "--ema-decay", "0.9"], id="modern"),
 ]
 PAPER = []
 
@@ -40,8 +45,10 @@ def _options(cache_dir: Path, run_dir: Path, recipe: list[str]) -> list[str]:
     # global-decay restarts likely within the run, so their state has to resume as well.
     data = ["--data", "synthetic", "--synthetic-clips", "64", "--synthetic-clip-samples", "48000",
             "--cache-dir", str(cache_dir), "--no-progress"]  # and the default loader workers
+    # (a --recipe with its own schedule has no global decay to make likely: its own switches are in the option set)
+    decay = [] if "--recipe" in recipe else ["--patience", "1"]
     return ["--model", "mel_cnn", *data, *TINY_MEL_ARGS["mel_cnn"], "--max-epochs", str(EPOCHS), "--seed", "3",
-            "--patience", "1", "--monitor", "val/roc_auc", "--monitor-mode", "max", *recipe,
+            *decay, "--monitor", "val/roc_auc", "--monitor-mode", "max", *recipe,
             "--logger", "csv", "--run-dir", str(run_dir)]
 
 

@@ -18,7 +18,9 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from callbacks import GlobalDecayRestart, LocalDecay, RNGStateCheckpoint
+from callbacks.ema import EMAWeights
 from callbacks.history import HISTORY_FILE, TrainingHistory
+from callbacks.recipe_schedules import Won2020Stages, WarmupCosine
 from callbacks.step_seeds import StepSeeds
 from callbacks.test_predictions import TestPredictionsCapture
 from datamodules.audio import SAMPLE_RATE
@@ -55,7 +57,8 @@ def resolve_run(options: RunOptions) -> tuple[dict, MTATDataModule, TaggingModul
         network_config=net_config, tags=list(info.tags),
         frontend=frontend.to_dict() if frontend is not None else None, layout=layout.to_dict(),
         sample_rate=SAMPLE_RATE, optimizer=options.optimizer, lr=options.lr, momentum=options.momentum,
-        weight_decay=options.weight_decay, nesterov=options.nesterov, nonfinite_loss=options.nonfinite_loss)
+        weight_decay=options.weight_decay, nesterov=options.nesterov, nonfinite_loss=options.nonfinite_loss,
+        **augmentation_kwargs(options))
     processes = planned_processes(options)
     resolved = dict(options.to_dict(), resolved={
         "data_dir": str(info.data_dir), "clip_samples": info.clip_samples, "sample_rate": SAMPLE_RATE,
@@ -64,6 +67,13 @@ def resolve_run(options: RunOptions) -> tuple[dict, MTATDataModule, TaggingModul
         "batch_size": datamodule.hparams.batch_size, "processes": processes,
         "global_batch_size": datamodule.hparams.batch_size * processes, "versions": versions()})
     return resolved, datamodule, module, info
+
+def augmentation_kwargs(options: RunOptions) -> dict:
+    """The module's mixup/SpecAugment arguments; none at their defaults, so the paper's modules are built as before."""
+    values = {"mixup_alpha": options.mixup_alpha, "freq_mask": options.freq_mask, "time_mask": options.time_mask,
+              "n_masks": options.n_masks}
+    return values if options.mixup_alpha or options.freq_mask or options.time_mask else {}
+
 
 def versions() -> dict:
     import lightning
@@ -78,6 +88,14 @@ def build_callbacks(options: RunOptions, run_dir: Path) -> tuple[list[Callback],
                                  monitor=options.monitor, mode=options.monitor_mode, save_top_k=1,
                                  save_last=True, auto_insert_metric_name=False)
     callbacks: list[Callback] = [checkpoint, RNGStateCheckpoint(), StepSeeds(options.seed)]
+    if options.schedule == "won2020":
+        callbacks.append(Won2020Stages(stage_epochs=options.stage_epochs, stage_lrs=options.stage_lrs,
+                                       momentum=options.momentum, weight_decay=options.weight_decay,
+                                       nesterov=options.nesterov, monitor=options.monitor, mode=options.monitor_mode))
+    elif options.schedule == "cosine":
+        callbacks.append(WarmupCosine(warmup=options.warmup))
+    if options.ema_decay > 0:
+        callbacks.append(EMAWeights(options.ema_decay))
     if options.local_decay > 0:
         callbacks.append(LocalDecay(decay=options.local_decay, formula=options.local_decay_formula))
     if options.max_restarts >= 0 and options.patience > 0:

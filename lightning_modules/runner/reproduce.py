@@ -69,8 +69,9 @@ TABLES = {
               TableRun("musicnn", (), {"roc_auc": 0.9106, "pr_auc": 0.4493}),
               TableRun("fcn"), TableRun("crnn"), TableRun("sample_cnn_se"), TableRun("tagging_transformer")),
         notes=("tagging_transformer is Won et al. 2021 (not in the 2020 paper's MTAT table).",
-               "Won et al. trained every model with their own schedule (Adam, then SGD restarts); the runs here "
-               "use the options given beside --reproduce (the suite's defaults otherwise).")),
+               "Won et al. trained every model with their own schedule (Adam, then SGD stages); the runs here "
+               "use it too (--recipe won2020, these models' default) unless options given beside --reproduce "
+               "override it.")),
 }
 PROTECTED_OPTIONS = ("--model", "--seed", "--tags", "--split", "--run-dir", "--resume", "--evaluate", "--compare",
                      "--sweep", "--tag")

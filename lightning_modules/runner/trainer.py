@@ -11,6 +11,7 @@ from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
 from callbacks.sync_buffers import SyncModelBuffers
 from datamodules.errors import ConfigError
+from lightning_modules.recipes import check_recipe_options
 from lightning_modules.runner.checks import check_chunk_network
 from lightning_modules.runner.peers import ddp_timeout
 from lightning_modules.config import DEFAULT_LOG_EVERY_N_STEPS, PRECISIONS, STRATEGIES, RunOptions
@@ -103,6 +104,7 @@ def check_precision(options: RunOptions) -> str:
 def check_run_options(options: RunOptions) -> None:
     """Raise ConfigError for precision and distributed settings that cannot work here."""
     check_precision(options)
+    check_recipe_options(options)
     build_strategy(options)
     check_chunk_network(options)  # a chunk model's network is known before the data: refuse impossible sizes now
 
@@ -124,7 +126,7 @@ def build_trainer(options: RunOptions, run_dir: Path, callbacks: list[Callback],
         use_distributed_sampler=False,  # MTATDataModule shards by rank itself (exact evaluation)
         limit_train_batches=options.limit_train_batches, limit_val_batches=options.limit_val_batches,
         limit_test_batches=options.limit_test_batches, num_sanity_val_steps=SANITY_VAL_STEPS,
-        enable_progress_bar=options.progress,
+        enable_progress_bar=options.progress, gradient_clip_val=options.gradient_clip or None,
         log_every_n_steps=log_every)
 
 def close_process_group() -> None:
