@@ -371,7 +371,7 @@ def test_report_files(tmp_path):
 
 # ---- end to end: real training on tiny synthetic data ----------------------------------------------------------
 @pytest.fixture(scope="module")
-def tiny_cache(tmp_path_factory):
+def sweep_cache(tmp_path_factory):
     """The tiny dataset, generated and decoded once (workers then only open it)."""
     cache = tmp_path_factory.mktemp("sweep-cache")
     options = _options(*tiny_data_args(cache, clips=SWEEP_CLIPS))
@@ -413,9 +413,9 @@ def _one_thread():
 
 
 @pytest.mark.slow
-def test_two_workers_share_a_study_and_a_rerun_continues_it(tiny_cache, tmp_path, capsys):
+def test_two_workers_share_a_study_and_a_rerun_continues_it(sweep_cache, tmp_path, capsys):
     common = ["--study-name", "duo", "--max-epochs", "1", "--pruner", "none"]
-    args = _sweep_args(tiny_cache, tmp_path, *common, "--trials", "3")
+    args = _sweep_args(sweep_cache, tmp_path, *common, "--trials", "3")
     outputs = [_finish(p) for p in [_worker(args), _worker(args)]]
     study = _load(tmp_path, "duo")
     trials = study.get_trials()
@@ -431,7 +431,7 @@ def test_two_workers_share_a_study_and_a_rerun_continues_it(tiny_cache, tmp_path
         assert json.loads((run_dir / "sweep_trial.json").read_text())["value"] == pytest.approx(trial.value)
 
     with _one_thread():  # the same command asking for one more trial continues the study
-        assert run.main(_sweep_args(tiny_cache, tmp_path, *common, "--trials", "4")) == 0
+        assert run.main(_sweep_args(sweep_cache, tmp_path, *common, "--trials", "4")) == 0
     out = capsys.readouterr().out
     study = _load(tmp_path, "duo")
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 4 and len(study.trials) == len(trials) + 1
@@ -446,9 +446,9 @@ def test_two_workers_share_a_study_and_a_rerun_continues_it(tiny_cache, tmp_path
 
 
 @pytest.mark.slow
-def test_a_killed_worker_leaves_a_recoverable_study_and_its_trial_is_retried(tiny_cache, tmp_path, capsys):
+def test_a_killed_worker_leaves_a_recoverable_study_and_its_trial_is_retried(sweep_cache, tmp_path, capsys):
     storage = f"journal:{tmp_path}/shared/study.log"
-    args = _sweep_args(tiny_cache, tmp_path, "--study-name", "kill", "--trials", "1", "--max-epochs", "3",
+    args = _sweep_args(sweep_cache, tmp_path, "--study-name", "kill", "--trials", "1", "--max-epochs", "3",
                        "--pruner", "none", "--storage", storage)
     first_run = tmp_path / "sweeps" / "kill" / "trials" / "trial-0000"
     proc = _worker(args)
@@ -474,11 +474,11 @@ def test_a_killed_worker_leaves_a_recoverable_study_and_its_trial_is_retried(tin
 
 
 @pytest.mark.slow
-def test_a_one_worker_sweep_reruns_to_the_same_trials(tiny_cache, tmp_path):
+def test_a_one_worker_sweep_reruns_to_the_same_trials(sweep_cache, tmp_path):
     """The sampler is seeded per trial from --sweep-seed and the trial number: no pid, no host, no clock
     (the two sweeps run in different processes)."""
     def args(root):
-        return _sweep_args(tiny_cache, tmp_path / root, "--study-name", "again", "--trials", "3", "--max-epochs", "1",
+        return _sweep_args(sweep_cache, tmp_path / root, "--study-name", "again", "--trials", "3", "--max-epochs", "1",
                            "--pruner", "none", "--sweep-seed", "7")
 
     with _one_thread():
@@ -494,11 +494,11 @@ def test_a_one_worker_sweep_reruns_to_the_same_trials(tiny_cache, tmp_path):
 
 
 @pytest.mark.slow
-def test_median_pruner_prunes_a_trial_below_the_median(tiny_cache, tmp_path):
-    options = _options(*tiny_data_args(tiny_cache, clips=SWEEP_CLIPS), "--n-mels", "16", "--max-epochs", "3",
+def test_median_pruner_prunes_a_trial_below_the_median(sweep_cache, tmp_path):
+    options = _options(*tiny_data_args(sweep_cache, clips=SWEEP_CLIPS), "--n-mels", "16", "--max-epochs", "3",
                        "--logger", "csv", "--runs-root", str(tmp_path))
     settings = SweepSettings(trials=2, study_name="prune", pruner="median", pruner_startup_trials=1,
-                             space_overrides=TINY_SPACE)
+                             sweep_space=json.dumps(TINY_SPACE))
     with _one_thread():
         ctx = sweep_study.prepare_sweep(options, settings, fixed={"n_mels"})
         point = {name: (p.choices[0] if p.kind == "categorical" else p.low) for name, p in
