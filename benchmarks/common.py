@@ -175,7 +175,7 @@ class CpuClock:
     the average number of cores idle or waiting for I/O (None off Linux).
     """
 
-    def __enter__(self) -> "CpuClock":
+    def __enter__(self) -> CpuClock:
         import resource
 
         self._resource = resource
@@ -334,7 +334,7 @@ def expanded_dataset(source: Path, target: Path, rows: int) -> Path:
     symbolic link in folder ``HEX[i % 16]``, so the folder split keeps MTAT's proportions.
     ``source``'s ``synthetic.json`` clip length is carried over. Reuses a complete ``target``.
     """
-    from datamodules.mtat import read_annotations, find_audio_root
+    from datamodules.mtat import find_audio_root, read_annotations
 
     source, target = Path(source).resolve(), Path(target).resolve()
     done = target / "expanded.json"
@@ -448,6 +448,7 @@ def network_flops_per_item(setup: ModelSetup, n_tags: int) -> float:
     import torch
     import torch.nn.functional as F
     from torch.utils.flop_counter import FlopCounterMode
+
     from lightning_modules.registry import build_network
 
     with torch.device("meta"):

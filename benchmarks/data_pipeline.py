@@ -35,9 +35,23 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
-    add_dataset_arguments, fill_dataset_defaults, start_benchmark,
-    CpuClock, ModelSetup, base_parser, benchmark_dataset, contention_note, data_module, markdown_table,
-    model_setup, real_batch, report_header, stats, usable_cores, publish)
+    CpuClock,
+    ModelSetup,
+    add_dataset_arguments,
+    base_parser,
+    benchmark_dataset,
+    contention_note,
+    data_module,
+    fill_dataset_defaults,
+    markdown_table,
+    model_setup,
+    publish,
+    real_batch,
+    report_header,
+    start_benchmark,
+    stats,
+    usable_cores,
+)
 
 NAME = "data_pipeline"
 LEE_CROP = 59_049
@@ -185,6 +199,7 @@ def time_loader(loader, epochs: int) -> dict:
 def measure_loaders(args, data_dir: Path, cache_root: Path, npy_dir: Path, crops: list[int],
                     worker_counts: list[int]) -> list[dict]:
     from torch.utils.data import DataLoader
+
     from datamodules.sampling import EpochSampler
     from datamodules.segments import SegmentLayout
 
@@ -219,6 +234,7 @@ def train_step_seconds(setup, waveform, target, n_tags: int, steps: int, warmup:
     """Wall time of frontend + forward + backward + SGD step on one real batch (CPU)."""
     import torch
     import torch.nn.functional as F
+
     from datamodules.audio import INT16_SCALE
     from datamodules.frontend import build_frontend
     from lightning_modules.registry import build_network
@@ -266,7 +282,6 @@ def measure_consumers(args, data_dir: Path, cache_root: Path) -> list[dict]:
 
 # ---- report -------------------------------------------------------------------------------------------------
 def build_report(args, info, prepare, loaders, consumers, command) -> tuple[dict, str]:
-    cores = info["cores"]
     decode = prepare["decode_1core"]["clips_per_s"]
     ratios = {
         "prepare_vs_librosa": prepare["prepare_all"]["clips_per_s"] / prepare["librosa_1proc"]["clips_per_s"],

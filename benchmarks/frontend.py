@@ -27,9 +27,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import time  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
-    add_dataset_arguments, fill_dataset_defaults, start_benchmark,
-    CpuClock, base_parser, benchmark_dataset, contention_note, markdown_table, model_setup, real_batch,
-    report_header, stats, publish)
+    CpuClock,
+    add_dataset_arguments,
+    base_parser,
+    benchmark_dataset,
+    contention_note,
+    fill_dataset_defaults,
+    markdown_table,
+    model_setup,
+    publish,
+    real_batch,
+    report_header,
+    start_benchmark,
+    stats,
+)
 
 NAME = "frontend"
 MODELS = ("mel_cnn", "lstm_mel")
@@ -70,6 +81,7 @@ def measure_setting(name: str, setups: dict, waveform, target, n_tags: int, repe
     """Frontend (per backend) and network-step timings for one model; see the module docstring."""
     import torch
     import torch.nn.functional as F
+
     from datamodules.audio import INT16_SCALE
     from datamodules.frontend import build_frontend
     from lightning_modules.registry import build_network
@@ -137,7 +149,8 @@ def build_report(args, info, results, command, device_label: str = "CPU") -> tup
     ratio_rows, abs_rows = [], []
     for r in results:
         m = r["mel"]
-        setting = f"{r['model']}: n_fft {m['n_fft']}, hop {m['hop_length']}, {m['n_mels']} Mel, batch {r['batch_size']} x {r['segment_samples']:,}"
+        setting = (f"{r['model']}: n_fft {m['n_fft']}, hop {m['hop_length']}, {m['n_mels']} Mel, "
+                   f"batch {r['batch_size']} x {r['segment_samples']:,}")
         ratio_rows.append([setting, r["ratio_nnaudio_vs_torchaudio"], f"{r['share_nnaudio']:.0%}",
                            f"{r['share_torchaudio']:.0%}", r["step_speedup_with_torchaudio"]])
         s = r["seconds"]

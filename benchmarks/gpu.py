@@ -35,9 +35,20 @@ import time  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
-    add_dataset_arguments, fill_dataset_defaults, start_benchmark,
-    MTAT_ROWS, base_parser, benchmark_dataset, data_module, markdown_table, model_setup,
-    report_header, usable_cores, publish, write_outputs)
+    MTAT_ROWS,
+    add_dataset_arguments,
+    base_parser,
+    benchmark_dataset,
+    data_module,
+    fill_dataset_defaults,
+    markdown_table,
+    model_setup,
+    publish,
+    report_header,
+    start_benchmark,
+    usable_cores,
+    write_outputs,
+)
 
 NAME = "gpu"
 MODELS = ("sample_cnn", "sample_cnn_frames", "mel_cnn", "lstm_mel")

@@ -31,10 +31,25 @@ import subprocess  # noqa: E402
 import time  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
-    add_dataset_arguments, fill_dataset_defaults, start_benchmark,
-    MTAT_FOLDER_TRAIN_CLIPS, CpuClock, base_parser, benchmark_dataset, contention_note, markdown_table,
-    cpu_seconds, machine_busy_seconds, model_setup, network_flops_per_item, peak_rss_mib, real_batch, report_header, stats,
-    publish)
+    MTAT_FOLDER_TRAIN_CLIPS,
+    CpuClock,
+    add_dataset_arguments,
+    base_parser,
+    benchmark_dataset,
+    contention_note,
+    cpu_seconds,
+    fill_dataset_defaults,
+    machine_busy_seconds,
+    markdown_table,
+    model_setup,
+    network_flops_per_item,
+    peak_rss_mib,
+    publish,
+    real_batch,
+    report_header,
+    start_benchmark,
+    stats,
+)
 
 NAME = "training"
 MODELS = ("sample_cnn", "sample_cnn_frames", "mel_cnn", "lstm_mel")
@@ -85,6 +100,7 @@ def measure_model(name: str, data_dir: Path, cache_root: Path, clip_samples: int
     """Training-step timings of one model on a real batch; memory figures for its device."""
     import torch
     import torch.nn.functional as F
+
     from datamodules.audio import INT16_SCALE
     from datamodules.frontend import build_frontend
     from lightning_modules.registry import build_network
@@ -232,6 +248,7 @@ def plain_epochs(options, device) -> tuple[list[float], list[float], list]:
     import lightning.pytorch as pl
     import torch
     import torch.nn.functional as F
+
     from lightning_modules.runner.experiment import resolve_run
 
     pl.seed_everything(options.seed, workers=True, verbose=False)
@@ -290,16 +307,16 @@ def measure_overhead(args, data_dir: Path, work: Path, device, accelerator: str 
             print(f"  overhead repeat {repeat}: {kind:9s} epochs {', '.join(f'{e:.2f}' for e in epochs)} s "
                   f"(CPU {', '.join(f'{c:.2f}' for c in cpu_epochs)} s)", flush=True)
     shutil.rmtree(runs_dir, ignore_errors=True)
-    p, l = stats(wall["plain"]), stats(wall["lightning"])
+    p, lit = stats(wall["plain"]), stats(wall["lightning"])
     pc, lc = stats(cpu["plain"]), stats(cpu["lightning"])
     return {"model": args.overhead_model, "steps_per_epoch": args.overhead_steps, "epochs_per_run": args.overhead_epochs,
             "runs_each": args.repeats, "precision": precision, "logger": logger,
-            "plain_epoch_seconds": p, "lightning_epoch_seconds": l,
+            "plain_epoch_seconds": p, "lightning_epoch_seconds": lit,
             "plain_epoch_cpu_seconds": pc, "lightning_epoch_cpu_seconds": lc,
             "plain_epoch_other_cores": others["plain"], "lightning_epoch_other_cores": others["lightning"],
             "lightning_run_total_seconds": stats(fit_seconds),
-            "ratio_lightning_vs_plain": l["best"] / p["best"],
-            "ratio_lightning_vs_plain_median": l["median"] / p["median"],
+            "ratio_lightning_vs_plain": lit["best"] / p["best"],
+            "ratio_lightning_vs_plain_median": lit["median"] / p["median"],
             "ratio_lightning_vs_plain_cpu": lc["best"] / pc["best"]}
 
 

@@ -25,8 +25,16 @@ import numpy as np
 from datamodules.audio import MTAT_CLIP_SAMPLES, SAMPLE_RATE
 from datamodules.dataset import Vocabulary
 from datamodules.errors import ConfigError, DataError
-from datamodules.jamendo import QUALITIES, SPLITS, SUBSETS, JamendoSplit, audio_path, find_splits_dir, read_split, \
-    track_number
+from datamodules.jamendo import (
+    QUALITIES,
+    SPLITS,
+    SUBSETS,
+    JamendoSplit,
+    audio_path,
+    find_splits_dir,
+    read_split,
+    track_number,
+)
 from datamodules.jamendo_synthetic import (
     DEFAULT_MAX_SECONDS,
     DEFAULT_MIN_SECONDS,

@@ -51,6 +51,7 @@ import numpy as np
 
 from datamodules.audio import SAMPLE_RATE
 from datamodules.errors import ConfigError, DataError
+from datamodules.io import file_lock, spawn_can_import_main, write_bytes_atomic
 from datamodules.jamendo import (
     HEADER,
     PARTS,
@@ -60,7 +61,6 @@ from datamodules.jamendo import (
     split_file_name,
     track_relative_path,
 )
-from datamodules.io import file_lock, spawn_can_import_main, write_bytes_atomic
 from datamodules.synthetic.folder import _check_int
 from datamodules.synthetic.plan import ClipPlan, clip_rng, plan_clip
 from datamodules.synthetic.render import render_clip

@@ -72,12 +72,12 @@ class SegmentLayout:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "SegmentLayout":
+    def from_dict(cls, values: dict) -> SegmentLayout:
         return cls(**values)
 
     @classmethod
     def for_mel_frames(cls, clip_samples: int, hop_length: int, segments_per_clip: int,
-                       train_crop: str = "fixed") -> "SegmentLayout":
+                       train_crop: str = "fixed") -> SegmentLayout:
         """Split the whole clip's Mel frames into `segments_per_clip` equal parts.
 
         With centred framing a clip of L samples has L // hop + 1 frames; each segment gets

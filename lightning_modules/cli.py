@@ -17,10 +17,20 @@ from dataclasses import dataclass
 import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser
 
+from lightning_modules.config import (
+    ALL_GROUPS,
+    RUN_OPTION_NAMES,
+    ComparisonOptions,
+    ModeOptions,
+    RunOptions,
+    SweepOptions,
+    TaggingOptions,
+    declared_fields,
+    default_text,
+    flag_of,
+    parse_devices,
+)
 from lightning_modules.recipes import apply_recipe
-from lightning_modules.config import (ALL_GROUPS, RUN_OPTION_NAMES, ComparisonOptions, ModeOptions, RunOptions,
-                                      SweepOptions, TaggingOptions, declared_fields, default_text, flag_of,
-                                      parse_devices)
 
 USAGE_ERROR = 2
 YAML_HEADER = ("# run.py configuration: `python run.py --config THIS_FILE` runs it; flags after it override it.\n"

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from callbacks.lr_decay import GlobalDecayRestart, LocalDecay
 from datamodules.audio import MTAT_CLIP_SAMPLES
+from datamodules.datamodule import SyntheticSpec
 from datamodules.errors import ConfigError
 from datamodules.frontend import BACKENDS, COMPRESSIONS
 from datamodules.jamendo import QUALITIES as JAMENDO_QUALITIES
@@ -35,7 +36,6 @@ from datamodules.jamendo import SPLITS as JAMENDO_SPLITS
 from datamodules.jamendo import SUBSETS as JAMENDO_SUBSETS
 from datamodules.mtat import SPLITS, TAG_VOCABULARIES
 from datamodules.segments import TRAIN_CROPS
-from datamodules.datamodule import SyntheticSpec
 from lightning_modules.recipes import RECIPES, SCHEDULES
 from lightning_modules.registry import MODELS
 from lightning_modules.reporting.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
@@ -334,7 +334,7 @@ LEGACY_KEYS = {"download": None, "download_url": None, "resume": None, "summary"
 class RunOptions(LoggingOptions, TrainerOptions, RecipeOptions, OptimOptions, MelOptions, DataOptions, ModelOptions):
     """All options of one training run or evaluation (attribute per option; see the groups)."""
 
-    def replace(self, **changes) -> "RunOptions":
+    def replace(self, **changes) -> RunOptions:
         unknown = sorted(set(changes) - RUN_OPTION_NAMES)
         if unknown:
             raise ConfigError(f"unknown option(s): {', '.join(unknown)}")
@@ -355,7 +355,7 @@ class RunOptions(LoggingOptions, TrainerOptions, RecipeOptions, OptimOptions, Me
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, values: dict) -> "RunOptions":
+    def from_dict(cls, values: dict) -> RunOptions:
         """Options from a saved config (config.json's top level): unknown keys are an error, legacy ones ignored."""
         known = {k: v for k, v in values.items() if k in RUN_OPTION_NAMES}
         unknown = sorted(set(values) - RUN_OPTION_NAMES - set(LEGACY_KEYS) - {"resolved", "evaluated_checkpoint"})
@@ -363,7 +363,7 @@ class RunOptions(LoggingOptions, TrainerOptions, RecipeOptions, OptimOptions, Me
             raise ConfigError(f"unknown option(s) in a saved configuration: {', '.join(unknown)}")
         return cls(**known).normalised()
 
-    def normalised(self) -> "RunOptions":
+    def normalised(self) -> RunOptions:
         """Paths made absolute and devices parsed, as every run stores them."""
         from datamodules.datamodule import default_cache_root
 

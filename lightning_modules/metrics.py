@@ -24,8 +24,8 @@ few thousand clips and return Python floats or small CPU tensors).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor

@@ -68,7 +68,8 @@ MODELS: dict[str, ModelSpec] = {
     # reimplementations (96 bands, n_fft 512, hop 256), batch 16 as in Won's code; sample_cnn_se's batch of 23
     # and its non-overlapping test segments are Kim et al.'s; musicnn's 3 s patches cover the clip (10 of them).
     "fcn": ModelSpec("fcn", "Choi et al. 2016 (FCN, Won et al. 2020 widths)", FCN,
-                     MelConfig(n_fft=512, hop_length=256, n_mels=96), 1, None, "fixed", 16, (("dropout", 0.5),), recipe="won2020"),
+                     MelConfig(n_fft=512, hop_length=256, n_mels=96), 1, None, "fixed", 16, (("dropout", 0.5),),
+                     recipe="won2020"),
     "crnn": ModelSpec("crnn", "Choi et al. 2017 (CRNN)", CRNN, MelConfig(n_fft=512, hop_length=256, n_mels=96),
                       1, None, "fixed", 16, (("dropout", 0.5),), recipe="won2020"),
     "musicnn": ModelSpec("musicnn", "Pons & Serra 2019 (musicnn, MTT_musicnn)", Musicnn,

@@ -311,7 +311,7 @@ class TaggingModule(pl.LightningModule):
 
     # ---- checkpoints --------------------------------------------------------------------------------
     @classmethod
-    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "TaggingModule":
+    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> TaggingModule:
         """Rebuild the network from the checkpoint's hyperparameters and load its weights."""
         path = Path(path)
         if not path.is_file():

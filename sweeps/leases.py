@@ -54,7 +54,7 @@ class WorkerId:
     started: str | None
 
     @classmethod
-    def current(cls) -> "WorkerId":
+    def current(cls) -> WorkerId:
         pid = os.getpid()
         return cls(socket.gethostname(), _boot_id(), pid, _process_start(pid))
 
@@ -97,7 +97,7 @@ class TrialHeartbeat:
             except Exception as error:  # a database hiccup: keep beating, the grace period absorbs it
                 print(f"sweep: heartbeat of trial {self.number} failed ({error}); retrying", file=sys.stderr)
 
-    def __enter__(self) -> "TrialHeartbeat":
+    def __enter__(self) -> TrialHeartbeat:
         self.beat()
         self._thread.start()
         return self

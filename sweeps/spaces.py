@@ -128,7 +128,7 @@ class Param:
         return out
 
     @classmethod
-    def from_dict(cls, values: dict) -> "Param":
+    def from_dict(cls, values: dict) -> Param:
         values = dict(values)
         values["choices"] = tuple(values.get("choices", ()))
         return cls(**values)
@@ -180,11 +180,11 @@ class SearchSpace:
         """True when `params` names exactly this space's parameters with values inside it."""
         return set(params) == set(self.names) and all(self.get(k).contains(v) for k, v in params.items())
 
-    def without(self, names) -> "SearchSpace":
+    def without(self, names) -> SearchSpace:
         names = set(names)
         return SearchSpace(self.model, tuple(p for p in self.params if p.name not in names), self.notes)
 
-    def with_param(self, param: Param) -> "SearchSpace":
+    def with_param(self, param: Param) -> SearchSpace:
         params = list(self.params)
         for i, p in enumerate(params):
             if p.name == param.name:
@@ -198,7 +198,7 @@ class SearchSpace:
         return {"model": self.model, "params": [p.to_dict() for p in self.params]}
 
     @classmethod
-    def from_dict(cls, values: dict) -> "SearchSpace":
+    def from_dict(cls, values: dict) -> SearchSpace:
         return cls(values["model"], tuple(Param.from_dict(p) for p in values["params"]))
 
     def describe(self) -> str:

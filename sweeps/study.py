@@ -68,18 +68,18 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-from datamodules.io import try_file_lock, write_json_atomic
 from datamodules.errors import ConfigError, DataError, SuiteError
+from datamodules.io import try_file_lock, write_json_atomic
 from lightning_modules.config import NON_IDENTITY_OPTIONS, RunOptions, SweepOptions
 from lightning_modules.runner.data import build_datamodule, frontend_config, model_spec, prepare_data_once
 from lightning_modules.runner.experiment import run_experiment
 from lightning_modules.runner.run_folder import CHECKPOINT_DIR, CONFIG_FILE, LAST_CHECKPOINT
+from sweeps.database import DatabaseUnreachable, server_lock
+from sweeps.leases import TrialHeartbeat, WorkerId, recover_stale_trials, retry_trial, trial_id_of
 from sweeps.pruning import OBJECTIVE, SweepPruningCallback
 from sweeps.report import write_report
-from sweeps.database import DatabaseUnreachable, server_lock
-from sweeps.leases import TrialHeartbeat, WorkerId, trial_id_of, recover_stale_trials, retry_trial
 from sweeps.spaces import SearchSpace, baselines, build_space, infeasibility, parse_overrides
-from sweeps.storage import StorageTarget, retrying, file_lock, open_storage, parse_storage, study_dir
+from sweeps.storage import StorageTarget, file_lock, open_storage, parse_storage, retrying, study_dir
 
 STUDY_ATTR = "sweep"
 TRIAL_RECORD = "sweep_trial.json"

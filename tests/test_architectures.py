@@ -13,6 +13,7 @@ from lightning_modules.registry import MODELS
 from lightning_modules.tagging_module import TaggingModule
 from tests.helpers import TINY_CLIP_SAMPLES
 
+
 def test_every_registered_model_has_its_own_module_class():
     assert set(MODULES) == set(MODELS)
     for name, cls in MODULES.items():

@@ -16,7 +16,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 from datetime import timedelta
@@ -35,8 +34,8 @@ from datamodules.audio import SAMPLE_RATE
 from datamodules.datamodule import MTATDataModule
 from datamodules.errors import ConfigError, DataError
 from datamodules.synthetic import synthetic_dir_name
-from lightning_modules.tagging_module import TaggingModule
 from lightning_modules.runner.data import model_spec
+from lightning_modules.tagging_module import TaggingModule
 from tests.helpers import TINY_CLIP_SAMPLES, TINY_MEL_ARGS, read_metrics, tiny_data_args
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -7,6 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from lightning_modules.metrics import tagging_metrics
 from lightning_modules.reporting.bootstrap import (
     bootstrap_indices,
     bootstrap_samples,
@@ -15,7 +16,6 @@ from lightning_modules.reporting.bootstrap import (
     percentile_interval,
     resample_weights,
 )
-from lightning_modules.metrics import tagging_metrics
 
 
 def _data(n_clips=80, n_tags=6, seed=1, signal=1.0):

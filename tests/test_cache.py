@@ -144,7 +144,7 @@ def test_one_warning_lists_every_skipped_clip(reference):
 def test_rows_equal_direct_decoding(dataset, reference):
     root, paths, _ = dataset
     c = open_cache(reference[0])
-    for row, (rel, kind, status, _) in enumerate(LAYOUT):
+    for row, (rel, _kind, status, _) in enumerate(LAYOUT):
         if status == "ok":
             np.testing.assert_array_equal(c.waveforms[row], expected_row(root / rel), err_msg=rel)
             direct, _ = sf.read(root / rel, dtype="float32", always_2d=True)

@@ -18,11 +18,11 @@ import torch
 
 import run
 from datamodules.errors import DataError
-from lightning_modules.reporting.compare import compare_runs
 from lightning_modules.metrics import equal_error_thresholds, tagging_metrics
+from lightning_modules.reporting.compare import compare_runs
 from lightning_modules.reporting.predictions import PREDICTIONS_FILE, Predictions, read_predictions, write_predictions
-from lightning_modules.runner.reproduce import TABLES, passthrough_args, plan_runs
 from lightning_modules.reporting.results import write_results
+from lightning_modules.runner.reproduce import TABLES, passthrough_args, plan_runs
 
 TAGS = ["guitar", "drums", "piano", "voice", "quiet"]
 
@@ -231,7 +231,7 @@ def test_reproduce_table4_end_to_end(table4, capsys):
     assert "Table 4 of Dalla Longa et al.: reproduced under the paper's protocol" in md
     assert "generated data, not MTAT" in md and "--input-norm" in md
     for model, paper in (("mel_cnn", "0.8940"), ("sample_cnn", "0.8800"), ("lstm_mel", "0.8700")):
-        (line,) = [l for l in md.splitlines() if l.startswith(f"| {model}")]
+        (line,) = [row for row in md.splitlines() if row.startswith(f"| {model}")]
         metrics = json.loads((runs[model] / "metrics.json").read_text())
         assert f"| {metrics['roc_auc']:.4f} |" in line and paper in line
     # rerunning reuses the finished runs and rewrites the same table

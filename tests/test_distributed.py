@@ -27,17 +27,17 @@ import pytest
 import torch
 
 import run
+from callbacks.sync_buffers import SyncModelBuffers
 from datamodules.audio import SAMPLE_RATE
 from datamodules.datamodule import default_num_workers
 from datamodules.errors import ConfigError
 from datamodules.frontend import MelConfig
-from lightning_modules.tagging_module import TaggingModule
-from callbacks.sync_buffers import SyncModelBuffers
 from lightning_modules.config import RunOptions
+from lightning_modules.registry import MODELS, build_network, input_shape, network_config, segment_layout
 from lightning_modules.runner.data import build_datamodule
 from lightning_modules.runner.trainer import build_strategy, check_precision, cluster_plugins, planned_processes
-from lightning_modules.registry import MODELS, build_network, input_shape, network_config, segment_layout
-from tests.helpers import TINY_CLIP_SAMPLES, TINY_MEL_ARGS, read_metrics, tiny_data_args, run_options
+from lightning_modules.tagging_module import TaggingModule
+from tests.helpers import TINY_CLIP_SAMPLES, TINY_MEL_ARGS, read_metrics, run_options, tiny_data_args
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLIPS = 120

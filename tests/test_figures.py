@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from lightning_modules.reporting import figures
 from datamodules.audio import SAMPLE_RATE
 from lightning_modules.metrics import equal_error_thresholds, rates_at_thresholds
+from lightning_modules.reporting import figures
 
 TAGS = ["guitar", "classical", "slow", "techno", "piano", "rock"]
 

@@ -27,9 +27,9 @@ from lightning.pytorch.callbacks import Callback
 import run
 from datamodules.audio import SAMPLE_RATE
 from datamodules.frontend import LogMel, MelConfig
-from lightning_modules.runner.experiment import run_experiment
 from lightning_modules.inference.tagger import Tagger
-from tests.helpers import TINY_MEL_ARGS, read_metrics, tiny_data_args, run_options
+from lightning_modules.runner.experiment import run_experiment
+from tests.helpers import TINY_MEL_ARGS, read_metrics, run_options, tiny_data_args
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -31,9 +31,9 @@ from pathlib import Path
 import pytest
 
 import run
-from lightning_modules.runner.trainer import build_strategy
 from lightning_modules.runner.peers import DEFAULT_DDP_TIMEOUT, _describe
-from tests.helpers import TINY_MEL_ARGS, read_metrics, tiny_data_args, run_options
+from lightning_modules.runner.trainer import build_strategy
+from tests.helpers import TINY_MEL_ARGS, read_metrics, run_options, tiny_data_args
 from tests.pg_server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,7 +85,7 @@ class Node:
         self.proc = subprocess.Popen(command, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         self.lines: list[str] = []
-        self._reader = threading.Thread(target=lambda: self.lines.extend(l.rstrip("\n") for l in self.proc.stdout),
+        self._reader = threading.Thread(target=lambda: self.lines.extend(line.rstrip("\n") for line in self.proc.stdout),
                                         daemon=True)
         self._reader.start()
 

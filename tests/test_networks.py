@@ -11,8 +11,13 @@ from datamodules.errors import ConfigError
 from lightning_modules.networks.lstm_mel import LSTMMel
 from lightning_modules.networks.mel_cnn import MelCNN, min_input_size
 from lightning_modules.networks.sample_cnn import FRAME_SAMPLES, SampleCNN
-from lightning_modules.networks.summary import (LayerRow, format_summary, layer_summary,
-                                       paper_parameter_count, torch_parameter_count)
+from lightning_modules.networks.summary import (
+    LayerRow,
+    format_summary,
+    layer_summary,
+    paper_parameter_count,
+    torch_parameter_count,
+)
 
 N_TAGS = 50
 

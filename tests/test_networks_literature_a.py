@@ -31,13 +31,13 @@ from datamodules.audio import MTAT_CLIP_SAMPLES, SAMPLE_RATE
 from datamodules.errors import ConfigError
 from lightning_modules import registry
 from lightning_modules.config import RunOptions
-from lightning_modules.runner.data import frontend_config
-from lightning_modules.runner.experiment import run_experiment
 from lightning_modules.networks.crnn import CRNN
 from lightning_modules.networks.fcn import FCN, FCN5_CHANNELS
 from lightning_modules.networks.musicnn import Musicnn
 from lightning_modules.networks.sample_cnn_se import SampleCNNSE
 from lightning_modules.networks.summary import layer_summary, paper_parameter_count, torch_parameter_count
+from lightning_modules.runner.data import frontend_config
+from lightning_modules.runner.experiment import run_experiment
 from sweeps.spaces import SPACES, build_space
 from tests.helpers import read_metrics, tiny_data_args
 

@@ -27,12 +27,12 @@ from torch import nn
 
 import run
 from datamodules.errors import ConfigError
+from lightning_modules.config import RunOptions
 from lightning_modules.networks.harmonic_cnn import HarmonicCNN, HarmonicFilterbank, base_frequencies
 from lightning_modules.networks.short_chunk import ShortChunkCNN
-from lightning_modules.networks.tagging_transformer import TaggingTransformer
-from lightning_modules.config import RunOptions
-from lightning_modules.registry import MODELS, build_network, input_shape, network_config, segment_layout
 from lightning_modules.networks.summary import layer_summary, torch_parameter_count
+from lightning_modules.networks.tagging_transformer import TaggingTransformer
+from lightning_modules.registry import MODELS, build_network, input_shape, network_config, segment_layout
 from lightning_modules.runner.data import frontend_config
 from tests.helpers import read_metrics, tiny_data_args
 

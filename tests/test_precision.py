@@ -14,9 +14,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 import run
-from lightning_modules.tagging_module import TaggingModule
 from lightning_modules.runner.experiment import run_experiment
-from tests.helpers import TINY_MEL_ARGS, read_metrics, tiny_data_args, run_options
+from lightning_modules.tagging_module import TaggingModule
+from tests.helpers import TINY_MEL_ARGS, read_metrics, run_options, tiny_data_args
 
 CLIPS = 120
 QUICK = ["--max-epochs", "1", "--limit-train-batches", "2", "--limit-val-batches", "1.0",

@@ -7,16 +7,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from types import SimpleNamespace
 
-import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 import run
 from callbacks.ema import EMAWeights
-from callbacks.recipe_schedules import Won2020Stages, WarmupCosine, warmup_cosine_factor
+from callbacks.recipe_schedules import WarmupCosine, Won2020Stages, warmup_cosine_factor
 from datamodules.errors import ConfigError
 from lightning_modules.augmentation import mixup, spec_augment
 from lightning_modules.cli import parse_command
@@ -25,7 +23,7 @@ from lightning_modules.recipes import RECIPES
 from lightning_modules.registry import MODELS
 from lightning_modules.runner.run_folder import config_digest
 from lightning_modules.tagging_module import TaggingModule
-from tests.helpers import TINY_MEL_ARGS, read_metrics, run_options, tiny_data_args
+from tests.helpers import TINY_MEL_ARGS, read_metrics, run_options
 from tests.test_callbacks import Recorder, TinyModule, make_loader, make_trainer, weights_equal
 
 PAPER_MODELS = ("sample_cnn", "sample_cnn_frames", "mel_cnn", "lstm_mel")

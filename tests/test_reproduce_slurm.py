@@ -11,20 +11,18 @@ import signal
 import subprocess
 import time
 
+import run
+from lightning_modules.cli import parse_command
 from lightning_modules.runner.reproduce import passthrough_args, plan_runs
 from tests.fake_slurm import JOB_ID, REPO_ROOT
 from tests.fake_slurm import run_py_calls as _run_py_calls
-
-import run
-from lightning_modules.cli import parse_command
 
 SCRIPT = REPO_ROOT / "slurm" / "reproduce.sbatch"
 
 
 def _plan(argv):
-    from lightning_modules.runner.run_folder import default_run_dir
-
     from lightning_modules.cli import parse_command
+    from lightning_modules.runner.run_folder import default_run_dir
 
     args = parse_command(argv).comparison
     return plan_runs(args.reproduce, [int(s) for s in args.seeds.split(",")], passthrough_args(argv),

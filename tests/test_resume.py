@@ -19,9 +19,14 @@ from pathlib import Path
 import pytest
 
 import run
-from lightning_modules.config import RunOptions
 from datamodules.datamodule import usable_cores
-from lightning_modules.runner.interruptions import EXIT_TERMINATED, EXIT_WORKER_KILLED, inexact_resume_reasons, killed_worker
+from lightning_modules.config import RunOptions
+from lightning_modules.runner.interruptions import (
+    EXIT_TERMINATED,
+    EXIT_WORKER_KILLED,
+    inexact_resume_reasons,
+    killed_worker,
+)
 from tests.helpers import TINY_MEL_ARGS, read_metrics, tiny_data_args
 
 REPO = Path(__file__).resolve().parents[1]

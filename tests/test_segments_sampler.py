@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from datamodules.audio import MTAT_CLIP_SAMPLES
-from datamodules.sampling import EpochSampler
 from datamodules.errors import ConfigError
+from datamodules.sampling import EpochSampler
 from datamodules.segments import SegmentLayout
 
 

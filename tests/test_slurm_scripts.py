@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 import run
-from tests.fake_slurm import JOB_ID, run_py_calls as _run_py_calls
+from tests.fake_slurm import JOB_ID
+from tests.fake_slurm import run_py_calls as _run_py_calls
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted((REPO_ROOT / "slurm").glob("*.sbatch"))

@@ -27,17 +27,25 @@ from optuna.trial import TrialState
 import run
 from datamodules.audio import MTAT_CLIP_SAMPLES
 from datamodules.errors import ConfigError, SuiteError
-from sweeps import study as sweep_study
-from sweeps.report import write_report
-from sweeps.spaces import (SPACES, SearchSpace, adapt_to_clip, baselines, build_space, categorical, infeasibility,
-                           log_float)
-from sweeps.pruning import SweepPruningCallback
 from lightning_modules.config import RunOptions
 from sweeps import leases
+from sweeps import study as sweep_study
 from sweeps.leases import LEASE, TrialHeartbeat, WorkerId, fail_and_retry, recover_stale_trials
+from sweeps.pruning import SweepPruningCallback
+from sweeps.report import write_report
+from sweeps.spaces import (
+    SPACES,
+    SearchSpace,
+    adapt_to_clip,
+    baselines,
+    build_space,
+    categorical,
+    infeasibility,
+    log_float,
+)
 from sweeps.storage import StorageTarget, SweepSettings, open_storage, parse_storage
 from sweeps.study import SweepContext, create_or_load_study, make_pruner, make_sampler
-from tests.helpers import TINY_CLIP_SAMPLES, tiny_data_args, run_options
+from tests.helpers import TINY_CLIP_SAMPLES, run_options, tiny_data_args
 
 REPO = Path(__file__).resolve().parents[1]
 MTAT_CLIP = MTAT_CLIP_SAMPLES
@@ -166,7 +174,8 @@ def _context(tmp_path, storage: str | None = "journal", name: str = "s", **setti
     identity = {"model": "lstm_mel", "space": SMALL_SPACE.to_dict(), "fixed": {}}
     study, _ = create_or_load_study(store, target, name, identity, (), make_sampler(name, settings),
                                     make_pruner(settings))
-    return SweepContext(study, store, target, settings, "lstm_mel", RunOptions(model="lstm_mel"), SMALL_SPACE, TINY_CLIP_SAMPLES, folder,
+    return SweepContext(study, store, target, settings, "lstm_mel", RunOptions(model="lstm_mel"), SMALL_SPACE,
+                        TINY_CLIP_SAMPLES, folder,
                         WorkerId.current())
 
 

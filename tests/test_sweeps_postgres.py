@@ -28,9 +28,9 @@ import torch
 from optuna.trial import TrialState
 
 import run
+from sweeps import leases
 from sweeps import study as sweep_study
 from sweeps.database import DatabaseUnreachable, check_driver, lost_connection
-from sweeps import leases
 from sweeps.leases import LEASE
 from sweeps.storage import SweepSettings, open_storage, parse_storage
 from sweeps.study import create_or_load_study

@@ -18,16 +18,22 @@ from PIL import Image
 import run
 from datamodules.audio import MTAT_CLIP_SAMPLES, SAMPLE_RATE
 from datamodules.datamodule import MTATDataModule
-from datamodules.mtat import find_audio_root, read_annotations
-from datamodules.segments import SegmentLayout
 from datamodules.errors import ConfigError
 from datamodules.frontend import MelConfig
+from datamodules.mtat import find_audio_root, read_annotations
+from datamodules.segments import SegmentLayout
 from datamodules.synthetic import ClipPlan, render_clip
-from lightning_modules.tagging_module import TaggingModule
-from lightning_modules.registry import MODELS, build_network, input_shape, network_config, segment_layout
-from lightning_modules.inference.taggram import (TAGGRAM_ROWS, Taggram, check_hop, taggram_plot, window_starts,
-                                       write_taggram_png)
 from lightning_modules.inference.tagger import AudioError, Tagger, cut_segments, load_audio, segment_starts
+from lightning_modules.inference.taggram import (
+    TAGGRAM_ROWS,
+    Taggram,
+    check_hop,
+    taggram_plot,
+    window_starts,
+    write_taggram_png,
+)
+from lightning_modules.registry import MODELS, build_network, input_shape, network_config, segment_layout
+from lightning_modules.tagging_module import TaggingModule
 from tests.helpers import TINY_CLIP_SAMPLES, TRAINED_LSTM_ARGS, tiny_data_args
 
 # hop 256 and 4 segments: (59,049 // 256 + 1) // 4 = 57 frames, i.e. 14,336-sample segments

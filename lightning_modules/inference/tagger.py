@@ -31,9 +31,10 @@ import json
 import math
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence, TextIO
+from typing import TextIO
 
 import numpy as np
 import torch
@@ -130,7 +131,7 @@ class Tagger:
         self.batch_size = batch_size
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", batch_size: int = 8) -> "Tagger":
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", batch_size: int = 8) -> Tagger:
         from lightning_modules.tagging_module import TaggingModule
 
         return cls(TaggingModule.from_checkpoint(path, map_location="cpu"), device=device, batch_size=batch_size)

@@ -30,9 +30,9 @@ per-window probabilities (`Taggram.to_dict`).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

@@ -40,8 +40,7 @@ from torch import nn
 from datamodules.audio import SAMPLE_RATE
 from datamodules.errors import ConfigError
 from lightning_modules.networks.args import check_dropout, check_int
-from lightning_modules.networks.blocks2d import (ConvBlock, DenseHead, GlobalMaxPool, PooledResBlock,
-                                                 pooled_size)
+from lightning_modules.networks.blocks2d import ConvBlock, DenseHead, GlobalMaxPool, PooledResBlock, pooled_size
 
 CHUNK_SAMPLES = 80_000
 """The authors' Harmonic CNN input: 5 s at 16 kHz."""

@@ -32,8 +32,14 @@ from torch import nn
 
 from datamodules.errors import ConfigError
 from lightning_modules.networks.args import check_dropout, check_int
-from lightning_modules.networks.blocks2d import (ConvBlock, DenseHead, GlobalMaxPool, StridedResBlock,
-                                                 pooled_size, strided_size)
+from lightning_modules.networks.blocks2d import (
+    ConvBlock,
+    DenseHead,
+    GlobalMaxPool,
+    StridedResBlock,
+    pooled_size,
+    strided_size,
+)
 
 WIDTH_MULTIPLIERS = (1, 1, 2, 2, 2, 2, 4)
 """Block widths of both short-chunk networks, in units of ``channels``."""

@@ -40,8 +40,14 @@ import torch
 from datamodules.errors import ConfigError, DataError
 from datamodules.io import write_text_atomic
 from lightning_modules.config import NON_IDENTITY_OPTIONS
-from lightning_modules.reporting.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, bootstrap_samples, paired_difference, percentile_interval
 from lightning_modules.metrics import tagging_metrics
+from lightning_modules.reporting.bootstrap import (
+    DEFAULT_RESAMPLES,
+    DEFAULT_SEED,
+    bootstrap_samples,
+    paired_difference,
+    percentile_interval,
+)
 from lightning_modules.reporting.predictions import PREDICTIONS_FILE, Predictions, read_predictions
 
 COMPARISON_MD = "comparison.md"

@@ -25,15 +25,15 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 
 from callbacks.test_predictions import TestPredictionsCapture
-
 from datamodules.audio import SAMPLE_RATE
+
 FIGURES_DIR = "figures"
 PAPER_THRESHOLD_TAG = "classical"  # the paper's Figure 3
 DISPLAY_MEL = {"n_fft": 2048, "hop_length": 512, "n_mels": 128, "backend": "torchaudio"}

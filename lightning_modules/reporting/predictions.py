@@ -68,7 +68,7 @@ class Predictions:
     def n_clips(self) -> int:
         return int(self.clip_ids.shape[0])
 
-    def sorted_by_clip(self) -> "Predictions":
+    def sorted_by_clip(self) -> Predictions:
         """The same predictions with the clips in ascending clip id order."""
         order = np.argsort(self.clip_ids, kind="stable")
         return Predictions(self.clip_ids[order], self.rows[order], self.targets[order], self.probs[order],

@@ -11,8 +11,15 @@ from datamodules.datamodule import DatasetInfo, MTATDataModule, SyntheticSpec, d
 from datamodules.errors import ConfigError, DataError
 from datamodules.frontend import MelConfig
 from datamodules.io import file_lock, local_rank
-from datamodules.jamendo_reader import (DATASET as JAMENDO, DEFAULT_QUALITY, DEFAULT_SPLIT, DEFAULT_SUBSET,
-                                        JamendoReader, SyntheticJamendoReader, excerpt_samples_of)
+from datamodules.jamendo_reader import DATASET as JAMENDO
+from datamodules.jamendo_reader import (
+    DEFAULT_QUALITY,
+    DEFAULT_SPLIT,
+    DEFAULT_SUBSET,
+    JamendoReader,
+    SyntheticJamendoReader,
+    excerpt_samples_of,
+)
 from datamodules.mtat import SYNTHETIC
 from lightning_modules.config import RunOptions
 from lightning_modules.registry import MODELS, ModelSpec

@@ -20,26 +20,40 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from callbacks import GlobalDecayRestart, LocalDecay, RNGStateCheckpoint
 from callbacks.ema import EMAWeights
 from callbacks.history import HISTORY_FILE, TrainingHistory
-from callbacks.recipe_schedules import Won2020Stages, WarmupCosine
+from callbacks.recipe_schedules import WarmupCosine, Won2020Stages
 from callbacks.step_seeds import StepSeeds
 from callbacks.test_predictions import TestPredictionsCapture
 from datamodules.audio import SAMPLE_RATE
 from datamodules.datamodule import DatasetInfo, MTATDataModule
 from datamodules.io import is_global_zero, write_json_atomic, write_text_atomic
+from lightning_modules.architectures import module_class
 from lightning_modules.cli import dump_yaml
 from lightning_modules.config import RunOptions
-from lightning_modules.architectures import module_class
 from lightning_modules.registry import build_network, input_shape, network_config, segment_layout
 from lightning_modules.reporting.figures import figures_for_run
 from lightning_modules.reporting.loggers import build_logger, finish_logger, log_run_results
 from lightning_modules.reporting.predictions import save_run_predictions
 from lightning_modules.reporting.results import write_results
-from lightning_modules.runner.data import (build_datamodule, default_train_crop, frontend_config, layout_clip_samples,
-                                          model_spec, prepare_data_once)
+from lightning_modules.runner.data import (
+    build_datamodule,
+    default_train_crop,
+    frontend_config,
+    layout_clip_samples,
+    model_spec,
+    prepare_data_once,
+)
 from lightning_modules.runner.interruptions import say_if_resume_inexact
 from lightning_modules.runner.peers import peer_lost
-from lightning_modules.runner.run_folder import (CHECKPOINT_DIR, CONFIG_FILE, CONFIG_YAML, LAST_CHECKPOINT,
-                                                 RunOutcome, check_same_run, run_dir_of, warn_if_scale_changed)
+from lightning_modules.runner.run_folder import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    CONFIG_YAML,
+    LAST_CHECKPOINT,
+    RunOutcome,
+    check_same_run,
+    run_dir_of,
+    warn_if_scale_changed,
+)
 from lightning_modules.runner.trainer import build_trainer, check_run_options, close_process_group, planned_processes
 from lightning_modules.tagging_module import TaggingModule
 
@@ -158,7 +172,10 @@ def run_experiment(options: RunOptions, extra_callbacks: tuple[Callback, ...] = 
             _figures_and_tables(run_dir, module, datamodule, capture, logger, metrics)
         failed = False
     except RuntimeError as error:  # a dead or silent DDP peer: one line (lightning_modules/runner/peers.py)
-        raise peer_lost(error, options, run_dir) or error
+        lost = peer_lost(error, options, run_dir)
+        if lost is None:
+            raise
+        raise lost from error
     finally:
         finish_logger(logger, failed=failed)
     close_process_group()

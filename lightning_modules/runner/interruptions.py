@@ -35,8 +35,8 @@ import re
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from datamodules.io import is_global_zero
 from lightning_modules.runner.trainer import resolved_accelerator

@@ -17,9 +17,9 @@ them all finished and writes the table.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from datamodules.errors import ConfigError
 

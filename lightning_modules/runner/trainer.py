@@ -11,10 +11,10 @@ from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
 from callbacks.sync_buffers import SyncModelBuffers
 from datamodules.errors import ConfigError
+from lightning_modules.config import DEFAULT_LOG_EVERY_N_STEPS, PRECISIONS, STRATEGIES, RunOptions
 from lightning_modules.recipes import check_recipe_options
 from lightning_modules.runner.checks import check_chunk_network
 from lightning_modules.runner.peers import ddp_timeout
-from lightning_modules.config import DEFAULT_LOG_EVERY_N_STEPS, PRECISIONS, STRATEGIES, RunOptions
 
 SANITY_VAL_STEPS = 2  # validation batches run before training starts (catches evaluation bugs at once)
 
