@@ -77,3 +77,18 @@ def lstm_mel_run(tiny_cache, tmp_path_factory) -> Path:
                      "--run-dir", str(run_dir), "--logger", "none"])
     assert code == 0
     return run_dir
+
+
+@pytest.fixture
+def cpu_variant(monkeypatch):
+    """Swap a literature model's registry entry for its CPU-sized variant (tests/helpers.py CPU_VARIANTS)."""
+    import dataclasses
+
+    from lightning_modules import registry
+    from tests.helpers import CPU_VARIANTS
+
+    def apply(model: str) -> None:
+        if model in CPU_VARIANTS:
+            monkeypatch.setitem(registry.MODELS, model,
+                                dataclasses.replace(registry.MODELS[model], **CPU_VARIANTS[model]))
+    return apply

@@ -38,3 +38,25 @@ def run_options(*argv: str, model: str = "mel_cnn"):
     import run
 
     return run.parse_options(["--model", model, *argv])
+
+
+# CPU variants of the literature models for the training tests on short clips: a few hundred MFLOP per
+# example instead of several GFLOP, so that a test fits its budget on 2 shared cores. What changes:
+# fcn, crnn: 32 Mel bands, hop 512 (116 frames), every pool 2 x 2 (FCN's five 32 -> 1 Mel rows, 116 -> 3
+# steps; CRNN's four leave 2 Mel rows stacked into 7 GRU steps); widths, dense/GRU sizes as registered.
+# musicnn: 1 s chunks, 48 Mel bands, hop 512 (the architecture takes any chunk and band count; timbral
+# filters stay 70% and 40% of the bands). sample_cnn_se: seven SE blocks on 6,561-sample frames (3^8)
+# instead of nine on 59,049, aggregating the last three as in the paper. musicnn and sample_cnn_se
+# evaluate 2 segments per clip (not the 4 and 9 that cover a 3.7 s clip).
+_POOLS_2X2 = [[2, 2]] * 5
+CPU_VARIANTS = {
+    "fcn": dict(network_defaults=(("dropout", 0.5), ("pools", _POOLS_2X2))),
+    "crnn": dict(network_defaults=(("dropout", 0.5), ("pools", _POOLS_2X2[:4]))),
+    "musicnn": dict(frame_samples=16_000),
+    "sample_cnn_se": dict(frame_samples=6_561, network_defaults=(
+        ("dropout", 0.5), ("block_channels", [128, 128, 256, 256, 256, 256, 512]))),
+}
+CPU_ARGS = {"fcn": ["--n-mels", "32", "--hop-length", "512"],
+            "crnn": ["--n-mels", "32", "--hop-length", "512"],
+            "musicnn": ["--n-mels", "48", "--hop-length", "512", "--segments-per-clip", "2"],
+            "sample_cnn_se": ["--segments-per-clip", "2"]}

@@ -25,7 +25,7 @@ from datamodules.segments import SegmentLayout
 from datamodules.tracks import TrackSegmentDataset
 from lightning_modules.config import RunOptions
 from lightning_modules.registry import MODELS
-from tests.helpers import TINY_CLIP_SAMPLES, TINY_MEL_ARGS, read_metrics
+from tests.helpers import CPU_ARGS, TINY_CLIP_SAMPLES, TINY_MEL_ARGS, read_metrics
 
 SHARED_JAMENDO = Path(__file__).resolve().parents[2] / "shared" / "mtg-jamendo"
 
@@ -150,6 +150,8 @@ def jamendo_cache(tmp_path_factory) -> Path:
 
 
 def _model_args(name: str) -> list[str]:
+    if name in CPU_ARGS:
+        return CPU_ARGS[name]
     if MODELS[name].width_kwarg:
         args = ["--width", "8"]
         if name == "tagging_transformer":
@@ -191,7 +193,8 @@ def test_the_store_is_prepared_once_and_records_skipped_tracks(jamendo_cache, tm
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(MODELS))
-def test_every_model_trains_and_tests_on_the_stand_in(name, jamendo_cache, tmp_path, capsys):
+def test_every_model_trains_and_tests_on_the_stand_in(name, jamendo_cache, tmp_path, capsys, cpu_variant):
+    cpu_variant(name)
     run_dir = tmp_path / name
     argv = [*STAND_IN, "--cache-dir", str(jamendo_cache / "e2e"), "--model", name, *_model_args(name),
             "--max-epochs", "1", "--limit-train-batches", "2", "--batch-size", "4", "--eval-batch-size", "64",
@@ -203,7 +206,9 @@ def test_every_model_trains_and_tests_on_the_stand_in(name, jamendo_cache, tmp_p
     assert layout["train_crop"] == "random"
     if MODELS[name].frame_samples is not None:  # chunk models read their own chunk, 16 (8) averaged per track
         assert layout["segment_samples"] == MODELS[name].frame_samples
-        expected = MODELS[name].segments_per_clip or -(-TINY_CLIP_SAMPLES // MODELS[name].frame_samples)
+        args = _model_args(name)
+        given = int(args[args.index("--segments-per-clip") + 1]) if "--segments-per-clip" in args else None
+        expected = given or MODELS[name].segments_per_clip or -(-TINY_CLIP_SAMPLES // MODELS[name].frame_samples)
         assert layout["segments_per_clip"] == expected
     assert metrics["n_clips"] > 0 and 0.0 <= metrics["roc_auc"] <= 1.0
     if name == "short_chunk_cnn":  # evaluating the checkpoint gives the run's test metrics

@@ -15,7 +15,6 @@ real sizes are checked separately below.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 
@@ -39,7 +38,7 @@ from lightning_modules.networks.summary import layer_summary, paper_parameter_co
 from lightning_modules.runner.data import frontend_config
 from lightning_modules.runner.experiment import run_experiment
 from sweeps.spaces import SPACES, build_space
-from tests.helpers import read_metrics, tiny_data_args
+from tests.helpers import CPU_ARGS, read_metrics, tiny_data_args
 
 MODELS = ("fcn", "crnn", "musicnn", "sample_cnn_se")
 N_TAGS = 50
@@ -232,39 +231,10 @@ def test_sweep_space_builds_for_mtat_and_short_clips(model):
 
 # ---------------------------------------------------------------- training on the generated data
 
-# CPU variants for the training tests on 3.7 s clips (see the module docstring): a few hundred MFLOP per
-# example instead of several GFLOP, so that a test fits its budget on 2 shared cores. What changes:
-# fcn, crnn: 32 Mel bands, hop 512 (116 frames), every pool 2 x 2 (FCN's five 32 -> 1 Mel rows, 116 -> 3
-# steps; CRNN's four leave 2 Mel rows stacked into 7 GRU steps); widths, dense/GRU sizes as registered.
-# musicnn: 1 s chunks, 48 Mel bands, hop 512 (the architecture takes any chunk and band count; timbral
-# filters stay 70% and 40% of the bands). sample_cnn_se: seven SE blocks on 6,561-sample frames (3^8)
-# instead of nine on 59,049, aggregating the last three as in the paper. musicnn and sample_cnn_se
-# evaluate 2 segments per clip (not the 4 and 9 that cover a 3.7 s clip).
-_POOLS_2X2 = [[2, 2]] * 5
-CPU_VARIANTS = {
-    "fcn": dict(network_defaults=(("dropout", 0.5), ("pools", _POOLS_2X2))),
-    "crnn": dict(network_defaults=(("dropout", 0.5), ("pools", _POOLS_2X2[:4]))),
-    "musicnn": dict(frame_samples=16_000),
-    "sample_cnn_se": dict(frame_samples=6_561, network_defaults=(
-        ("dropout", 0.5), ("block_channels", [128, 128, 256, 256, 256, 256, 512]))),
-}
-CPU_ARGS = {"fcn": ["--n-mels", "32", "--hop-length", "512"],
-            "crnn": ["--n-mels", "32", "--hop-length", "512"],
-            "musicnn": ["--n-mels", "48", "--hop-length", "512", "--segments-per-clip", "2"],
-            "sample_cnn_se": ["--segments-per-clip", "2"]}
 EPOCHS = 5
 # Same data as tests/test_training.py (240 clips, ~45 test clips, ~30 tags with positives there): an
 # untrained model's macro ROC-AUC spreads about 0.02 around 0.5, so 0.62 is six spreads above chance.
 LEARNING_BAR = 0.62
-
-
-@pytest.fixture
-def cpu_variant(monkeypatch):
-    def apply(model: str) -> None:
-        if model in CPU_VARIANTS:
-            monkeypatch.setitem(registry.MODELS, model,
-                                dataclasses.replace(registry.MODELS[model], **CPU_VARIANTS[model]))
-    return apply
 
 
 # crnn is left out: in three tries (the variant above at batch 16 and 4, 5 epochs; the registered model on
