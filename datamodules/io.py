@@ -85,7 +85,8 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _fsync_file(path: Path) -> None:
+def fsync_file(path: str | Path) -> None:
+    """fsync the file at ``path``: everything any process wrote to it so far is on disk afterwards."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -111,7 +112,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = _temp_beside(path)
     try:
         yield tmp
-        _fsync_file(tmp)
+        fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -48,6 +48,7 @@ from datamodules.cache.rows import ClipDecoder
 from datamodules.errors import ConfigError, DataError
 from datamodules.io import (
     file_lock,
+    fsync_file,
     spawn_can_import_main,
     write_bytes_atomic,
     write_json_atomic,
@@ -76,7 +77,7 @@ def _process_chunk(
 ) -> list[tuple[int, int, int, str]]:
     """Decode the given rows and write them (zeros for failures); run in a worker.
 
-    The rows reach the page cache here; the parent makes them durable (`_sync_file`) before it
+    The rows reach the page cache here; the parent makes them durable (`datamodules.io.fsync_file`) before it
     records them as done.
 
     Returns:
@@ -98,15 +99,6 @@ def _process_chunk(
     finally:
         os.close(fd)
     return results
-
-
-def _sync_file(path: str) -> None:
-    """fsync ``path``: every row any process wrote to it so far is on disk afterwards."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _save_progress(partial: Path, progress: np.ndarray) -> None:
@@ -202,7 +194,7 @@ def _decode_pending(
     def record(*chunk_results):
         # Durable rows first, then the progress that says they are done (the workers only write
         # to the page cache: one fsync here covers every chunk finished so far, while they decode on).
-        _sync_file(waveforms)
+        fsync_file(waveforms)
         for results in chunk_results:
             for row, code, decoded, _detail in results:
                 progress[row] = (code, decoded)
