@@ -45,7 +45,17 @@ def ddp_timeout(options) -> timedelta:
 
 # What gloo and NCCL say when a peer is gone (a RuntimeError, not always one of torch's DistError classes).
 _PEER_SIGNS = ("connection closed by peer", "connection reset by peer", "timed out waiting", "broken pipe",
-               "connection refused", "watchdog caught collective operation timeout", "nccl communicator was aborted")
+               "connection refused", "watchdog caught collective operation timeout", "nccl communicator was aborted",
+               "timeout caused pair closure")  # gloo, when a frozen peer's pair times out inside a collective
+
+
+def is_peer_error(error: BaseException) -> bool:
+    """Whether `error` is how gloo or NCCL report a lost or silent peer (checked only in multi-process runs)."""
+    import torch.distributed as dist
+
+    if isinstance(error, getattr(dist, "DistError", ())):
+        return True
+    return isinstance(error, RuntimeError) and any(sign in str(error).lower() for sign in _PEER_SIGNS)
 
 
 def _describe(error: BaseException) -> str:
@@ -62,9 +72,7 @@ def peer_lost(error: BaseException, options, run_dir: Path | str | None = None) 
 
     if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
         return None
-    distributed_error = isinstance(error, getattr(dist, "DistError", ()))
-    if not distributed_error and not (isinstance(error, RuntimeError)
-                                      and any(sign in str(error).lower() for sign in _PEER_SIGNS)):
+    if not is_peer_error(error):
         return None
     seconds = ddp_timeout(options).total_seconds()
     resume = f" ({Path(run_dir) / 'checkpoints' / 'last.ckpt'})" if run_dir else ""
