@@ -459,8 +459,9 @@ def prepare_sweep(options: RunOptions, settings: SweepSettings, fixed=()) -> Swe
     """Everything before the first trial: data, space, study (created safely), storage."""
     options = _check_single_process(options)
     model = options.model
+    overrides = parse_overrides(settings.sweep_space)  # a malformed --sweep-space stops before any data is prepared
     clip_samples = dataset_clip_samples(options)
-    space = build_space(model, options, clip_samples, fixed=fixed, overrides=parse_overrides(settings.sweep_space))
+    space = build_space(model, options, clip_samples, fixed=fixed, overrides=overrides)
     identity = study_identity(model, options, space)
     name = settings.study_name or default_study_name(identity)
     folder = study_dir(options.runs_root, name)

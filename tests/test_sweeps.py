@@ -233,8 +233,11 @@ def test_sweep_command_line_errors(tmp_path, capsys):
     assert "no study database" in capsys.readouterr().err
     assert run.main(["--sweep", "lstm_mel", "--devices", "2", "--runs-root", str(tmp_path)]) == 2
     assert "start more workers" in capsys.readouterr().err
-    assert run.main(["--sweep", "lstm_mel", "--sweep-space", "{not json", "--runs-root", str(tmp_path)]) == 2
+    cache = tmp_path / "cache"
+    assert run.main(["--sweep", "lstm_mel", "--sweep-space", "{not json", "--runs-root", str(tmp_path),
+                     "--cache-dir", str(cache)]) == 2
     assert "not valid JSON" in capsys.readouterr().err
+    assert not cache.exists()  # refused before the default dataset was generated (once 3 minutes of this test)
     with pytest.raises(SystemExit):
         run.main(["--sweep", "lstm_mel", "--run-dir", str(tmp_path / "x")])
     assert "each trial gets a folder" in capsys.readouterr().err
