@@ -198,7 +198,7 @@ def overhead_options(model: str, data_dir: Path, work: Path, run_dir: Path, args
     return run.parse_options(argv)
 
 
-def _train_phase_timer():
+def train_phase_timer():
     """A Lightning callback timing each epoch's training phase (first batch to last optimizer step)."""
     import torch
     from lightning.pytorch.callbacks import Callback
@@ -237,7 +237,7 @@ def lightning_epochs(options) -> tuple[list[float], list[float], list, float]:
     with other processes; and the whole run's wall seconds."""
     from lightning_modules.runner.experiment import run_experiment
 
-    timer = _train_phase_timer()
+    timer = train_phase_timer()
     start = time.perf_counter()
     run_experiment(options, extra_callbacks=(timer,))
     return timer.epochs, timer.cpu, timer.machine, time.perf_counter() - start

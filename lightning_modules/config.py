@@ -256,7 +256,7 @@ class RecipeOptions:
                               type=float, added=True)
     n_masks: int = option(2, "SpecAugment: masks of each kind per example", type=positive_int, added=True)
     ema_decay: float = option(0.0, "evaluate, checkpoint and test an exponential moving average of the weights with "
-                              "this decay per step (0: off)", type=float, added=True)
+                              "this decay per step, warmed up as min(decay, (1+n)/(10+n)) (0: off)", type=float, added=True)
     gradient_clip: float = option(0.0, "clip the gradients' global norm to this (0: off)", type=float, added=True)
 
     def __post_init__(self) -> None:

@@ -107,3 +107,19 @@ def test_gpu_quick(work_dir, tmp_path):
     positive_numbers(ratios["frontend_nnaudio_vs_torchaudio"])
     assert set(ratios["mfu"]) == {"mel_cnn/32", "mel_cnn/bf16-mixed"}
     assert payload["epoch"]["train_clips"] == 36 and payload["epoch"]["train_epoch_seconds"] > 0
+
+
+@pytest.mark.slow
+def test_models_quick(work_dir, tmp_path):
+    payload = run_benchmark("models", work_dir, tmp_path, "--runs", "mel_cnn:paper,mel_cnn:modern")
+    runs = payload["runs"]
+    assert [(r["model"], r["recipe"]) for r in runs] == [("mel_cnn", "paper"), ("mel_cnn", "modern")]
+    assert runs[0]["optimizer"] == "sgd" and runs[1]["optimizer"] == "adamw"  # the recipe reached the run
+    assert payload["complete"] is True and runs[0]["parameters"] > 0
+    ratios = payload["ratios"]
+    assert ratios["epoch_time_vs_baseline"]["mel_cnn:paper"] == pytest.approx(1.0)
+    assert ratios["roc_auc_minus_baseline"]["mel_cnn:modern"] == pytest.approx(
+        runs[1]["test_roc_auc"] - runs[0]["test_roc_auc"])
+    for run in runs:
+        assert 0 <= run["test_roc_auc"] <= 1 and run["peak_rss_mib"] > 0 and run["train_epoch_seconds"]
+    assert "Ranked by test ROC-AUC" in (tmp_path / "models.quick.md").read_text()

@@ -269,6 +269,23 @@ def test_ema_weights_are_validated_checkpointed_and_left_in_the_model(tmp_path):
     assert float(saved["state_dict"]["thresholds"]) == 1.5  # the thresholds chosen for the averaged weights
 
 
+def test_ema_decay_warms_up_like_tensorflows_num_updates_and_reaches_the_given_decay():
+    from torch.optim.swa_utils import AveragedModel
+
+    from callbacks.ema import warmed_up_ema
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    average = AveragedModel(model, avg_fn=warmed_up_ema(0.9))
+    expected = None
+    for n, value in enumerate([1.0, 3.0, -2.0, 5.0] + [7.0] * 200):
+        model.weight.data.fill_(value)
+        average.update_parameters(model)
+        decay = min(0.9, (1 + n) / (10 + n))  # update n sees n_averaged == n; update 0 copies the weights
+        expected = value if n == 0 else decay * expected + (1 - decay) * value
+        assert float(average.module.weight) == pytest.approx(expected, rel=1e-6), n
+    assert min(0.9, (1 + 203) / (10 + 203)) == 0.9 and float(average.module.weight) == pytest.approx(7.0, abs=1e-6)
+
+
 def test_ema_decay_is_checked():
     with pytest.raises(ConfigError, match="ema-decay"):
         EMAWeights(1.0)
