@@ -60,3 +60,25 @@ CPU_ARGS = {"fcn": ["--n-mels", "32", "--hop-length", "512"],
             "crnn": ["--n-mels", "32", "--hop-length", "512"],
             "musicnn": ["--n-mels", "48", "--hop-length", "512", "--segments-per-clip", "2"],
             "sample_cnn_se": ["--segments-per-clip", "2"]}
+
+
+def small_model_args(name: str) -> list[str]:
+    """run.py options that make model `name` small enough for seconds-long CPU runs on 3.7 s clips."""
+    from lightning_modules.registry import MODELS
+
+    if name in CPU_ARGS:
+        return CPU_ARGS[name]
+    if MODELS[name].width_kwarg:
+        args = ["--width", "8"]
+        if name == "tagging_transformer":
+            args += ["--n-mels", "64", "--hop-length", "1024"]
+        return args
+    return TINY_MEL_ARGS[name]
+
+
+# One epoch of two training batches per rank under 2-process DDP on the CPU (tests/ddp_models.py), at a rate
+# that moves the models off their nearly constant initial outputs (won2020's Adam 1e-4 leaves sample_cnn_se's
+# test probabilities within 4e-7 of each other, where float rounding alone reorders the clips).
+DDP_MODEL_ARGS = ["--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--max-epochs", "1",
+                  "--limit-train-batches", "2", "--batch-size", "4", "--eval-batch-size", "4", "--lr", "0.003",
+                  "--logger", "none"]

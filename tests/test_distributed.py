@@ -22,6 +22,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import lightning.pytorch as pl
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -86,6 +87,49 @@ def test_ddp_test_metrics_equal_a_single_process_evaluation(ddp_run, tmp_path):
     assert single["thresholds"] == trained["thresholds"]  # the checkpoint's, chosen on DDP validation
     config = json.loads((eval_dir / "config.json").read_text())
     assert config["evaluated_checkpoint"] == trained["best_checkpoint"] and config["model"] == "mel_cnn"
+
+
+# ---------------------------------------------------------------- every literature model under DDP (slow, shared)
+LITERATURE = [name for name, spec in MODELS.items() if spec.recipe == "won2020"]
+
+
+@pytest.fixture(scope="module")
+def ddp_models_run(tmp_path_factory):
+    """One `torchrun --nproc-per-node 2` launch in which both ranks train every literature model in turn
+    (tests/ddp_models.py): one epoch of two batches each, their CPU-sized variants."""
+    from tests.pg_server import free_port
+
+    cache = tmp_path_factory.mktemp("models-cache")
+    out = tmp_path_factory.mktemp("ddp-models")
+    ports = ",".join(str(free_port()) for _ in LITERATURE)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+               str(free_port()), str(REPO_ROOT / "tests" / "ddp_models.py"), str(cache), str(out), ports, *LITERATURE]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-4000:]
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", LITERATURE)
+def test_each_literature_model_trains_under_ddp_and_tests_as_one_process_evaluates(name, ddp_models_run, tmp_path,
+                                                                                    cpu_variant):
+    cpu_variant(name)
+    run_dir = ddp_models_run / name
+    trained = read_metrics(run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["resolved"]["processes"] == 2 and config["model"] == name
+    assert run.main(["--evaluate", str(run_dir), "--accelerator", "cpu", "--devices", "1", "--num-workers", "0",
+                     "--no-progress", "--logger", "none", "--run-dir", str(tmp_path / "evaluation")]) == 0
+    single = read_metrics(tmp_path / "evaluation")
+    assert single["test"]["n_clips"] == trained["test"]["n_clips"] == 21  # every test clip once, over uneven ranks
+    ddp, one = np.load(run_dir / "test_predictions.npz"), np.load(tmp_path / "evaluation" / "test_predictions.npz")
+    assert np.array_equal(ddp["clip_ids"], one["clip_ids"])
+    # the same probabilities up to float rounding (batches split differently over ranks), on outputs that
+    # differ between clips by far more than that
+    assert np.abs(ddp["probs"] - one["probs"]).max() < 1e-6 < 1e-4 < ddp["probs"].std(axis=0).mean()
+    for key in ("roc_auc", "pr_auc", "tpr", "fpr"):
+        assert single[key] == pytest.approx(trained[key], abs=1e-6), key
+    assert single["thresholds"] == trained["thresholds"]
 
 
 @pytest.mark.slow
