@@ -18,9 +18,9 @@ nodes again resumes from the last checkpoint; a SIGSTOPped (frozen) node is noti
 from __future__ import annotations
 
 import json
-import re
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
