@@ -487,9 +487,9 @@ class ComparisonOptions:
                             metavar="N")
     bootstrap_seed: int = option(DEFAULT_SEED, "seed of the resampling; the same for every run compared", type=int,
                                  metavar="S")
-    reproduce: str | None = option(None, "train every run a published table needs (table4, won2020; finished runs are "
-                                   "reused, killed ones resume), then write its comparison with the published numbers",
-                                   metavar="NAME")
+    reproduce: str | None = option(None, "train every run a published table needs (table4, won2020, "
+                                   "won2020-jamendo; finished runs are reused, killed ones resume), then write its "
+                                   "comparison with the published numbers", metavar="NAME")
     seeds: str = option("0", "--reproduce: seeds per model", metavar="0,1,2")
     dry_run: bool = option(False, "--reproduce: list the runs and their commands only", action="store_true")
     task_index: int | None = option(None, "--reproduce: run only the I-th run of the list (a SLURM array task)",

@@ -123,3 +123,22 @@ def test_models_quick(work_dir, tmp_path):
     for run in runs:
         assert 0 <= run["test_roc_auc"] <= 1 and run["peak_rss_mib"] > 0 and run["train_epoch_seconds"]
     assert "Ranked by test ROC-AUC" in (tmp_path / "models.quick.md").read_text()
+
+
+def test_jamendo_prepare_quick(work_dir, tmp_path):
+    payload = run_benchmark("jamendo_prepare", work_dir, tmp_path)
+    ratios = payload["ratios"]
+    assert set(ratios) == {"prepare_vs_cores_x_decode", "prepare_1worker_vs_decode", "prepare_all_vs_1worker",
+                           "prepare_cpu_vs_decode_cpu"}
+    positive_numbers(ratios)
+    results, cores = payload["results"], payload["settings"]["prepare_workers"]
+    rates = {key: results[key]["audio_s_per_s"] for key in ("decode_1core", "prepare_1worker", "prepare_all")}
+    assert ratios["prepare_vs_cores_x_decode"] == pytest.approx(rates["prepare_all"] / (cores * rates["decode_1core"]))
+    # every measurement decoded every prepared track: the same seconds of audio, those of the generated files
+    audio = {results[key]["audio_seconds"] for key in rates}
+    assert len(audio) == 1 and audio.pop() == pytest.approx(payload["tracks"]["audio_seconds"], rel=1e-3)
+    assert payload["tracks"]["n"] == results["prepare_all"]["tracks"] <= payload["settings"]["tracks"] == 24
+    for key in rates:
+        assert results[key]["peak_rss_mib"] > 0 and results[key]["rss_growth_mib"] >= 0
+    markdown = (tmp_path / "jamendo_prepare.quick.md").read_text()
+    assert "## Ratios" in markdown and "Load average at start" in markdown

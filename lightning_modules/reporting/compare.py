@@ -20,7 +20,8 @@ resampled clips and averages them: the interval is that of the seed-mean metric 
 sets, not the spread over seeds (which the ± shows). Point values are the metrics of
 `lightning_modules.metrics` on the saved predictions, i.e. the runs' reported test metrics.
 
-Runs on different test clips or tag lists cannot be compared (one error naming two of them);
+Runs on different datasets (MTAT, MTG-Jamendo), test clips or tag lists cannot be compared (one error
+naming two of them);
 run folders made before predictions were saved are named in one error that says how to
 create the file (`--evaluate RUN_DIR`).
 """
@@ -110,10 +111,21 @@ def load_runs(paths: list[str | Path]) -> list[RunRecord]:
     return records
 
 
+DATASET_NAMES = {"mtat": "MTAT", "mtg-jamendo": "MTG-Jamendo"}
+
+
+def _dataset(record: RunRecord) -> str:
+    return record.config.get("dataset") or "mtat"  # config.json names the dataset only when it is not MTAT
+
+
 def check_comparable(records: list[RunRecord]) -> None:
-    """Same tags, same test clips, same targets: else one DataError naming two runs."""
+    """Same dataset, tags, test clips and targets: else one DataError naming two runs."""
     first = records[0]
     for other in records[1:]:
+        if _dataset(first) != _dataset(other):
+            names = [DATASET_NAMES.get(_dataset(r), _dataset(r)) for r in (first, other)]
+            raise DataError(f"{first.path} and {other.path} cannot be compared: the first was tested on {names[0]}, "
+                            f"the second on {names[1]} (no test clip or tag in common); compare runs of one dataset")
         a, b = first.predictions, other.predictions
         if a.tags != b.tags:
             raise DataError(f"{first.path} and {other.path} cannot be compared: their tag lists differ "

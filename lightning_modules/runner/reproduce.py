@@ -7,11 +7,12 @@ killed ones), then writing `--compare`'s comparison of all of them with the publ
 in extra columns and the protocol in the title, into `--out` (default RUNS_ROOT/reproduce/NAME).
 
 Options given beside `--reproduce` (data, epochs, batch limits, devices...) are passed to every
-run; the protocol's own options (`--model`, `--seed`, `--tags`, `--split`, `--run-dir`) cannot
-be overridden. `--dry-run` prints the runs, their folders, whether each is finished, and the
-exact `python run.py ...` command of each; `--task-index I` trains only the I-th (what a SLURM
-array task does, see slurm/reproduce.sbatch), and a plain `--reproduce NAME` afterwards finds
-them all finished and writes the table.
+run; the protocol's own options cannot be overridden: `--model`, `--seed`, `--run-dir`,
+`--dataset` and every option the table's protocol sets (`--tags` and `--split` for the MTAT
+tables; `--jamendo-split` and `--jamendo-subset` for won2020-jamendo). `--dry-run` prints the
+runs, their folders, whether each is finished, and the exact `python run.py ...` command of each;
+`--task-index I` trains only the I-th (what a SLURM array task does, see slurm/reproduce.sbatch),
+and a plain `--reproduce NAME` afterwards finds them all finished and writes the table.
 """
 
 from __future__ import annotations
@@ -72,9 +73,23 @@ TABLES = {
                "Won et al. trained every model with their own schedule (Adam, then SGD stages); the runs here "
                "use it too (--recipe won2020, these models' default) unless options given beside --reproduce "
                "override it.")),
+    "won2020-jamendo": TableSpec(
+        name="won2020-jamendo",
+        title="Won et al. 2020, \"Evaluation of CNN-based automatic music tagging models\", MTG-Jamendo",
+        protocol_args=("--dataset", "mtg-jamendo", "--jamendo-split", "0", "--jamendo-subset", "top50tags"),
+        protocol="the literature's MTG-Jamendo protocol: split 0 of `top50tags` (the 50 most frequent tags), "
+                 "random chunks of whole tracks in training, chunk probabilities averaged over each track in "
+                 "evaluation",
+        source="Won et al. 2020 (SMC), MTG-Jamendo results; blank where the figure has not been checked against "
+               "the paper",
+        runs=(TableRun("short_chunk_cnn", (), {"roc_auc": 0.8324, "pr_auc": 0.2976}),
+              TableRun("harmonic_cnn"), TableRun("short_chunk_resnet")),
+        notes=("Won et al. trained every model with their own schedule (Adam, then SGD stages); the runs here use it "
+               "too (--recipe won2020, these models' default) unless options given beside --reproduce override it.",)),
 }
-PROTECTED_OPTIONS = ("--model", "--seed", "--tags", "--split", "--run-dir", "--resume", "--evaluate", "--compare",
-                     "--sweep", "--tag")
+# Never overridable beside --reproduce, whatever the table; each table's protocol_args options are added to these.
+PROTECTED_OPTIONS = ("--model", "--seed", "--dataset", "--tags", "--split", "--run-dir", "--resume", "--evaluate",
+                     "--compare", "--sweep", "--tag")
 # run.py tokens that steer --reproduce itself (with how many values follow) and are not passed to the runs.
 OWN_OPTIONS = {"--reproduce": 1, "--seeds": 1, "--dry-run": 0, "--task-index": 1, "--out": 1, "--bootstrap": 1,
                "--bootstrap-seed": 1, "--reference": 1}
@@ -116,18 +131,40 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def passthrough_args(argv: list[str]) -> list[str]:
-    """The command line without --reproduce's own options: what every run of the table gets."""
+def protected_options(name: str | None) -> set[str]:
+    """The options --reproduce NAME refuses: PROTECTED_OPTIONS and every option of the table's protocol_args."""
+    protocol = TABLES[name].protocol_args if name in TABLES else ()
+    return set(PROTECTED_OPTIONS) | {token.split("=", 1)[0] for token in protocol if token.startswith("--")}
+
+
+def _table_name(argv: list[str]) -> str | None:
+    for i, token in enumerate(argv):
+        if token == "--reproduce" and i + 1 < len(argv):
+            return argv[i + 1]
+        if token.startswith("--reproduce="):
+            return token.split("=", 1)[1]
+    return None
+
+
+def passthrough_args(argv: list[str], name: str | None = None) -> list[str]:
+    """The command line without --reproduce's own options: what every run of the table gets.
+
+    `name`: the table (default: the value of --reproduce in argv), whose protocol options are refused too.
+    """
+    name = name if name is not None else _table_name(argv)
+    protected = protected_options(name)
     out, i = [], 0
     while i < len(argv):
         token = argv[i]
-        name = token.split("=", 1)[0]
-        if name in OWN_OPTIONS:
-            i += 1 + (OWN_OPTIONS[name] if "=" not in token else 0)
+        option = token.split("=", 1)[0]
+        if option in OWN_OPTIONS:
+            i += 1 + (OWN_OPTIONS[option] if "=" not in token else 0)
             continue
-        if name in PROTECTED_OPTIONS:
-            raise ConfigError(f"{name} cannot be given with --reproduce: the table fixes the models, seeds (--seeds) "
-                              "and the protocol's vocabulary and split")
+        if option in protected:
+            protocol = " ".join(TABLES[name].protocol_args) if name in TABLES else ""
+            raise ConfigError(f"{option} cannot be given with --reproduce{' ' + name if name else ''}: the table fixes "
+                              "the models, seeds (--seeds), dataset and protocol"
+                              + (f" ({protocol})" if protocol else ""))
         out.append(token)
         i += 1
     return out
@@ -171,7 +208,8 @@ def reproduce(name: str, seeds_text: str, argv: list[str], *, run_dir_of: Callab
     `train(argv)` runs `run.py argv` and returns its exit code (run.main).
     """
     seeds = parse_seeds(seeds_text)
-    passthrough = passthrough_args(argv)
+    table(name)
+    passthrough = passthrough_args(argv, name)
     planned = plan_runs(name, seeds, passthrough, run_dir_of)
     final = "python run.py " + " ".join(shlex.quote(a) for a in _without(argv, ("--dry-run", "--task-index")))
     if dry_run:
@@ -195,9 +233,10 @@ def reproduce(name: str, seeds_text: str, argv: list[str], *, run_dir_of: Callab
     spec = table(name)
     target = Path(out) if out else Path(runs_root) / REPRODUCE_DIR / name
     data = _data_words(passthrough)
+    dataset = "MTG-Jamendo" if "mtg-jamendo" in spec.protocol_args else "MTAT"
     notes = [f"Published: {spec.source}. Measured: {data}, with run.py options `{' '.join(passthrough) or '(none)'}`"
-             + (" — generated data, not MTAT: the published numbers are beside them for the protocol, not as a "
-                "target these runs could reach." if "synthetic" in data else "."), *spec.notes]
+             + (f" — generated data, not {dataset}: the published numbers are beside them for the protocol, not as "
+                "a target these runs could reach." if "synthetic" in data else "."), *spec.notes]
     published = {run.model: run.published for run in spec.runs}
     comparison = compare_runs([run.run_dir for run in planned], target, n_resamples=n_resamples, seed=bootstrap_seed,
                               published=published, title=f"{spec.title}: reproduced under {spec.protocol}",
