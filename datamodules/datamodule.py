@@ -259,7 +259,7 @@ class MTATDataModule(pl.LightningDataModule):
                 bar.update(done - bar.n)
 
             write_ragged_store(self.cache_dir, items, excerpt_samples=self.reader.excerpt_samples,
-                               on_commit=advance)
+                               workers=self.hparams.prepare_workers or usable_cores(), on_commit=advance)
 
     def dataset_info(self) -> DatasetInfo:
         """Clip length and tag list of the prepared dataset (what the model is built from)."""

@@ -52,10 +52,14 @@ import hashlib
 import io
 import json
 import math
+import multiprocessing
 import os
 import shutil
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -66,7 +70,7 @@ from datamodules.audio import SAMPLE_RATE
 from datamodules.cache.prepare import _pwrite_all
 from datamodules.cache.rows import float_to_int16
 from datamodules.errors import ConfigError, DataError
-from datamodules.io import file_lock, write_bytes_atomic
+from datamodules.io import file_lock, spawn_can_import_main, write_bytes_atomic
 
 STORE_FORMAT_VERSION = 1
 """Bumped whenever the on-disk layout changes; a store of another version is rebuilt."""
@@ -199,6 +203,75 @@ def default_decoder(sample_rate: int = SAMPLE_RATE, excerpt_samples: int | None 
 # Writing
 # ------------------------------------------------------------------------------------------------
 
+
+def _decode_into(decoder: Decoder, path: str, excerpt_samples: int | None,
+                 sink: Callable[[np.ndarray, int], None]) -> tuple[str, str, int]:
+    """Decode ``path`` block by block into ``sink(block, offset in samples)``: (status, detail, samples).
+
+    Decoding failures become a status (the track is skipped and recorded); a failing sink (the disk)
+    and a decoder breaking the excerpt limit raise.
+    """
+    written = 0
+    try:
+        blocks = iter(decoder(path))
+        while True:
+            try:
+                block = next(blocks)
+            except StopIteration:
+                break
+            block = np.ascontiguousarray(block, dtype=_DTYPE)
+            if excerpt_samples is not None and written + len(block) > excerpt_samples:
+                raise DataError(f"ragged store: the decoder returned more than excerpt_samples="
+                                f"{excerpt_samples} samples for {path}")
+            sink(block, written)
+            written += len(block)
+    except TrackSkipped as exc:
+        return exc.status, exc.detail, 0
+    except DataError:
+        raise
+    except (RuntimeError, OSError, ValueError) as exc:
+        return "decode_error", f"{type(exc).__name__}: {exc}", 0
+    return ("ok", "", written) if written else ("empty", "no samples decoded", 0)
+
+
+def _decode_whole(decoder: Decoder, path: str, excerpt_samples: int | None) -> tuple[str, str, np.ndarray]:
+    """A worker's task: the whole track as one int16 array (empty unless its status is ok)."""
+    parts: list[np.ndarray] = []
+    status, detail, _ = _decode_into(decoder, path, excerpt_samples, lambda block, offset: parts.append(block))
+    samples = np.concatenate(parts) if status == "ok" else np.zeros(0, _DTYPE)
+    return status, detail, samples
+
+
+def _decode_in_parallel(decoder: Decoder, items: Sequence[tuple[str, str]], rows: range,
+                        excerpt_samples: int | None, workers: int):
+    """Yield (row, (status, detail, samples)) for ``rows`` in order, decoded by ``workers`` processes."""
+    context = multiprocessing.get_context("spawn")  # fork is unsafe once torch threads exist
+    upcoming = iter(rows)
+    try:
+        with ProcessPoolExecutor(max_workers=min(workers, len(rows)), mp_context=context) as pool:
+            window: deque = deque()
+
+            def submit() -> None:
+                row = next(upcoming, None)
+                if row is not None:
+                    window.append((row, pool.submit(_decode_whole, decoder, items[row][1], excerpt_samples)))
+
+            for _ in range(2 * workers):
+                submit()
+            try:
+                while window:
+                    row, future = window.popleft()
+                    result = future.result()
+                    submit()
+                    yield row, result
+            except BaseException:
+                for _, future in window:
+                    future.cancel()
+                raise
+    except BrokenProcessPool as exc:
+        raise DataError(f"ragged store: a decoding worker process died ({exc}; killed, or out of memory?); "
+                        "the tracks written so far are kept and a rerun continues from there") from exc
+
 def store_fingerprint(items: Sequence[tuple[str, str]], sample_rate: int, excerpt_samples: int | None,
                       extra: str = "") -> str:
     """SHA-256 over what determines the store's bytes: format, rate, excerpt, and per track the
@@ -328,7 +401,7 @@ def _warn_skipped(folder: Path, items, entries) -> None:
 def write_ragged_store(folder: str | Path, items: Sequence[tuple[str, str]], *,
                        decoder: Decoder | None = None, sample_rate: int = SAMPLE_RATE,
                        excerpt_samples: int | None = None, commit_bytes: int = DEFAULT_COMMIT_BYTES,
-                       fingerprint_extra: str = "",
+                       fingerprint_extra: str = "", workers: int = 1,
                        on_commit: Callable[[int], None] | None = None) -> RaggedStore:
     """Decode every ``(key, path)`` of ``items`` in order into the store ``folder``; return it
     opened. A complete store with the same fingerprint is returned as it is; an interrupted one
@@ -340,6 +413,9 @@ def write_ragged_store(folder: str | Path, items: Sequence[tuple[str, str]], *,
             its identity in ``fingerprint_extra`` so a change of decoder rebuilds the store.
         excerpt_samples: keep at most this many samples per track, the middle ones.
         commit_bytes: audio bytes between commits (the most a kill loses).
+        workers: decoding processes. With more than one, each decodes whole tracks (int16 at the
+            store's rate: about 1 MB per 30 s) while this process writes them in order; at most
+            2 x workers tracks are in flight, so memory stays bounded by the longest tracks.
         on_commit: called with the number of committed rows after each commit (progress, tests).
 
     Raises:
@@ -356,6 +432,9 @@ def write_ragged_store(folder: str | Path, items: Sequence[tuple[str, str]], *,
         raise ConfigError(f"ragged store: excerpt_samples must be a positive integer, got {excerpt_samples!r}")
     if int(commit_bytes) < 1:
         raise ConfigError(f"ragged store: commit_bytes must be positive, got {commit_bytes!r}")
+    if isinstance(workers, bool) or int(workers) < 1:
+        raise ConfigError(f"ragged store: workers must be a positive integer, got {workers!r}")
+    workers = int(workers)
     decoder = decoder or default_decoder(sample_rate, excerpt_samples)
     fingerprint = store_fingerprint(items, sample_rate, excerpt_samples, fingerprint_extra)
     try:
@@ -386,30 +465,30 @@ def write_ragged_store(folder: str | Path, items: Sequence[tuple[str, str]], *,
             if on_commit is not None:
                 on_commit(len(entries))
 
+        def record(row: int, status: str, detail: str, samples: int) -> None:
+            nonlocal position, since_commit
+            entries.append((status, samples, _clean(detail)))
+            pending.append(f"{row}\t{status}\t{samples}\t{_clean(detail)}\n".encode())
+            position += samples * _DTYPE.itemsize
+            since_commit += samples * _DTYPE.itemsize
+            if since_commit >= commit_bytes:
+                commit()
+
+        rows = range(len(entries), len(items))
         try:
-            for row in range(len(entries), len(items)):
-                path = items[row][1]
-                written = 0
-                try:
-                    for block in decoder(path):
-                        block = np.ascontiguousarray(block, dtype=_DTYPE)
-                        if excerpt_samples is not None and written + len(block) > excerpt_samples:
-                            raise DataError(f"ragged store: the decoder returned more than excerpt_samples="
-                                            f"{excerpt_samples} samples for {path}")
-                        _pwrite_all(wave_fd, block, position + written * _DTYPE.itemsize)
-                        written += len(block)
-                    status, detail = ("ok", "") if written else ("empty", "no samples decoded")
-                except TrackSkipped as exc:
-                    status, detail = exc.status, exc.detail
-                except (RuntimeError, OSError, ValueError) as exc:
-                    status, detail = "decode_error", f"{type(exc).__name__}: {exc}"
-                samples = written if status == "ok" else 0
-                entries.append((status, samples, _clean(detail)))
-                pending.append(f"{row}\t{status}\t{samples}\t{_clean(detail)}\n".encode())
-                position += samples * _DTYPE.itemsize
-                since_commit += samples * _DTYPE.itemsize
-                if since_commit >= commit_bytes:
-                    commit()
+            if workers <= 1 or len(rows) < 2 or not spawn_can_import_main():
+                for row in rows:
+                    start = position
+
+                    def sink(block: np.ndarray, offset: int) -> None:
+                        _pwrite_all(wave_fd, block, start + offset * _DTYPE.itemsize)
+
+                    record(row, *_decode_into(decoder, items[row][1], excerpt_samples, sink))
+            else:
+                for row, (status, detail, samples) in _decode_in_parallel(decoder, items, rows, excerpt_samples,
+                                                                          workers):
+                    _pwrite_all(wave_fd, samples, position)
+                    record(row, status, detail, len(samples))
             commit()
         finally:
             os.close(wave_fd)

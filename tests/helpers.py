@@ -77,8 +77,8 @@ def small_model_args(name: str) -> list[str]:
 
 
 # One epoch of two training batches per rank under 2-process DDP on the CPU (tests/ddp_models.py), at a rate
-# that moves the models off their nearly constant initial outputs (won2020's Adam 1e-4 leaves sample_cnn_se's
-# test probabilities within 4e-7 of each other, where float rounding alone reorders the clips).
+# that moves the models off their nearly constant initial outputs (won2020's Adam 1e-4 leaves their test
+# probabilities so close together that float rounding alone reorders the clips).
 DDP_MODEL_ARGS = ["--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--max-epochs", "1",
                   "--limit-train-batches", "2", "--batch-size", "4", "--eval-batch-size", "4", "--lr", "0.003",
                   "--logger", "none"]

@@ -112,6 +112,23 @@ def test_block_resampling_equals_whole_track_resampling(tmp_path, rate, channels
     assert len(np.concatenate(list(decode_audio(path, excerpt_samples=10**7)))) == len(whole)
 
 
+def test_parallel_decoding_writes_the_same_store_byte_for_byte(tmp_path):
+    lengths = [30000, 0, 47000, 9000, 61000, 12000]
+    items = []
+    for i, n in enumerate(lengths):
+        if n:
+            items.append((f"t{i}", write_wav(tmp_path / f"{i}.wav", tone(n, 22050, channels=1 + i % 2, seed=i), 22050)))
+        else:
+            items.append((f"t{i}", str(tmp_path / "missing.wav")))
+    serial = write_ragged_store(tmp_path / "serial", items, commit_bytes=50_000)
+    parallel = write_ragged_store(tmp_path / "parallel", items, commit_bytes=50_000, workers=3)
+    assert [e.status for e in parallel.index] == [e.status for e in serial.index] == ["ok", "missing"] + ["ok"] * 4
+    for name in (WAVEFORMS_FILE, INDEX_FILE):
+        assert (tmp_path / "parallel" / name).read_bytes() == (tmp_path / "serial" / name).read_bytes(), name
+    with pytest.raises(ConfigError, match="workers must be a positive integer"):
+        write_ragged_store(tmp_path / "x", items, workers=0)
+
+
 def test_excerpt_store_keeps_the_middle(tmp_path):
     items = [(f"t{i}", write_wav(tmp_path / f"{i}.wav", tone(n, 16000, seed=i), 16000))
              for i, n in enumerate([50000, 9000])]
