@@ -48,7 +48,7 @@ BASELINE = "mel_cnn:paper"
 LITERATURE = ("short_chunk_cnn", "short_chunk_resnet", "musicnn", "crnn", "fcn", "tagging_transformer", "harmonic_cnn",
               "sample_cnn_se")
 DEFAULT_RUNS = (BASELINE, "mel_cnn:won2020", "mel_cnn:modern", *(f"{m}:won2020" for m in LITERATURE),
-                *(f"{m}:modern" for m in LITERATURE))
+                "short_chunk_resnet:modern")
 QUICK_RUNS = (BASELINE, "short_chunk_cnn:won2020")
 # --quick: tiny networks and inputs, so the script's whole path runs in seconds (figures meaningless)
 QUICK_ARGS = {"mel_cnn": ["--n-mels", "64", "--hop-length", "1024"],
@@ -61,21 +61,21 @@ def parse_args(argv=None):
     parser.add_argument("--runs", default=None,
                         help="MODEL:RECIPE pairs, comma-separated; the first is the baseline "
                              f"(default: {BASELINE}, mel_cnn with won2020 and modern, every literature model with "
-                             "won2020 (its default) and with modern)")
-    parser.add_argument("--clips", type=int, default=None, help="generated clips (default 400; quick 48)")
+                             "won2020 (its default), short_chunk_resnet with modern)")
+    parser.add_argument("--clips", type=int, default=None, help="generated clips (default 240; quick 48)")
     parser.add_argument("--clip-samples", type=int, default=None, help="clip length (default MTAT's 465,984)")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs of every run (default 4; quick 1)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs of every run (default 3; quick 1)")
     parser.add_argument("--extra", default="", help="run.py options added to every run, e.g. '--num-workers 1'")
     parser.add_argument("--worker", default=None, help=training.argparse_suppress())
     args = parser.parse_args(argv)
     q = args.quick
     args.runs = args.runs.split(",") if args.runs else list(QUICK_RUNS if q else DEFAULT_RUNS)
-    args.clips = args.clips or (48 if q else 400)
+    args.clips = args.clips or (48 if q else 240)
     if args.clip_samples is None:
         from datamodules.audio import MTAT_CLIP_SAMPLES
 
         args.clip_samples = QUICK_CLIP_SAMPLES if q else MTAT_CLIP_SAMPLES
-    args.epochs = args.epochs or (1 if q else 4)
+    args.epochs = args.epochs or (1 if q else 3)
     for pair in args.runs:
         model, _, recipe = pair.partition(":")
         if not recipe:

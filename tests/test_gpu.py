@@ -28,21 +28,23 @@ import run
 from datamodules.audio import SAMPLE_RATE
 from datamodules.frontend import LogMel, MelConfig
 from lightning_modules.inference.tagger import Tagger
+from lightning_modules.registry import MODELS as REGISTERED
 from lightning_modules.runner.experiment import run_experiment
-from tests.helpers import TINY_MEL_ARGS, read_metrics, run_options, tiny_data_args
+from tests.helpers import TINY_CLIP_SAMPLES, read_metrics, run_options, small_model_args, tiny_data_args
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 CLIPS = 120
 QUICK = ["--max-epochs", "1", "--limit-train-batches", "3", "--batch-size", "8", "--logger", "csv",
          "--accelerator", "gpu", "--devices", "1"]
-MODELS = ("sample_cnn", "sample_cnn_frames", "mel_cnn", "lstm_mel")
+MODELS = tuple(REGISTERED)  # the paper's four and the eight literature models (their CPU-sized variants)
 # nnAudio's STFT kernels and the Mel filter banks: never in a checkpoint.
 KERNEL_KEYS = ("wsin", "wcos", "mel_basis", "fb", "window")
 
 
 def _options(cache_dir, run_dir, model, *extra: str) -> dict:
-    argv = ["--model", model, *tiny_data_args(cache_dir, CLIPS), *TINY_MEL_ARGS[model], *QUICK,
+    clip_samples = max(TINY_CLIP_SAMPLES, REGISTERED[model].frame_samples or 0)  # harmonic_cnn's chunk is 5 s
+    argv = ["--model", model, *tiny_data_args(cache_dir, CLIPS, clip_samples), *small_model_args(model), *QUICK,
             "--run-dir", str(run_dir), *extra]
     return run_options(*argv[2:], model=model)
 
@@ -92,7 +94,8 @@ def test_frontend_on_gpu_equals_cpu_and_is_finite_under_cuda_autocast(backend):
 
 @pytest.mark.parametrize("precision", ["32", "bf16-mixed", "16-mixed"])
 @pytest.mark.parametrize("model", MODELS)
-def test_each_model_trains_and_tests_on_the_gpu(model, precision, cache_dir, tmp_path):
+def test_each_model_trains_and_tests_on_the_gpu(model, precision, cache_dir, tmp_path, cpu_variant):
+    cpu_variant(model)
     probe = DeviceProbe()
     outcome = run_experiment(_options(cache_dir, tmp_path / "run", model, "--precision", precision), (probe,))
     assert probe.batch_devices == {"cuda"} and probe.network_devices == {"cuda"}

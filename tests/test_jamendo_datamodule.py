@@ -25,7 +25,7 @@ from datamodules.segments import SegmentLayout
 from datamodules.tracks import TrackSegmentDataset
 from lightning_modules.config import RunOptions
 from lightning_modules.registry import MODELS
-from tests.helpers import CPU_ARGS, TINY_CLIP_SAMPLES, TINY_MEL_ARGS, read_metrics
+from tests.helpers import TINY_CLIP_SAMPLES, TINY_MEL_ARGS, read_metrics, small_model_args
 
 SHARED_JAMENDO = Path(__file__).resolve().parents[2] / "shared" / "mtg-jamendo"
 
@@ -149,17 +149,6 @@ def jamendo_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("jamendo-cache")
 
 
-def _model_args(name: str) -> list[str]:
-    if name in CPU_ARGS:
-        return CPU_ARGS[name]
-    if MODELS[name].width_kwarg:
-        args = ["--width", "8"]
-        if name == "tagging_transformer":
-            args += ["--n-mels", "64", "--hop-length", "1024"]
-        return args
-    return TINY_MEL_ARGS[name]
-
-
 @pytest.mark.slow
 def test_the_store_is_prepared_once_and_records_skipped_tracks(jamendo_cache, tmp_path):
     from lightning_modules.runner.data import build_datamodule, model_spec, prepare_data_once
@@ -196,7 +185,7 @@ def test_the_store_is_prepared_once_and_records_skipped_tracks(jamendo_cache, tm
 def test_every_model_trains_and_tests_on_the_stand_in(name, jamendo_cache, tmp_path, capsys, cpu_variant):
     cpu_variant(name)
     run_dir = tmp_path / name
-    argv = [*STAND_IN, "--cache-dir", str(jamendo_cache / "e2e"), "--model", name, *_model_args(name),
+    argv = [*STAND_IN, "--cache-dir", str(jamendo_cache / "e2e"), "--model", name, *small_model_args(name),
             "--max-epochs", "1", "--limit-train-batches", "2", "--batch-size", "4", "--eval-batch-size", "64",
             "--run-dir", str(run_dir)]
     assert run.main(argv) == 0, capsys.readouterr().err
@@ -206,7 +195,7 @@ def test_every_model_trains_and_tests_on_the_stand_in(name, jamendo_cache, tmp_p
     assert layout["train_crop"] == "random"
     if MODELS[name].frame_samples is not None:  # chunk models read their own chunk, 16 (8) averaged per track
         assert layout["segment_samples"] == MODELS[name].frame_samples
-        args = _model_args(name)
+        args = small_model_args(name)
         given = int(args[args.index("--segments-per-clip") + 1]) if "--segments-per-clip" in args else None
         expected = given or MODELS[name].segments_per_clip or -(-TINY_CLIP_SAMPLES // MODELS[name].frame_samples)
         assert layout["segments_per_clip"] == expected
