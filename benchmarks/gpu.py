@@ -70,7 +70,7 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=None, help="measured steps per model and precision (10; quick 1)")
     add_dataset_arguments(parser, rows=None)
     parser.add_argument("--epoch-rows", type=int, default=None, help=f"rows of the epoch's dataset ({MTAT_ROWS:,}; quick 48)")
-    parser.add_argument("--epoch-model", default="mel_cnn", help="model of the MTAT-sized epoch (mel_cnn; issue 13 asks for short_chunk_resnet too)")
+    parser.add_argument("--epoch-model", default="mel_cnn", help="model of the MTAT-sized epoch (mel_cnn)")
     parser.add_argument("--epoch-precision", default="bf16-mixed", choices=PRECISIONS, help="its precision (bf16-mixed)")
     parser.add_argument("--overhead-steps", type=int, default=None, help="batches per epoch in the overhead runs (100; quick 4)")
     parser.add_argument("--overhead-epochs", type=int, default=None, help="epochs per overhead run (3; quick 2)")

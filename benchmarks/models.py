@@ -114,7 +114,7 @@ def run_worker(spec: str) -> int:
               "test_roc_auc": test["roc_auc"], "test_pr_auc": test["pr_auc"], "test_clips": test["n_clips"],
               "best_checkpoint": outcome.metrics.get("best_checkpoint"), "epochs": outcome.metrics["epochs"],
               "train_epoch_seconds": timer.epochs, "run_seconds": wall, "peak_rss_mib": peak_rss_mib(),
-              "optimizer": config["optimizer"], "lr": config["lr"], "batch_size": config["batch_size"],
+              "optimizer": config["optimizer"], "lr": config["lr"], "batch_size": config["resolved"]["batch_size"],
               "segments_per_clip": config["resolved"]["layout"]["segments_per_clip"],
               "segment_samples": config["resolved"]["layout"]["segment_samples"]}
     print(RESULT_MARK + json.dumps(result), flush=True)
