@@ -208,17 +208,12 @@ def _decode_into(decoder: Decoder, path: str, excerpt_samples: int | None,
                  sink: Callable[[np.ndarray, int], None]) -> tuple[str, str, int]:
     """Decode ``path`` block by block into ``sink(block, offset in samples)``: (status, detail, samples).
 
-    Decoding failures become a status (the track is skipped and recorded); a failing sink (the disk)
-    and a decoder breaking the excerpt limit raise.
+    Decoding failures become a status (the track is skipped and recorded), and so, as before the
+    parallel path existed, does an OSError of the sink; a decoder breaking the excerpt limit raises.
     """
     written = 0
     try:
-        blocks = iter(decoder(path))
-        while True:
-            try:
-                block = next(blocks)
-            except StopIteration:
-                break
+        for block in decoder(path):
             block = np.ascontiguousarray(block, dtype=_DTYPE)
             if excerpt_samples is not None and written + len(block) > excerpt_samples:
                 raise DataError(f"ragged store: the decoder returned more than excerpt_samples="
