@@ -28,14 +28,19 @@ Returns logits (no sigmoid).
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
 
 from lightning_modules.networks.args import check_channels, check_dropout, check_int
-from lightning_modules.networks.fcn import _check_pools, check_pooled_input, conv_bn_relu_2d, pooled_size
+from lightning_modules.networks.fcn import (
+    _check_pools,
+    check_pooled_input,
+    conv_pool_blocks,
+    conv_pool_layers,
+    pooled_size,
+)
 
 CRNN_CHANNELS: tuple[int, ...] = (64, 128, 128, 128)
 """Conv channels of the authors' Keras CRNN and of Won's reimplementation."""
@@ -69,12 +74,8 @@ class CRNN(nn.Module):
 
         self.n_mels, self.n_frames, self.n_tags = n_mels, n_frames, n_tags
         self.input_norm = nn.BatchNorm2d(1)
-        blocks = []
-        in_channels = 1
-        for c, pool in zip(channels, pools):
-            blocks.append(nn.Sequential(OrderedDict(conv=conv_bn_relu_2d(in_channels, c), pool=nn.MaxPool2d(pool))))
-            in_channels = c
-        self.blocks = nn.Sequential(*blocks)
+        self.blocks = conv_pool_blocks(channels, pools)
+        in_channels = channels[-1]
         height = pooled_size(n_mels, [p[0] for p in pools])
         steps = pooled_size(n_frames, [p[1] for p in pools])
         self.sequence_shape = (steps, height * in_channels)
@@ -89,9 +90,7 @@ class CRNN(nn.Module):
     def paper_layers(self) -> Iterator[tuple[str, nn.Module]]:
         """The layers in forward order, as (display name, module) pairs (for ``--summary``)."""
         yield "input batch norm", self.input_norm
-        for block in self.blocks:
-            yield f"conv (3,3) - {block.conv[0].out_channels}", block.conv
-            yield f"maxpool {tuple(block.pool.kernel_size)}", block.pool
+        yield from conv_pool_layers(self.blocks)
         yield f"GRU({self.gru.hidden_size})", self.gru
         yield f"dropout {self.dropout.p:g}", self.dropout
         yield f"dense {self.n_tags}", self.classifier

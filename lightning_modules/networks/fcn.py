@@ -82,6 +82,22 @@ def conv_bn_relu_2d(in_channels: int, out_channels: int) -> nn.Sequential:
                          nn.ReLU(inplace=True))
 
 
+def conv_pool_blocks(channels: Sequence[int], pools: Sequence[Sequence[int]]) -> nn.Sequential:
+    """The conv stack FCN and CRNN share: per block ``conv`` (`conv_bn_relu_2d`) then ``pool`` (max-pool)."""
+    blocks, in_channels = [], 1
+    for c, pool in zip(channels, pools):
+        blocks.append(nn.Sequential(OrderedDict(conv=conv_bn_relu_2d(in_channels, c), pool=nn.MaxPool2d(pool))))
+        in_channels = c
+    return nn.Sequential(*blocks)
+
+
+def conv_pool_layers(blocks: nn.Sequential) -> Iterator[tuple[str, nn.Module]]:
+    """`conv_pool_blocks`' layers as (display name, module) pairs, for ``--summary``."""
+    for block in blocks:
+        yield f"conv (3,3) - {block.conv[0].out_channels}", block.conv
+        yield f"maxpool {tuple(block.pool.kernel_size)}", block.pool
+
+
 class FCN(nn.Module):
     """Fully convolutional network: log-Mel (batch, n_mels, n_frames) -> tag logits (batch, n_tags).
 
@@ -105,12 +121,8 @@ class FCN(nn.Module):
 
         self.n_mels, self.n_frames, self.n_tags = n_mels, n_frames, n_tags
         self.input_norm = nn.BatchNorm2d(1)
-        blocks = []
-        in_channels = 1
-        for c, pool in zip(channels, pools):
-            blocks.append(nn.Sequential(OrderedDict(conv=conv_bn_relu_2d(in_channels, c), pool=nn.MaxPool2d(pool))))
-            in_channels = c
-        self.blocks = nn.Sequential(*blocks)
+        self.blocks = conv_pool_blocks(channels, pools)
+        in_channels = channels[-1]
         self.dropout = nn.Dropout(dropout)
         height = pooled_size(n_mels, [p[0] for p in pools])
         width = pooled_size(n_frames, [p[1] for p in pools])
@@ -124,9 +136,7 @@ class FCN(nn.Module):
     def paper_layers(self) -> Iterator[tuple[str, nn.Module]]:
         """The layers in forward order, as (display name, module) pairs (for ``--summary``)."""
         yield "input batch norm", self.input_norm
-        for block in self.blocks:
-            yield f"conv (3,3) - {block.conv[0].out_channels}", block.conv
-            yield f"maxpool {tuple(block.pool.kernel_size)}", block.pool
+        yield from conv_pool_layers(self.blocks)
         yield f"dropout {self.dropout.p:g}", self.dropout
         yield f"dense {self.n_tags}", self.classifier
 
