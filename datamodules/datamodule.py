@@ -94,7 +94,7 @@ def default_num_workers(processes_on_node: int = 1) -> int:
 
 
 class SegmentDataset(Dataset):
-    """Item `clip_position * segments_per_clip + k`: segment k of a clip, read from the waveform cache.
+    """Item `clip_position * per_clip + k`: segment k of a clip, read from the waveform cache.
 
     Returns a dict with `waveform` (int16, segment_samples), `target` (float32, n_tags),
     `clip` (the clip's annotations row) and `segment` (k). Indexed with `(item, epoch)` pairs
@@ -111,11 +111,12 @@ class SegmentDataset(Dataset):
         self.labels = np.asarray(labels, dtype=np.float32)  # one row per annotations row
         self.layout, self.clip_samples = layout, clip_samples
         self.random_crop, self.seed = random_crop, seed
+        self.per_clip = layout.items_per_clip(random_crop)
         self.starts = layout.starts(clip_samples)
         self._cache = None  # opened lazily in each worker process
 
     def __len__(self) -> int:
-        return len(self.rows) * self.layout.segments_per_clip
+        return len(self.rows) * self.per_clip
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -129,7 +130,7 @@ class SegmentDataset(Dataset):
 
     def __getitem__(self, key) -> dict[str, torch.Tensor]:
         item, epoch = key if isinstance(key, tuple) else (key, 0)
-        clip_position, segment = divmod(int(item), self.layout.segments_per_clip)
+        clip_position, segment = divmod(int(item), self.per_clip)
         row = int(self.rows[clip_position])
         if self.random_crop:
             room = self.clip_samples - self.layout.segment_samples

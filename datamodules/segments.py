@@ -4,7 +4,8 @@ A model sees fixed-length segments of a clip. Evaluation always takes a determin
 `segments_per_clip` segments spread evenly over the clip, and averages their predictions per
 clip. Training takes either those same segments (`train_crop="fixed"`, the paper's LSTM recipe:
 every segment is an example with the clip's labels) or, as often, random crops of the same
-length (`train_crop="random"`).
+length (`train_crop="random"`), `segments_per_clip` of them per clip in an epoch unless `random_crops`
+says how many.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ class SegmentLayout:
     segment_samples: int
     segments_per_clip: int = 1
     train_crop: str = "fixed"
+    random_crops: int | None = None
+    """Random crops per clip in each training epoch (None: `segments_per_clip`). Won et al.'s loaders draw
+    one per clip, so their epoch is one look at each clip whatever the evaluation averages."""
 
     def __post_init__(self) -> None:
         if self.segment_samples <= 0:
@@ -33,6 +37,18 @@ class SegmentLayout:
             raise ConfigError(f"segments per clip must be at least 1, got {self.segments_per_clip}")
         if self.train_crop not in TRAIN_CROPS:
             raise ConfigError(f"unknown train crop {self.train_crop!r}; choose one of {', '.join(TRAIN_CROPS)}")
+        if self.random_crops is not None:
+            if self.random_crops < 1:
+                raise ConfigError(f"random crops per clip must be at least 1, got {self.random_crops}")
+            if self.train_crop != "random":
+                raise ConfigError("--random-crops-per-clip applies to --train-crop random (a fixed crop trains on the "
+                                  f"{self.segments_per_clip} evaluation segment(s) of each clip)")
+
+    def items_per_clip(self, random_crop: bool) -> int:
+        """Dataset items per clip: the training crops of a random-crop training set, else the evaluation segments."""
+        if random_crop and self.random_crops is not None:
+            return self.random_crops
+        return self.segments_per_clip
 
     def check_fits(self, clip_samples: int) -> None:
         """Raise ConfigError when a segment is longer than the dataset's clips."""
@@ -69,7 +85,12 @@ class SegmentLayout:
         return np.round(k * room / (self.segments_per_clip - 1)).astype(np.int64)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The layout as saved in hparams and config.json; `random_crops` only when set, so that the layouts of runs
+        made before it existed compare equal to today's."""
+        values = asdict(self)
+        if values["random_crops"] is None:
+            del values["random_crops"]
+        return values
 
     @classmethod
     def from_dict(cls, values: dict) -> SegmentLayout:
@@ -77,7 +98,7 @@ class SegmentLayout:
 
     @classmethod
     def for_mel_frames(cls, clip_samples: int, hop_length: int, segments_per_clip: int,
-                       train_crop: str = "fixed") -> SegmentLayout:
+                       train_crop: str = "fixed", random_crops: int | None = None) -> SegmentLayout:
         """Split the whole clip's Mel frames into `segments_per_clip` equal parts.
 
         With centred framing a clip of L samples has L // hop + 1 frames; each segment gets
@@ -96,4 +117,4 @@ class SegmentLayout:
                 f"hop {hop_length} over {segments_per_clip} segments of a {clip_samples}-sample clip "
                 f"leaves {frames} Mel frame(s) per segment; use a smaller hop or fewer segments"
             )
-        return cls((frames - 1) * hop_length, segments_per_clip, train_crop)
+        return cls((frames - 1) * hop_length, segments_per_clip, train_crop, random_crops)

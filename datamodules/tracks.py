@@ -6,7 +6,8 @@ track's stored length:
 
 * training with ``train_crop="random"`` (the default on MTG-Jamendo, as in Won et al. 2020): each item is
   a chunk of ``segment_samples`` starting anywhere in the track, drawn from (seed, epoch, item) alone, so
-  a resumed run reads exactly the chunks an uninterrupted one would;
+  a resumed run reads exactly the chunks an uninterrupted one would (``layout.random_crops`` of them per
+  track in an epoch, else ``segments_per_clip``);
 * evaluation (and training with ``train_crop="fixed"``): ``segments_per_clip`` chunks spread evenly from
   the track's start to its end (`SegmentLayout.track_starts`), whose probabilities the module averages
   per track exactly as it averages MTAT's segments per clip (the track's row plays the clip's part).
@@ -28,7 +29,7 @@ from datamodules.segments import SegmentLayout
 
 
 class TrackSegmentDataset(Dataset):
-    """Item `track_position * segments_per_clip + k`: chunk k of a track, read from a ragged store.
+    """Item `track_position * per_clip + k`: chunk k of a track, read from a ragged store.
 
     Returns the same dict as `SegmentDataset` (`waveform` int16, `target`, `clip` = the track's row,
     `segment` = k), so the module, its metrics and the DDP-exact evaluation need no change.
@@ -41,10 +42,11 @@ class TrackSegmentDataset(Dataset):
         self.labels = np.asarray(labels, dtype=np.float32)  # one row per track row
         self.lengths = np.asarray(lengths, dtype=np.int64)  # stored samples per track row
         self.layout, self.random_crop, self.seed = layout, random_crop, seed
+        self.per_clip = layout.items_per_clip(random_crop)
         self._store = None  # opened lazily in each worker process
 
     def __len__(self) -> int:
-        return len(self.rows) * self.layout.segments_per_clip
+        return len(self.rows) * self.per_clip
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -53,7 +55,7 @@ class TrackSegmentDataset(Dataset):
 
     def start(self, item: int, epoch: int = 0) -> int:
         """Where item ``item`` of epoch ``epoch`` starts in its track (samples)."""
-        position, segment = divmod(int(item), self.layout.segments_per_clip)
+        position, segment = divmod(int(item), self.per_clip)
         length = int(self.lengths[self.rows[position]])
         if self.random_crop:
             room = max(0, length - self.layout.segment_samples)
@@ -62,7 +64,7 @@ class TrackSegmentDataset(Dataset):
 
     def __getitem__(self, key) -> dict[str, torch.Tensor]:
         item, epoch = key if isinstance(key, tuple) else (key, 0)
-        position, segment = divmod(int(item), self.layout.segments_per_clip)
+        position, segment = divmod(int(item), self.per_clip)
         row = int(self.rows[position])
         if self._store is None:
             self._store = open_ragged_store(self.store_dir)

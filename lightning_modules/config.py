@@ -196,6 +196,9 @@ class MelOptions:
                                            "(lstm_mel: 4)", type=positive_int)
     train_crop: str | None = option(None, "training sees the evaluation segments ('fixed') or random crops of that "
                                     "length ('random'); default: the model's", choices=TRAIN_CROPS)
+    random_crops_per_clip: int | None = option(None, "with --train-crop random: crops drawn from each clip per "
+                                               "training epoch (default: --segments-per-clip; won2020: 1, as Won "
+                                               "et al.'s loader)", type=positive_int, added=True)
 
 
 @dataclass(frozen=True)

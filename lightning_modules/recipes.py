@@ -14,7 +14,8 @@ models is the same run as no `--recipe` at all.
 * `won2020`: Won et al. 2020 (minzwon/sota-music-tagging-models, training/solver.py and
   main.py): Adam 1e-4 with weight decay 1e-4 for 80 epochs, then the best weights reloaded and
   SGD + Nesterov (momentum 0.9, weight decay 1e-4) at 1e-3, 1e-4 after 20 more epochs and 1e-5
-  after 20 more, each switch reloading the best weights; 200 epochs; random chunks in training;
+  after 20 more, each switch reloading the best weights; 200 epochs; one random chunk per clip
+  in each training epoch (their loader's epoch: each clip once, whatever the evaluation averages);
   model selection on validation loss; evaluation averages the model's chunks per clip (its
   `--segments-per-clip`).
 * `modern`: AdamW 1e-3 (weight decay 0.01), 5% linear warm-up then cosine decay to zero, mixup
@@ -43,7 +44,7 @@ RECIPES = MappingProxyType({
     "won2020": MappingProxyType({
         "optimizer": "adam", "lr": 1e-4, "weight_decay": 1e-4, "momentum": 0.9, "nesterov": True,
         "schedule": "won2020", "stage_epochs": (80, 20, 20), "stage_lrs": (1e-3, 1e-4, 1e-5),
-        "local_decay": 0.0, "patience": 0, "max_epochs": 200, "train_crop": "random",
+        "local_decay": 0.0, "patience": 0, "max_epochs": 200, "train_crop": "random", "random_crops_per_clip": 1,
         "monitor": "val/loss", "monitor_mode": "min"}),
     "modern": MappingProxyType({
         "optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01, "schedule": "cosine", "warmup": 0.05,
@@ -89,6 +90,8 @@ def apply_recipe(options, given, model: str | None = None):
         return options
     name = options.recipe or default_recipe(model)
     values = {k: v for k, v in recipe_values(name, model, options.accelerator).items() if k not in given}
+    if "random_crops_per_clip" in values and (options.train_crop if "train_crop" in given else "random") == "fixed":
+        del values["random_crops_per_clip"]  # an explicit --train-crop fixed: training reads the fixed segments
     return options.replace(recipe=name, **values)
 
 

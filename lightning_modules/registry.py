@@ -107,18 +107,19 @@ NETWORKS: dict[str, type[nn.Module]] = {
 
 
 def segment_layout(spec: ModelSpec, clip_samples: int, frontend: MelConfig | None,
-                   segments_per_clip: int | None = None, train_crop: str | None = None) -> SegmentLayout:
+                   segments_per_clip: int | None = None, train_crop: str | None = None,
+                   random_crops: int | None = None) -> SegmentLayout:
     """The segments `spec` reads from clips of `clip_samples`, with the user's overrides."""
     crop = train_crop or spec.train_crop
     if frontend is not None and spec.frame_samples is None:
         n = segments_per_clip or spec.segments_per_clip
-        return SegmentLayout.for_mel_frames(clip_samples, frontend.hop_length, n, crop)
+        return SegmentLayout.for_mel_frames(clip_samples, frontend.hop_length, n, crop, random_crops)
     if spec.frame_samples is not None:  # fixed-length chunks (waveform frames or short Mel chunks)
         n = segments_per_clip or spec.segments_per_clip or max(1, math.ceil(clip_samples / spec.frame_samples))
-        layout = SegmentLayout(spec.frame_samples, n, crop)
+        layout = SegmentLayout(spec.frame_samples, n, crop, random_crops)
     else:
         n = segments_per_clip or spec.segments_per_clip
-        layout = SegmentLayout(clip_samples // n, n, crop)
+        layout = SegmentLayout(clip_samples // n, n, crop, random_crops)
     layout.check_fits(clip_samples)
     return layout
 

@@ -324,7 +324,8 @@ def infeasibility(model: str, options: RunOptions, params: dict, clip_samples: i
     try:
         spec = model_spec(model)
         frontend = frontend_config(spec, merged)
-        layout = segment_layout(spec, clip_samples, frontend, merged.segments_per_clip, merged.train_crop)
+        layout = segment_layout(spec, clip_samples, frontend, merged.segments_per_clip, merged.train_crop,
+                                merged.random_crops_per_clip)
         layout.check_fits(clip_samples)
         if frontend is not None and layout.segment_samples < frontend.min_samples:
             return (f"segments of {layout.segment_samples} samples are shorter than FFT {frontend.n_fft} "

@@ -120,6 +120,11 @@ def test_training_chunks_start_anywhere_and_follow_from_seed_epoch_and_item(tmp_
     assert data.start(1, 5) == 0 and len(data[(1, 5)]["waveform"]) == 4_000  # shorter than a chunk: padded
     first = data[(0, 7)]["waveform"].numpy()
     assert np.array_equal(first, (np.arange(4_000) + data.start(0, 7)) % 30000)
+    # Won's epoch (won2020's --random-crops-per-clip 1): one chunk per track, whatever evaluation averages
+    won = SegmentLayout(4_000, 8, "random", random_crops=1)
+    train = TrackSegmentDataset(folder, np.arange(2), np.eye(2), store.lengths, won, random_crop=True, seed=3)
+    evaluation = TrackSegmentDataset(folder, np.arange(2), np.eye(2), store.lengths, won, random_crop=False, seed=3)
+    assert (len(train), len(evaluation)) == (2, 16) and train[(1, 0)]["clip"].item() == 1
 
 
 # ---------------------------------------------------------------- the real metadata

@@ -60,6 +60,11 @@ def test_recipe_defaults_resolve_and_explicit_flags_and_config_files_override(tm
         "won2020", "adam", 1e-4, 1e-4, "won2020", True)
     assert (won.stage_epochs, won.stage_lrs, won.max_epochs, won.train_crop, won.monitor) == (
         (80, 20, 20), (1e-3, 1e-4, 1e-5), 200, "random", "val/loss")
+    assert won.random_crops_per_clip == 1 and won.segments_per_clip is None  # Won's epoch: one chunk per clip
+    fixed = run_options("--train-crop", "fixed", model="short_chunk_cnn")
+    assert (fixed.train_crop, fixed.random_crops_per_clip) == ("fixed", None)  # trains on the 16 fixed chunks
+    assert run_options("--random-crops-per-clip", "4", model="short_chunk_cnn").random_crops_per_clip == 4
+    assert run_options("--recipe", "modern", model="short_chunk_cnn").random_crops_per_clip is None
     modern = run_options("--recipe", "modern", "--lr", "0.003", "--mixup-alpha", "0", model="mel_cnn")
     assert (modern.optimizer, modern.lr, modern.mixup_alpha, modern.schedule, modern.warmup) == (
         "adamw", 0.003, 0.0, "cosine", 0.05)
@@ -92,6 +97,8 @@ def test_recipe_defaults_resolve_and_explicit_flags_and_config_files_override(tm
     (["--model", "mel_cnn", "--stage-epochs", "1,1"], "apply to --schedule won2020"),
     (["--model", "mel_cnn", "--recipe", "won2020", "--stage-epochs", "1,1"], "one value each per stage switch"),
     (["--model", "mel_cnn", "--recipe", "modern", "--time-mask", "1.5"], "in [0, 1)"),
+    (["--model", "mel_cnn", "--random-crops-per-clip", "2"], "--random-crops-per-clip applies to --train-crop random"),
+    (["--model", "short_chunk_cnn", "--train-crop", "fixed", "--random-crops-per-clip", "2"], "trains on fixed"),
 ])
 def test_recipe_options_that_cannot_apply_fail_in_one_line_before_the_data(argv, message, tmp_path, capsys):
     missing = tmp_path / "no-such-mtat"  # a check after data preparation would complain about this folder instead

@@ -1,9 +1,12 @@
 """Segment layouts and the epoch-seeded, rank-aware sampler."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
 from datamodules.audio import MTAT_CLIP_SAMPLES
+from datamodules.datamodule import SegmentDataset
 from datamodules.errors import ConfigError
 from datamodules.sampling import EpochSampler
 from datamodules.segments import SegmentLayout
@@ -31,6 +34,38 @@ def test_layout_errors_are_clear():
         SegmentLayout.for_mel_frames(1000, hop_length=2000, segments_per_clip=4)
     with pytest.raises(ConfigError, match="train crop"):
         SegmentLayout(10, 1, "sideways")
+    with pytest.raises(ConfigError, match="applies to --train-crop random"):
+        SegmentLayout(10, 4, "fixed", random_crops=1)
+    with pytest.raises(ConfigError, match="at least 1"):
+        SegmentLayout(10, 4, "random", random_crops=0)
+
+
+def _clips_dataset(layout: SegmentLayout, random_crop: bool, seed: int = 5) -> SegmentDataset:
+    waveforms = (np.arange(3)[:, None] * 10_000 + np.arange(8_000)[None, :]).astype(np.int16)  # clip c: c*1e4 + t
+    data = SegmentDataset("/unused", np.arange(3), np.eye(3, dtype=np.float32), layout, 8_000, random_crop, seed)
+    data._cache = SimpleNamespace(waveforms=waveforms)
+    return data
+
+
+def test_random_crops_per_clip_set_the_training_epoch_and_leave_evaluation_alone():
+    won = SegmentLayout(1_000, 16, "random", random_crops=1)
+    train, evaluation = _clips_dataset(won, True), _clips_dataset(won, False)
+    assert len(train) == 3 and len(evaluation) == 48  # one crop per clip per epoch; 16 segments averaged
+    for item in range(3):
+        crops = {int(train[(item, epoch)]["waveform"][0]) - 10_000 * item for epoch in range(20)}
+        assert train[(item, 0)]["clip"].item() == item and min(crops) >= 0 and max(crops) <= 7_000
+        assert len(crops) > 10  # a new place in the clip every epoch
+    assert [int(train[(1, e)]["waveform"][0]) for e in range(5)] == [int(train[(1, e)]["waveform"][0]) for e in range(5)]
+    two = _clips_dataset(SegmentLayout(1_000, 16, "random", random_crops=2), True)
+    assert len(two) == 6 and [two[(i, 0)]["clip"].item() for i in range(6)] == [0, 0, 1, 1, 2, 2]
+    # unset: as many crops as evaluation segments, each drawn exactly as before the option existed
+    old = _clips_dataset(SegmentLayout(1_000, 16, "random"), True)
+    room = 8_000 - 1_000
+    assert len(old) == 48 and int(old[(17, 3)]["waveform"][0]) == 10_000 + int(
+        np.random.default_rng([5, 3, 17]).integers(0, room + 1))
+    # saved layouts: the new key only when set, so earlier runs' layouts compare equal to today's
+    assert "random_crops" not in SegmentLayout(1_000, 16, "random").to_dict()
+    assert SegmentLayout.from_dict(won.to_dict()) == won
 
 
 def test_training_sampler_is_a_function_of_seed_and_epoch():

@@ -1,4 +1,4 @@
-"""Checks of a chunk model's network that can run before any data is prepared.
+"""Checks of a model's segments and network that can run before any data is prepared.
 
 A chunk model (`ModelSpec.frame_samples` set) reads fixed-length chunks whatever the dataset's clip
 length, so its network input is known from the options alone: Mel settings that leave too few
@@ -11,9 +11,20 @@ from __future__ import annotations
 
 import torch
 
+from datamodules.errors import ConfigError
 from datamodules.segments import SegmentLayout
 from lightning_modules.registry import build_network, input_shape, network_config
-from lightning_modules.runner.data import frontend_config, model_spec
+from lightning_modules.runner.data import default_train_crop, frontend_config, model_spec
+
+
+def check_train_crops(options) -> None:
+    """`--random-crops-per-clip` only means something with random training crops: refuse it otherwise, before any data."""
+    if not options.model or options.random_crops_per_clip is None:
+        return
+    crop = default_train_crop(options) or model_spec(options.model).train_crop
+    if crop != "random":
+        raise ConfigError(f"--random-crops-per-clip applies to --train-crop random; {options.model} trains on fixed "
+                          "segments here (add --train-crop random, or drop --random-crops-per-clip)")
 
 
 def check_chunk_network(options) -> None:

@@ -64,7 +64,7 @@ def resolve_run(options: RunOptions) -> tuple[dict, MTATDataModule, TaggingModul
     frontend = frontend_config(spec, options)
     info = prepare_data_once(build_datamodule(options, spec, frontend=frontend))
     layout = segment_layout(spec, layout_clip_samples(options, spec, info.clip_samples), frontend,
-                            options.segments_per_clip, default_train_crop(options))
+                            options.segments_per_clip, default_train_crop(options), options.random_crops_per_clip)
     datamodule = build_datamodule(options, spec, layout.to_dict(), frontend)
     net_config = network_config(spec, input_shape(frontend, layout), len(info.tags), options)
     module = module_class(spec.name)(
@@ -206,7 +206,7 @@ def describe_network(options: RunOptions) -> str:
     spec = model_spec(options.model)
     frontend = frontend_config(spec, options)
     layout = segment_layout(spec, MTAT_CLIP_SAMPLES, frontend, options.segments_per_clip,
-                            options.train_crop)
+                            options.train_crop, options.random_crops_per_clip)
     shape = input_shape(frontend, layout)
     network = build_network(network_config(spec, shape, options.n_tags, options))
     segments = f"{layout.segments_per_clip} segment(s) of {layout.segment_samples} samples per clip"
