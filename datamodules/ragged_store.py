@@ -208,8 +208,9 @@ def _decode_into(decoder: Decoder, path: str, excerpt_samples: int | None,
                  sink: Callable[[np.ndarray, int], None]) -> tuple[str, str, int]:
     """Decode ``path`` block by block into ``sink(block, offset in samples)``: (status, detail, samples).
 
-    Decoding failures become a status (the track is skipped and recorded), and so, as before the
-    parallel path existed, does an OSError of the sink; a decoder breaking the excerpt limit raises.
+    Decoding failures become a status (the track is skipped and recorded). A failing sink (the
+    store's disk full or gone) is not the track's fault and raises a DataError, as does a decoder
+    breaking the excerpt limit: the tracks committed so far are kept and a rerun continues.
     """
     written = 0
     try:
@@ -218,7 +219,10 @@ def _decode_into(decoder: Decoder, path: str, excerpt_samples: int | None,
             if excerpt_samples is not None and written + len(block) > excerpt_samples:
                 raise DataError(f"ragged store: the decoder returned more than excerpt_samples="
                                 f"{excerpt_samples} samples for {path}")
-            sink(block, written)
+            try:
+                sink(block, written)
+            except OSError as exc:
+                raise write_failed(path, exc) from exc
             written += len(block)
     except TrackSkipped as exc:
         return exc.status, exc.detail, 0
@@ -227,6 +231,11 @@ def _decode_into(decoder: Decoder, path: str, excerpt_samples: int | None,
     except (RuntimeError, OSError, ValueError) as exc:
         return "decode_error", f"{type(exc).__name__}: {exc}", 0
     return ("ok", "", written) if written else ("empty", "no samples decoded", 0)
+
+
+def write_failed(path: str, error: OSError) -> DataError:
+    return DataError(f"ragged store: writing the samples of {path} failed ({type(error).__name__}: {error}); the "
+                     "tracks written so far are kept and a rerun continues from there")
 
 
 def _decode_whole(decoder: Decoder, path: str, excerpt_samples: int | None) -> tuple[str, str, np.ndarray]:
@@ -482,7 +491,10 @@ def write_ragged_store(folder: str | Path, items: Sequence[tuple[str, str]], *,
             else:
                 for row, (status, detail, samples) in _decode_in_parallel(decoder, items, rows, excerpt_samples,
                                                                           workers):
-                    _pwrite_all(wave_fd, samples, position)
+                    try:
+                        _pwrite_all(wave_fd, samples, position)
+                    except OSError as exc:
+                        raise write_failed(items[row][1], exc) from exc
                     record(row, status, detail, len(samples))
             commit()
         finally:

@@ -125,6 +125,22 @@ def test_models_quick(work_dir, tmp_path):
     assert "Ranked by test ROC-AUC" in (tmp_path / "models.quick.md").read_text()
 
 
+def test_models_benchmark_gives_every_model_an_epoch_of_one_look_per_clip(tmp_path):
+    from benchmarks import models
+    from lightning_modules.cli import parse_command
+    from lightning_modules.registry import MODELS
+
+    args = models.parse_args(["--work-dir", str(tmp_path)])
+    assert len(args.runs) == 12
+    for pair in args.runs:
+        options = parse_command(models.run_argv(pair, args, tmp_path)).run
+        spec = MODELS[options.model]
+        if (options.train_crop or spec.train_crop) == "random":
+            assert options.random_crops_per_clip == 1, pair
+        else:  # fixed crops: the one whole-clip segment
+            assert options.random_crops_per_clip is None and (options.segments_per_clip or spec.segments_per_clip) == 1
+
+
 def test_jamendo_prepare_quick(work_dir, tmp_path):
     payload = run_benchmark("jamendo_prepare", work_dir, tmp_path)
     ratios = payload["ratios"]

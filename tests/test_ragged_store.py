@@ -219,6 +219,30 @@ def test_resume_after_simulated_kill_is_byte_identical(tmp_path):
     assert store.index[40].status == "decode_error" and store.lengths[40] == 0
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_failing_disk_stops_the_store_in_one_line_and_a_rerun_loses_nothing(tmp_path, monkeypatch, workers):
+    from datamodules import ragged_store
+
+    items = [(f"t{i}", write_wav(tmp_path / f"{i}.wav", tone(n, 16000, seed=i), 16000))
+             for i, n in enumerate([9000, 12000, 7000, 15000])]
+    reference = write_ragged_store(tmp_path / "ref", items, commit_bytes=1)
+    real = ragged_store._pwrite_all
+
+    def disk_full_at_the_third_track(fd, data, offset):
+        if offset >= (9000 + 12000) * 2:  # bytes: int16 samples of the first two tracks
+            raise OSError(28, "No space left on device")
+        real(fd, data, offset)
+
+    monkeypatch.setattr(ragged_store, "_pwrite_all", disk_full_at_the_third_track)
+    with pytest.raises(DataError, match=r"writing the samples of .*2\.wav failed .*No space left on device.*rerun"):
+        write_ragged_store(tmp_path / "store", items, commit_bytes=1, workers=workers)
+    monkeypatch.setattr(ragged_store, "_pwrite_all", real)
+    store = write_ragged_store(tmp_path / "store", items, commit_bytes=1, workers=workers)
+    assert [e.status for e in store.index] == ["ok"] * 4  # not recorded as the track's decode error
+    assert (tmp_path / "store" / WAVEFORMS_FILE).read_bytes() == (tmp_path / "ref" / WAVEFORMS_FILE).read_bytes()
+    assert store.index == reference.index
+
+
 def test_changed_inputs_start_partial_afresh(tmp_path):
     def dying(path):
         if path == ITEMS[10][1]:

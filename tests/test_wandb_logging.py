@@ -168,6 +168,8 @@ def test_failed_online_start_falls_back_to_offline(tmp_path, monkeypatch, capsys
     try:
         monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
         monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}")
+        # wandb retries the refused start until its init timeout (60 s in runs): 5 s here fails the same way
+        monkeypatch.setattr(loggers, "INIT_TIMEOUT_S", 5.0)
         run_dir = tmp_path / "run"
         logger = loggers.build_logger(RunOptions(logger="wandb"), run_dir, config={"model": "x"})
         assert logger.experiment.settings.mode == "offline"
