@@ -497,6 +497,10 @@ class SyntheticMTATReader(MTATReader):
     def data_dir(self) -> Path:
         return Path(self._data_dir)  # inside the cache root, as given (it names the cache folder)
 
+    def clip_samples(self) -> int:
+        """The generated clips' length, known before they are generated (their synthetic.json says the same)."""
+        return self.synthetic_clip_samples
+
     def prepare(self, *, progress: bool) -> None:
         generated = ensure_synthetic_mtat(self.cache_root, n_clips=self.n_clips,
                                           clip_samples=self.synthetic_clip_samples, seed=self.seed, progress=progress)

@@ -257,6 +257,18 @@ def test_mel_settings_with_too_few_frames(mel_cnn_run, cache_dir, tmp_path, caps
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("argv, expected", [
+    (["--model", "harmonic_cnn"], "segments of 80000 samples do not fit in this dataset's clips of 59049 samples"),
+    (["--model", "mel_cnn", "--hop-length", "300000"], "leaves 1 Mel frame(s) per segment"),
+    (["--model", "mel_cnn", "--hop-length", "4096"], "mel_cnn"),
+])
+def test_segments_that_cannot_fit_the_clips_fail_before_any_data(argv, expected, tmp_path, capsys):
+    cache = tmp_path / "cache"  # a check after the data would first generate and decode the clips here
+    line = fail([*argv, *tiny_data_args(cache, clips=48, clip_samples=59_049), "--run-dir", str(tmp_path / "run")],
+                capsys)
+    assert expected in line and not cache.exists() and not (tmp_path / "run").exists()
+
+
 # ---------------------------------------------------------------------------------------------- failures keep what exists
 def test_failures_keep_the_cache_and_earlier_runs(mel_cnn_run, synthetic_data, cache_dir, tmp_path, capsys):
     waveforms = cache_dir / "waveforms"

@@ -13,8 +13,14 @@ import torch
 
 from datamodules.errors import ConfigError
 from datamodules.segments import SegmentLayout
-from lightning_modules.registry import build_network, input_shape, network_config
-from lightning_modules.runner.data import default_train_crop, frontend_config, model_spec
+from lightning_modules.registry import build_network, input_shape, network_config, segment_layout
+from lightning_modules.runner.data import (
+    build_datamodule,
+    default_train_crop,
+    frontend_config,
+    layout_clip_samples,
+    model_spec,
+)
 
 
 def check_train_crops(options) -> None:
@@ -38,3 +44,21 @@ def check_chunk_network(options) -> None:
     shape = input_shape(frontend, SegmentLayout(spec.frame_samples))
     with torch.device("meta"):
         build_network(network_config(spec, shape, options.n_tags, options))
+
+
+def check_segments_before_data(options) -> None:
+    """Build the segments and the network of a training run for the clip length its data will have.
+
+    The reader knows that length before preparing anything (MTAT's 29.1 s, the generated stand-in's
+    `--synthetic-clip-samples`, MTG-Jamendo's window), so a chunk longer than the clips, or Mel settings
+    that leave a whole-clip model too few frames, fail here in one line rather than after the decoding.
+    """
+    if not options.model:
+        return
+    spec = model_spec(options.model)
+    frontend = frontend_config(spec, options)
+    clip_samples = build_datamodule(options, spec, frontend=frontend).reader.clip_samples()
+    layout = segment_layout(spec, layout_clip_samples(options, spec, clip_samples), frontend,
+                            options.segments_per_clip, default_train_crop(options), options.random_crops_per_clip)
+    with torch.device("meta"):
+        build_network(network_config(spec, input_shape(frontend, layout), options.n_tags, options))

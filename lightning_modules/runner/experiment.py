@@ -34,6 +34,7 @@ from lightning_modules.reporting.figures import figures_for_run
 from lightning_modules.reporting.loggers import build_logger, finish_logger, log_run_results
 from lightning_modules.reporting.predictions import save_run_predictions
 from lightning_modules.reporting.results import write_results
+from lightning_modules.runner.checks import check_segments_before_data
 from lightning_modules.runner.data import (
     build_datamodule,
     default_train_crop,
@@ -135,6 +136,7 @@ def run_experiment(options: RunOptions, extra_callbacks: tuple[Callback, ...] = 
     `extra_callbacks` join the run's own (a sweep adds its pruning callback here).
     """
     check_run_options(options)  # before the data are prepared: a bad option fails at once
+    check_segments_before_data(options)
     pl.seed_everything(options.seed, workers=True, verbose=False)
     resolved, datamodule, module, info = resolve_run(options)
     run_dir = run_dir_of(options)
