@@ -258,11 +258,13 @@ def test_width_option_sets_the_base_width_and_is_refused_elsewhere(capsys):
 LEARNING_BAR = 0.6
 SHORT_CLIPS, LONG_CLIPS = 59_049, 160_000  # 3.7 s for the short-chunk models; 10 s fits 5 s and 10 s chunks
 # The ResNet and the Harmonic CNN learn more slowly per step (measured on this data: 0.51 and 0.54 test ROC-AUC
-# after 6 epochs at batch 16), so they take batch 8, twice the steps for the same compute.
+# after 6 epochs at batch 16), so they take batch 8, twice the steps for the same compute. At Adam 1e-3 the Harmonic
+# CNN then sits on the bar (it passed on the CI machine and scored 0.573 on this 2-core one: rounding moves it);
+# at 3e-3 it reached 0.706 here.
 RUN_ARGS = {
     "short_chunk_cnn": (SHORT_CLIPS, ["--width", "16"], 6),
     "short_chunk_resnet": (SHORT_CLIPS, ["--width", "16", "--batch-size", "8"], 6),
-    "harmonic_cnn": (LONG_CLIPS, ["--width", "16", "--batch-size", "8"], 8),
+    "harmonic_cnn": (LONG_CLIPS, ["--width", "16", "--batch-size", "8", "--lr", "0.003"], 8),
     "tagging_transformer": (LONG_CLIPS, ["--width", "16", "--n-mels", "64", "--hop-length", "1024"], 6),
 }
 
@@ -276,10 +278,10 @@ def trained(request, cache_dir, tmp_path_factory):
         if name not in runs:
             clip_samples, extra, epochs = RUN_ARGS[name]
             run_dir = tmp_path_factory.mktemp(name) / "run"
-            code = run.main(["--model", name, *tiny_data_args(cache_dir, clip_samples=clip_samples), *extra,
+            code = run.main(["--model", name, *tiny_data_args(cache_dir, clip_samples=clip_samples),
                              "--segments-per-clip", "1", "--max-epochs", str(epochs), "--recipe", "paper",
-                             "--optimizer", "adam",
-                             "--lr", "0.001", "--run-dir", str(run_dir), "--logger", "csv"])
+                             "--optimizer", "adam", "--lr", "0.001", *extra,  # extra may override the rate
+                             "--run-dir", str(run_dir), "--logger", "csv"])
             assert code == 0
             runs[name] = run_dir
         return runs[name]
