@@ -39,15 +39,30 @@ MTAT_FOLDER_TRAIN_CLIPS = 18_706
 
 
 # ---- machine -------------------------------------------------------------------------------------
-def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux, else `platform.processor()`)."""
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The CPU's model name with its family/model numbers and vector units, e.g. "AMD EPYC (family 23 model 49,
+    avx2)" (from /proc/cpuinfo on Linux, else `platform.processor()`).
+
+    Virtual machines often mask the name ("AMD EPYC"), and kernels differ between CPU generations (AVX2 against
+    AVX-512), so the same seed can give other floats on another host: the numbers say which host it was.
+    """
+    fields: dict[str, str] = {}
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        text = Path("/proc/cpuinfo").read_text() if cpuinfo is None else cpuinfo
     except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
+        text = ""
+    for line in text.splitlines():
+        if not line.strip() and fields:
+            break  # the first processor is enough
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip().lower(), value.strip())
+    name = fields.get("model name")
+    if not name:
+        return platform.processor() or platform.machine() or "unknown"
+    flags = set(fields.get("flags", "").split())
+    detail = [f"family {fields['cpu family']} model {fields['model']}"] if "cpu family" in fields and "model" in fields else []
+    detail += [flag for flag in ("avx512f", "avx2", "amx_tile") if flag in flags]
+    return f"{name} ({', '.join(detail)})" if detail else name
 
 
 def usable_cores() -> int:

@@ -125,6 +125,16 @@ def test_models_quick(work_dir, tmp_path):
     assert "Ranked by test ROC-AUC" in (tmp_path / "models.quick.md").read_text()
 
 
+def test_machine_names_the_cpu_generation_behind_a_masked_model_name():
+    from benchmarks.common import cpu_model
+
+    info = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 23\nmodel\t\t: 49\nmodel name\t: AMD EPYC\n"
+            "flags\t\t: fpu sse2 avx avx2 fma\n\nprocessor\t: 1\nmodel name\t: other\n")
+    assert cpu_model(info) == "AMD EPYC (family 23 model 49, avx2)"
+    assert cpu_model("model name\t: Intel Xeon\nflags\t: avx2 avx512f amx_tile\n") == "Intel Xeon (avx512f, avx2, amx_tile)"
+    assert cpu_model("")  # no /proc/cpuinfo: the platform's name
+
+
 def test_models_benchmark_gives_every_model_an_epoch_of_one_look_per_clip(tmp_path):
     from benchmarks import models
     from lightning_modules.cli import parse_command
