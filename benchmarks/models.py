@@ -88,11 +88,14 @@ def parse_args(argv=None):
     return args
 
 
-def trains_on_random_crops(model: str, recipe: str) -> bool:
-    from lightning_modules.recipes import RECIPES
+def trains_on_random_crops(argv: list[str]) -> bool:
+    """Whether the run these run.py options describe trains on random crops (as run.py resolves recipe and flags)."""
+    import run
     from lightning_modules.registry import MODELS
+    from lightning_modules.runner.data import default_train_crop
 
-    return RECIPES[recipe].get("train_crop", MODELS[model].train_crop) == "random"
+    options = run.parse_options(argv)
+    return (default_train_crop(options) or MODELS[options.model].train_crop) == "random"
 
 
 def run_argv(pair: str, args, work: Path) -> list[str]:
@@ -104,7 +107,7 @@ def run_argv(pair: str, args, work: Path) -> list[str]:
             "--synthetic-clip-samples", str(args.clip_samples), "--cache-dir", str(work / "cache"),
             "--run-dir", str(work / "runs" / f"{model}-{recipe}"), "--max-epochs", str(args.epochs),
             "--seed", str(args.seed), "--logger", "none", "--no-progress", *args.extra.split()]
-    if trains_on_random_crops(model, recipe) and "--random-crops-per-clip" not in argv:
+    if "--random-crops-per-clip" not in argv and trains_on_random_crops(argv):
         argv += ["--random-crops-per-clip", "1"]
     if args.quick:
         argv += [*QUICK_ARGS.get(model, []), "--limit-train-batches", "2", "--batch-size", "4"]

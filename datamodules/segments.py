@@ -41,8 +41,9 @@ class SegmentLayout:
             if self.random_crops < 1:
                 raise ConfigError(f"random crops per clip must be at least 1, got {self.random_crops}")
             if self.train_crop != "random":
-                raise ConfigError("--random-crops-per-clip applies to --train-crop random (a fixed crop trains on the "
-                                  f"{self.segments_per_clip} evaluation segment(s) of each clip)")
+                raise ConfigError("--random-crops-per-clip applies to --train-crop random; this model trains on fixed "
+                                  f"segments here (the {self.segments_per_clip} evaluation segment(s) of each clip): add "
+                                  "--train-crop random, or drop --random-crops-per-clip")
 
     def items_per_clip(self, random_crop: bool) -> int:
         """Dataset items per clip: the training crops of a random-crop training set, else the evaluation segments."""

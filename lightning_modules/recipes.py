@@ -90,8 +90,9 @@ def apply_recipe(options, given, model: str | None = None):
         return options
     name = options.recipe or default_recipe(model)
     values = {k: v for k, v in recipe_values(name, model, options.accelerator).items() if k not in given}
-    if "random_crops_per_clip" in values and (options.train_crop if "train_crop" in given else "random") == "fixed":
-        del values["random_crops_per_clip"]  # an explicit --train-crop fixed: training reads the fixed segments
+    crop = values.get("train_crop", options.train_crop) or MODELS[model].train_crop
+    if "random_crops_per_clip" in values and crop != "random":
+        del values["random_crops_per_clip"]  # e.g. an explicit --train-crop fixed: training reads the fixed segments
     return options.replace(recipe=name, **values)
 
 

@@ -11,26 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from datamodules.errors import ConfigError
 from datamodules.segments import SegmentLayout
 from lightning_modules.registry import build_network, input_shape, network_config, segment_layout
-from lightning_modules.runner.data import (
-    build_datamodule,
-    default_train_crop,
-    frontend_config,
-    layout_clip_samples,
-    model_spec,
-)
-
-
-def check_train_crops(options) -> None:
-    """`--random-crops-per-clip` only means something with random training crops: refuse it otherwise, before any data."""
-    if not options.model or options.random_crops_per_clip is None:
-        return
-    crop = default_train_crop(options) or model_spec(options.model).train_crop
-    if crop != "random":
-        raise ConfigError(f"--random-crops-per-clip applies to --train-crop random; {options.model} trains on fixed "
-                          "segments here (add --train-crop random, or drop --random-crops-per-clip)")
+from lightning_modules.runner.data import default_train_crop, frontend_config, layout_clip_samples, model_spec
 
 
 def check_chunk_network(options) -> None:
@@ -46,18 +29,14 @@ def check_chunk_network(options) -> None:
         build_network(network_config(spec, shape, options.n_tags, options))
 
 
-def check_segments_before_data(options) -> None:
+def check_segments_fit(options, spec, frontend, clip_samples: int) -> None:
     """Build the segments and the network of a training run for the clip length its data will have.
 
     The reader knows that length before preparing anything (MTAT's 29.1 s, the generated stand-in's
-    `--synthetic-clip-samples`, MTG-Jamendo's window), so a chunk longer than the clips, or Mel settings
-    that leave a whole-clip model too few frames, fail here in one line rather than after the decoding.
+    `--synthetic-clip-samples`, MTG-Jamendo's window), so a chunk longer than the clips, random crops
+    asked of fixed segments, or Mel settings that leave a whole-clip model too few frames fail in one
+    line rather than after the decoding.
     """
-    if not options.model:
-        return
-    spec = model_spec(options.model)
-    frontend = frontend_config(spec, options)
-    clip_samples = build_datamodule(options, spec, frontend=frontend).reader.clip_samples()
     layout = segment_layout(spec, layout_clip_samples(options, spec, clip_samples), frontend,
                             options.segments_per_clip, default_train_crop(options), options.random_crops_per_clip)
     with torch.device("meta"):

@@ -34,7 +34,7 @@ from lightning_modules.reporting.figures import figures_for_run
 from lightning_modules.reporting.loggers import build_logger, finish_logger, log_run_results
 from lightning_modules.reporting.predictions import save_run_predictions
 from lightning_modules.reporting.results import write_results
-from lightning_modules.runner.checks import check_segments_before_data
+from lightning_modules.runner.checks import check_segments_fit
 from lightning_modules.runner.data import (
     build_datamodule,
     default_train_crop,
@@ -63,7 +63,9 @@ def resolve_run(options: RunOptions) -> tuple[dict, MTATDataModule, TaggingModul
     """Prepare the data and build the data module and the model the options describe."""
     spec = model_spec(options.model)
     frontend = frontend_config(spec, options)
-    info = prepare_data_once(build_datamodule(options, spec, frontend=frontend))
+    datamodule = build_datamodule(options, spec, frontend=frontend)
+    check_segments_fit(options, spec, frontend, datamodule.reader.clip_samples())  # before any data is prepared
+    info = prepare_data_once(datamodule)
     layout = segment_layout(spec, layout_clip_samples(options, spec, info.clip_samples), frontend,
                             options.segments_per_clip, default_train_crop(options), options.random_crops_per_clip)
     datamodule = build_datamodule(options, spec, layout.to_dict(), frontend)
@@ -136,7 +138,6 @@ def run_experiment(options: RunOptions, extra_callbacks: tuple[Callback, ...] = 
     `extra_callbacks` join the run's own (a sweep adds its pruning callback here).
     """
     check_run_options(options)  # before the data are prepared: a bad option fails at once
-    check_segments_before_data(options)
     pl.seed_everything(options.seed, workers=True, verbose=False)
     resolved, datamodule, module, info = resolve_run(options)
     run_dir = run_dir_of(options)

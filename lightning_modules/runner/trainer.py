@@ -13,7 +13,7 @@ from callbacks.sync_buffers import SyncModelBuffers
 from datamodules.errors import ConfigError
 from lightning_modules.config import DEFAULT_LOG_EVERY_N_STEPS, PRECISIONS, STRATEGIES, RunOptions
 from lightning_modules.recipes import check_recipe_options
-from lightning_modules.runner.checks import check_chunk_network, check_train_crops
+from lightning_modules.runner.checks import check_chunk_network
 from lightning_modules.runner.peers import ddp_timeout
 
 SANITY_VAL_STEPS = 2  # validation batches run before training starts (catches evaluation bugs at once)
@@ -106,7 +106,6 @@ def check_run_options(options: RunOptions) -> None:
     check_precision(options)
     check_recipe_options(options)
     build_strategy(options)
-    check_train_crops(options)
     check_chunk_network(options)  # a chunk model's network is known before the data: refuse impossible sizes now
 
 
