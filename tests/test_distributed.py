@@ -94,12 +94,13 @@ LITERATURE = [name for name, spec in MODELS.items() if spec.recipe == "won2020"]
 
 
 @pytest.fixture(scope="module")
-def ddp_models_run(tmp_path_factory):
+def ddp_models_run(cache_dir, tmp_path_factory):
     """One `torchrun --nproc-per-node 2` launch in which both ranks train every literature model in turn
-    (tests/ddp_models.py): one epoch of two batches each, their CPU-sized variants."""
+    (tests/ddp_models.py): one epoch of two batches each, their CPU-sized variants, on the session's
+    generated data (its 120-clip set, made once for every test)."""
     from tests.pg_server import free_port
 
-    cache = tmp_path_factory.mktemp("models-cache")
+    cache = cache_dir
     out = tmp_path_factory.mktemp("ddp-models")
     ports = ",".join(str(free_port()) for _ in LITERATURE)
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",

@@ -231,7 +231,9 @@ def test_sweep_space_builds_for_mtat_and_short_clips(model):
 
 # ---------------------------------------------------------------- training on the generated data
 
-EPOCHS = 5
+# Epochs per model: each clears the bar with room on this data (validation ROC-AUC measured on a 2-core
+# host: musicnn 0.78 after 2 epochs, fcn 0.70 after 3, sample_cnn_se 0.65 only after 4).
+EPOCHS = {"fcn": 3, "musicnn": 2, "sample_cnn_se": 5}
 # Same data as tests/test_training.py (240 clips, ~45 test clips, ~30 tags with positives there): an
 # untrained model's macro ROC-AUC spreads about 0.02 around 0.5, so 0.62 is six spreads above chance.
 LEARNING_BAR = 0.62
@@ -251,7 +253,7 @@ def test_model_learns_on_the_generated_data(model, cache_dir, tmp_path, cpu_vari
     cpu_variant(model)
     run_dir = tmp_path / "run"
     code = run.main(["--model", model, *tiny_data_args(cache_dir), *CPU_ARGS[model],
-                     "--max-epochs", str(EPOCHS), "--recipe", "paper", "--optimizer", "adam", "--lr", "0.001",
+                     "--max-epochs", str(EPOCHS[model]), "--recipe", "paper", "--optimizer", "adam", "--lr", "0.001",
                      "--run-dir", str(run_dir), "--logger", "none"])
     assert code == 0
     metrics = read_metrics(run_dir)

@@ -265,7 +265,8 @@ RUN_ARGS = {
     "short_chunk_cnn": (SHORT_CLIPS, ["--width", "16"], 6),
     "short_chunk_resnet": (SHORT_CLIPS, ["--width", "16", "--batch-size", "8"], 6),
     "harmonic_cnn": (LONG_CLIPS, ["--width", "16", "--batch-size", "8", "--lr", "0.003"], 8),
-    "tagging_transformer": (LONG_CLIPS, ["--width", "16", "--n-mels", "64", "--hop-length", "1024"], 6),
+    # its validation ROC-AUC peaks at epoch 2 (0.745) and falls after: 3 epochs
+    "tagging_transformer": (LONG_CLIPS, ["--width", "16", "--n-mels", "64", "--hop-length", "1024"], 3),
 }
 
 
