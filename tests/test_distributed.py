@@ -100,11 +100,10 @@ def ddp_models_run(cache_dir, tmp_path_factory):
     generated data (its 120-clip set, made once for every test)."""
     from tests.pg_server import free_port
 
-    cache = cache_dir
     out = tmp_path_factory.mktemp("ddp-models")
     ports = ",".join(str(free_port()) for _ in LITERATURE)
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-               str(free_port()), str(REPO_ROOT / "tests" / "ddp_models.py"), str(cache), str(out), ports, *LITERATURE]
+               str(free_port()), str(REPO_ROOT / "tests" / "ddp_models.py"), str(cache_dir), str(out), ports, *LITERATURE]
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-4000:]
     return out

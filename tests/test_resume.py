@@ -35,7 +35,7 @@ EPOCHS = 3
 # The recipes the suite offers, one option set each; a new recipe joins with one line.
 RECIPES = [
     pytest.param([], id="paper"),  # SGD with the local and global decay
-    # (Adam's moments come back through modern's AdamW and won2020's first stage: no run of its own)
+    # (no Adam run of its own: modern's AdamW keeps the same moment state, and its resume restores it)
     # Won et al.'s stages, switched after epochs 0 and 1: the kills land in the SGD stages (new optimiser, best
     # weights reloaded), so the stage and the optimiser type must come back from the checkpoint.
     pytest.param(["--recipe", "won2020", "--stage-epochs", "1,1", "--stage-lrs", "0.001,0.0001"], id="won2020"),
