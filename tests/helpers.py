@@ -10,10 +10,16 @@ TINY_CLIP_SAMPLES = 59_049
 TINY_CLIPS = 240
 
 
-def tiny_data_args(cache_dir: Path, clips: int = TINY_CLIPS, clip_samples: int = TINY_CLIP_SAMPLES) -> list[str]:
-    """run.py options selecting the small synthetic dataset kept in `cache_dir`."""
+def tiny_data_args(cache_dir: Path, clips: int = TINY_CLIPS, clip_samples: int = TINY_CLIP_SAMPLES,
+                   figures: bool = False) -> list[str]:
+    """run.py options selecting the small synthetic dataset kept in `cache_dir`.
+
+    Without `figures`, the runs skip their end-of-run plots (--no-figures), which cost about as much as
+    a tiny run's training; tests/test_wandb_logging.py's default run writes and checks them.
+    """
     return ["--data", "synthetic", "--synthetic-clips", str(clips), "--synthetic-clip-samples",
-            str(clip_samples), "--cache-dir", str(cache_dir), "--num-workers", "0", "--no-progress"]
+            str(clip_samples), "--cache-dir", str(cache_dir), "--num-workers", "0", "--no-progress",
+            *([] if figures else ["--no-figures"])]
 
 
 # Mel settings that fit 3.7 s clips (the paper's hop 1792 gives mel_cnn only 33 frames there).

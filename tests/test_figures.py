@@ -147,3 +147,13 @@ def test_example_mel_uses_the_models_frontend_or_a_display_one():
     assert mel.shape == (figures.DISPLAY_MEL["n_mels"], SAMPLE_RATE // figures.DISPLAY_MEL["hop_length"] + 1)
     predicted = figures.predicted_tags([0.2, 0.9, 0.5], [0.3, 0.5, 0.5], ["a", "b", "c"])
     assert predicted == [("b", 0.9), ("c", 0.5)]
+
+
+def test_no_figures_leaves_a_finished_run_without_them(mel_cnn_run):
+    """The shared run was trained with --no-figures (tests/helpers.py); test_wandb_logging's default run
+    writes all five."""
+    import json
+
+    config = json.loads((mel_cnn_run / "config.json").read_text())
+    assert config["figures"] is False
+    assert (mel_cnn_run / "metrics.json").is_file() and not (mel_cnn_run / figures.FIGURES_DIR).exists()

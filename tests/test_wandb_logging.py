@@ -300,7 +300,7 @@ def test_restarts_and_learning_rate_reach_wandb(tmp_path):
 @pytest.mark.slow
 def test_default_run_logs_everything_offline(cache_dir, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    code = run.main(["--model", "mel_cnn", *tiny_data_args(cache_dir, clips=120), *TINY_MEL_ARGS["mel_cnn"],
+    code = run.main(["--model", "mel_cnn", *tiny_data_args(cache_dir, clips=120, figures=True), *TINY_MEL_ARGS["mel_cnn"],
                      "--max-epochs", "2", "--log-every-n-steps", "2",
                      "--run-dir", str(run_dir)])  # no --logger: W&B, offline without login
     out = capsys.readouterr().out

@@ -172,7 +172,7 @@ def run_experiment(options: RunOptions, extra_callbacks: tuple[Callback, ...] = 
             save_run_predictions(run_dir, capture, datamodule, module.thresholds.cpu(), options)
             metrics = write_results(run_dir, resolved, module.last_test_report, module.thresholds.cpu(),
                                     best_checkpoint=best, best_val=_best_val(checkpoint), epochs=trainer.current_epoch)
-            _figures_and_tables(run_dir, module, datamodule, capture, logger, metrics)
+            _figures_and_tables(run_dir, module, datamodule, capture, logger, metrics, options)
         failed = False
     except RuntimeError as error:  # a dead or silent DDP peer: one line (lightning_modules/runner/peers.py)
         lost = peer_lost(error, options, run_dir)
@@ -185,12 +185,13 @@ def run_experiment(options: RunOptions, extra_callbacks: tuple[Callback, ...] = 
     return RunOutcome(run_dir, best, metrics)
 
 def _figures_and_tables(run_dir: Path, module: TaggingModule, datamodule: MTATDataModule,
-                        capture: TestPredictionsCapture, logger, metrics: dict) -> None:
+                        capture: TestPredictionsCapture, logger, metrics: dict, options: RunOptions) -> None:
     """The run's figures (PNG in RUN_DIR/figures) and, for W&B, the per-tag table, figures and summary."""
     figures = {}
     try:
-        figures = figures_for_run(run_dir, module, datamodule, capture, run_dir / HISTORY_FILE,
-                                  report=module.last_test_report)
+        if options.figures:
+            figures = figures_for_run(run_dir, module, datamodule, capture, run_dir / HISTORY_FILE,
+                                      report=module.last_test_report)
     except Exception as error:  # a plotting problem must not cost the finished run its logging
         print(f"warning: figures not written ({type(error).__name__}: {error})", file=sys.stderr)
     summary = {f"best_validation/{k}": v for k, v in metrics.get("best_validation", {}).items()}
