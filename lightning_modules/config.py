@@ -44,6 +44,7 @@ from lightning_modules.tagging_module import NONFINITE_ACTIONS, OPTIMIZERS
 LOGGERS = ("wandb", "csv", "tensorboard", "none")
 STRATEGIES = ("auto", "ddp")
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")
 DEFAULT_LOG_EVERY_N_STEPS = 10
 
 
@@ -299,6 +300,10 @@ class TrainerOptions:
                                    tunable=False)
     compile: bool = option(False, "torch.compile the network (the first steps of each stage compile it; "
                            "checkpoints stay loadable without compiling)", action="store_true", tunable=False)
+    compile_backend: str | None = option(None, "torch.compile backend for --compile (default inductor, which "
+                                         "generates kernels; aot_eager and eager only trace the network: a quick "
+                                         "check, or a host without a C++ compiler)", choices=COMPILE_BACKENDS,
+                                         tunable=False, added=True)
     limit_train_batches: float | int | None = option(None, "train on this many batches (int) or this fraction per "
                                                      "epoch (quick tries)", type=fraction_or_count, tunable=False)
     limit_val_batches: float | int | None = option(None, "same for validation", type=fraction_or_count,

@@ -156,7 +156,8 @@ def run_experiment(options: RunOptions, extra_callbacks: tuple[Callback, ...] = 
         say_if_resume_inexact(options, run_dir)
     save_run_config(run_dir, resolved, options, info.tags)
     if options.compile:
-        module.network.compile()  # in place: state_dict keys stay those of the plain network
+        # in place: state_dict keys stay those of the plain network
+        module.network.compile(backend=options.compile_backend or "inductor")
     callbacks, checkpoint = build_callbacks(options, run_dir)
     capture = TestPredictionsCapture()
     callbacks += [capture, *extra_callbacks]

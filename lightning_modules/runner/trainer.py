@@ -104,6 +104,8 @@ def check_precision(options: RunOptions) -> str:
 def check_run_options(options: RunOptions) -> None:
     """Raise ConfigError for precision and distributed settings that cannot work here."""
     check_precision(options)
+    if options.compile_backend is not None and not options.compile:
+        raise ConfigError(f"--compile-backend {options.compile_backend} needs --compile")
     check_recipe_options(options)
     build_strategy(options)
     check_chunk_network(options)  # a chunk model's network is known before the data: refuse impossible sizes now
