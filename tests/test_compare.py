@@ -208,7 +208,7 @@ def test_reproduce_refuses_protocol_options_and_unknown_tables(tmp_path, capsys)
 # ---- end to end: trained runs ---------------------------------------------------------------
 # 5.25 s clips: the paper's mel_cnn hop (1792) needs at least 46 frames (82,432 samples).
 E2E_DATA = ["--synthetic-clips", "120", "--synthetic-clip-samples", "84000", "--num-workers", "0", "--no-progress",
-            "--logger", "none"]
+            "--no-figures", "--logger", "none"]
 E2E_TRAIN = ["--max-epochs", "2", "--limit-train-batches", "2", "--batch-size", "4"]
 
 

@@ -34,7 +34,7 @@ SHARED_JAMENDO = Path(__file__).resolve().parents[2] / "shared" / "mtg-jamendo"
 STAND_IN = ["--dataset", "mtg-jamendo", "--data", "synthetic", "--synthetic-tracks", "24",
             "--synthetic-min-seconds", "4", "--synthetic-max-seconds", "8",
             "--jamendo-clip-samples", str(TINY_CLIP_SAMPLES), "--num-workers", "0", "--no-progress",
-            "--logger", "none"]
+            "--no-figures", "--logger", "none"]
 
 
 def _one_line_error(capsys, argv, expected: str, cache: Path) -> None:
@@ -234,8 +234,8 @@ def test_a_folder_as_distributed_with_excerpts_trains_through_the_same_path(jame
                                         workers=1, progress=False)
     cache = tmp_path / "cache"
     argv = ["--dataset", "mtg-jamendo", "--data", str(folder), "--excerpt-seconds", "5",
-            "--jamendo-clip-samples", str(TINY_CLIP_SAMPLES), "--num-workers", "0", "--no-progress", "--logger",
-            "none", "--cache-dir", str(cache), "--model", "mel_cnn", *TINY_MEL_ARGS["mel_cnn"], "--max-epochs", "1",
+            "--jamendo-clip-samples", str(TINY_CLIP_SAMPLES), "--num-workers", "0", "--no-progress", "--no-figures",
+            "--logger", "none", "--cache-dir", str(cache), "--model", "mel_cnn", *TINY_MEL_ARGS["mel_cnn"], "--max-epochs", "1",
             "--limit-train-batches", "2", "--batch-size", "4", "--run-dir", str(tmp_path / "run")]
     assert run.main(argv) == 0, capsys.readouterr().err
     (store_dir,) = (cache / "tracks").iterdir()

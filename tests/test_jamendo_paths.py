@@ -56,10 +56,11 @@ def cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("jamendo-paths-cache")
 
 
-def _stand_in(cache: Path, dataset: bool = True) -> list[str]:
-    """STAND_IN in `cache`; without `--dataset mtg-jamendo` for --reproduce won2020-jamendo, whose protocol sets it."""
-    args = [*STAND_IN, "--cache-dir", str(cache)]
-    return args if dataset else [a for a in args if a not in ("--dataset", "mtg-jamendo")]
+def _stand_in(cache: Path, dataset: bool = True, figures: bool = False) -> list[str]:
+    """STAND_IN in `cache`; without `--dataset mtg-jamendo` for --reproduce won2020-jamendo, whose protocol sets it;
+    with `figures`, without STAND_IN's --no-figures."""
+    left_out = ({"--dataset", "mtg-jamendo"} if not dataset else set()) | ({"--no-figures"} if figures else set())
+    return [a for a in [*STAND_IN, "--cache-dir", str(cache)] if a not in left_out]
 
 
 @pytest.fixture
@@ -150,7 +151,7 @@ def wandb_run(cache, tmp_path_factory) -> Path:
     os.environ.update(WANDB_MODE="offline", NETRC=str(home / "no-netrc"), WANDB_CONFIG_DIR=str(home / "config"),
                       WANDB_CACHE_DIR=str(home / "cache"), WANDB_DATA_DIR=str(home / "data"))
     try:
-        code = run.main(["--model", "mel_cnn", *_stand_in(cache), *TINY_MEL_ARGS["mel_cnn"], *TINY_TRAIN,
+        code = run.main(["--model", "mel_cnn", *_stand_in(cache, figures=True), *TINY_MEL_ARGS["mel_cnn"], *TINY_TRAIN,
                          "--logger", "wandb", "--log-every-n-steps", "1", "--run-dir", str(run_dir)])
     finally:
         os.environ.clear()
