@@ -12,7 +12,7 @@ import pytest
 
 import run
 from lightning_modules.reporting.predictions import PREDICTIONS_FILE, read_predictions
-from tests.helpers import TINY_CLIP_SAMPLES, TINY_CLIPS, TINY_MEL_ARGS, read_metrics, tiny_data_args
+from tests.helpers import TINY_CLIP_SAMPLES, TINY_MEL_ARGS, read_metrics, tiny_data_args
 
 LEARNING_BAR = 0.65
 EPOCHS = {"sample_cnn": 4, "mel_cnn": 8, "lstm_mel": 6}
@@ -53,10 +53,10 @@ def test_model_learns_on_synthetic_data(model, cache_dir, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_sample_cnn_frames_trains_and_averages_frames_per_clip(cache_dir, tmp_path):
+def test_sample_cnn_frames_trains_and_averages_frames_per_clip(tiny_cache, tmp_path):
     """Lee et al.'s frame model: 59,049-sample frames, predictions averaged per clip (smoke run)."""
     run_dir = tmp_path / "run"
-    code = run.main(["--model", "sample_cnn_frames", *tiny_data_args(cache_dir), "--segments-per-clip", "2",
+    code = run.main(["--model", "sample_cnn_frames", *tiny_cache.args(), "--segments-per-clip", "2",
                      "--max-epochs", "1", "--limit-train-batches", "2", "--run-dir", str(run_dir), "--logger", "none"])
     assert code == 0
     config = json.loads((run_dir / "config.json").read_text())
@@ -64,7 +64,7 @@ def test_sample_cnn_frames_trains_and_averages_frames_per_clip(cache_dir, tmp_pa
     assert config["resolved"]["network"]["kwargs"]["frame_head"] is True
     metrics = read_metrics(run_dir)
     # the synthetic clip i lies in folder "0123456789abcdef"[i % 16]; the folder split tests on d-f
-    test_clips = sum(1 for i in range(TINY_CLIPS) if i % 16 >= 13)
+    test_clips = sum(1 for i in range(tiny_cache.clips) if i % 16 >= 13)
     predictions = read_predictions(run_dir / PREDICTIONS_FILE)
     assert metrics["test"]["n_clips"] == test_clips == len(predictions.clip_ids)  # one row per clip, not per frame
     assert len(set(predictions.clip_ids.tolist())) == test_clips
