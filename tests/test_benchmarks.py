@@ -15,7 +15,6 @@ import pytest
 import torch
 
 
-
 @pytest.fixture(scope="module")
 def work_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("bench-work")
