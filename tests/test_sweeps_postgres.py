@@ -191,19 +191,30 @@ def _load(url: str, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=open_storage(parse_storage(url, Path(".")), SweepSettings()))
 
 
+RACE_TRIALS = 8
+
+
 @pytest.fixture(scope="module")
 def raced(pg, pg_sweep_cache, tmp_path_factory):
-    """Four workers start together on a fresh database; after the first finished trial the server is
-    stopped for 3 s and started again. Five trials for four workers: when the first trial is done the
-    three others are still training and its worker asks for the fifth, so every worker is at work
-    (training, or between two trials) while the server is down."""
+    """Four workers start together on a fresh database; once every worker is training a trial and one
+    trial has finished, the server is stopped for 3 s and started again, so every worker is at work
+    (training, or between two trials) while the server is down. RACE_TRIALS is twice the workers: a
+    worker whose interpreter starts late (10-20 s on 2 busy cores) still finds a trial to claim; with
+    five, a late one once found them all taken by the others and left before the outage."""
     runs_root = tmp_path_factory.mktemp("pg-race")
     url = pg.create_database()
-    args = _sweep_args(pg_sweep_cache, runs_root, url, "--study-name", "race", "--trials", "5", "--max-epochs", "1",
-                       "--heartbeat-interval", "1", "--grace-period", "60")
+    args = _sweep_args(pg_sweep_cache, runs_root, url, "--study-name", "race", "--trials", str(RACE_TRIALS),
+                       "--max-epochs", "1", "--heartbeat-interval", "1", "--grace-period", "60")
     workers = [Worker(args) for _ in range(4)]
     deadline = time.time() + 420
-    while not any(" complete (best " in line for w in workers for line in list(w.lines)):
+
+    def ready() -> bool:  # a trial finished, and every worker holds (or held) a trial's lease
+        if not any(" complete (best " in line for w in workers for line in list(w.lines)):
+            return False
+        leased = {t.user_attrs.get(LEASE, {}).get("pid") for t in _load(url, "race").get_trials()}
+        return {w.proc.pid for w in workers} <= leased
+
+    while not ready():
         assert time.time() < deadline and all(w.proc.poll() is None for w in workers), \
             "\n\n".join(w.wait(60)[-3000:] for w in workers)
         time.sleep(0.05)
@@ -220,9 +231,9 @@ def test_four_workers_race_on_a_fresh_postgres_study(raced):
     trials = _load(url, "race").get_trials()
     assert [t.number for t in trials] == list(range(len(trials)))
     counted = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert len(counted) == 5  # exactly --trials, all workers together
+    assert len(counted) == RACE_TRIALS  # exactly --trials, all workers together
     assert all(t.user_attrs.get("surplus") for t in trials if t.state != TrialState.COMPLETE)  # no real failures
-    assert len({json.dumps(t.params, sort_keys=True) for t in counted}) == 5  # no duplicate parameter sets
+    assert len({json.dumps(t.params, sort_keys=True) for t in counted}) == RACE_TRIALS  # no duplicate parameter sets
     assert len({t.user_attrs[LEASE]["pid"] for t in counted}) >= 2  # several workers trained
 
 
@@ -238,13 +249,13 @@ def test_a_server_restart_between_trials_is_reported_in_one_line_and_records_not
         assert all("retrying for up to 60 s" in line for line in lost) and "Traceback" not in out
     counted = [t for t in _load(url, "race").get_trials() if t.state == TrialState.COMPLETE]
     roots = [(t.system_attrs.get("retry_history") or [t.number])[0] for t in counted]
-    assert len(set(roots)) == len(roots) == 5  # no trial counted twice, retries included
+    assert len(set(roots)) == len(roots) == RACE_TRIALS  # no trial counted twice, retries included
     folders = [Path(t.user_attrs["run_dir"]) for t in counted]
-    assert len(set(folders)) == 5
+    assert len(set(folders)) == RACE_TRIALS
     for trial, folder in zip(counted, folders):
         assert json.loads((folder / "sweep_trial.json").read_text())["value"] == pytest.approx(trial.value)
     records = list((runs_root / "sweeps" / "race" / "trials").glob("*/sweep_trial.json"))
-    assert len(records) == 5  # no trial trained to the end twice
+    assert len(records) == RACE_TRIALS  # no trial trained to the end twice
 
 
 @pytest.mark.slow
@@ -258,7 +269,7 @@ def test_sweep_report_reads_the_study_from_postgres(raced, capsys):
     assert "report: " in capsys.readouterr().out
     report = json.loads((folder / "best_params.json").read_text())
     study = _load(url, "race")
-    assert report["counts"]["COMPLETE"] == 5 and report["best"]["number"] == study.best_trial.number
+    assert report["counts"]["COMPLETE"] == RACE_TRIALS and report["best"]["number"] == study.best_trial.number
     assert (folder / "trials.md").is_file()
 
 
