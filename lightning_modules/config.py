@@ -324,8 +324,8 @@ class LoggingOptions:
                                      identity=False, tunable=False)
     progress: bool = option(True, "no progress bars", flag="--no-progress", action="store_false", identity=False,
                             tunable=False)
-    figures: bool = option(True, "write no figures at the end of a training run (RUN_DIR/figures and their W&B images): "
-                           "plotting costs seconds that many small runs, a sweep's trials, can skip",
+    figures: bool = option(True, "write no figures at the end of a training run (RUN_DIR/figures and their W&B "
+                           "images): plotting costs seconds that many small runs, a sweep's trials, can skip",
                            flag="--no-figures", action="store_false", identity=False, tunable=False)
     log_every_n_steps: int | None = option(None, f"send the training loss and learning rate to the logger and "
                                            f"progress bar every N steps ({DEFAULT_LOG_EVERY_N_STEPS}); each such step "

@@ -1,5 +1,6 @@
 """The run's figures: the curves behind them are exact, and each figure shows what it claims."""
 
+import json
 import math
 
 import numpy as np
@@ -152,8 +153,6 @@ def test_example_mel_uses_the_models_frontend_or_a_display_one():
 def test_no_figures_leaves_a_finished_run_without_them(mel_cnn_run):
     """The shared run was trained with --no-figures (tests/helpers.py); test_wandb_logging's default run
     writes all five."""
-    import json
-
     config = json.loads((mel_cnn_run / "config.json").read_text())
     assert config["figures"] is False
     assert (mel_cnn_run / "metrics.json").is_file() and not (mel_cnn_run / figures.FIGURES_DIR).exists()

@@ -235,8 +235,8 @@ def test_a_folder_as_distributed_with_excerpts_trains_through_the_same_path(jame
     cache = tmp_path / "cache"
     argv = ["--dataset", "mtg-jamendo", "--data", str(folder), "--excerpt-seconds", "5",
             "--jamendo-clip-samples", str(TINY_CLIP_SAMPLES), "--num-workers", "0", "--no-progress", "--no-figures",
-            "--logger", "none", "--cache-dir", str(cache), "--model", "mel_cnn", *TINY_MEL_ARGS["mel_cnn"], "--max-epochs", "1",
-            "--limit-train-batches", "2", "--batch-size", "4", "--run-dir", str(tmp_path / "run")]
+            "--logger", "none", "--cache-dir", str(cache), "--model", "mel_cnn", *TINY_MEL_ARGS["mel_cnn"],
+            "--max-epochs", "1", "--limit-train-batches", "2", "--batch-size", "4", "--run-dir", str(tmp_path / "run")]
     assert run.main(argv) == 0, capsys.readouterr().err
     (store_dir,) = (cache / "tracks").iterdir()
     store = open_ragged_store(store_dir)
