@@ -163,13 +163,19 @@ class _RefusingWandbServer(http.server.BaseHTTPRequestHandler):
 
 
 def test_failed_online_start_falls_back_to_offline(tmp_path, monkeypatch, capsys):
+    import wandb
+
+    # A W&B session an earlier test started in this process keeps the environment it began with (wandb warns
+    # "Changes to your `wandb` environment variables will be ignored"): without a fresh one the start below
+    # would go to the default host, not to this server (and wait ~10 s for its DNS lookup to fail).
+    wandb.teardown()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RefusingWandbServer)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
         monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}")
-        # wandb retries the refused start until its init timeout (60 s in runs): 5 s here fails the same way
-        monkeypatch.setattr(loggers, "INIT_TIMEOUT_S", 5.0)
+        # wandb retries the refused start until its init timeout (60 s in runs): 2 s here fails the same way
+        monkeypatch.setattr(loggers, "INIT_TIMEOUT_S", 2.0)
         run_dir = tmp_path / "run"
         logger = loggers.build_logger(RunOptions(logger="wandb"), run_dir, config={"model": "x"})
         assert logger.experiment.settings.mode == "offline"
@@ -179,6 +185,7 @@ def test_failed_online_start_falls_back_to_offline(tmp_path, monkeypatch, capsys
         server.shutdown()
     captured = capsys.readouterr()
     assert "online start failed" in captured.err and "logging offline" in captured.err
+    assert "invalid API key" in captured.err  # this server's answer: the start went where WANDB_BASE_URL points
     run_id = (run_dir / loggers.RUN_ID_FILE).read_text().strip()
     (folder,) = loggers.offline_run_dirs(run_dir, run_id)
     assert command == f"wandb sync {folder}" and command in captured.out
@@ -300,9 +307,9 @@ def test_restarts_and_learning_rate_reach_wandb(tmp_path):
 @pytest.mark.slow
 def test_default_run_logs_everything_offline(cache_dir, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    code = run.main(["--model", "mel_cnn", *tiny_data_args(cache_dir, clips=120, figures=True), *TINY_MEL_ARGS["mel_cnn"],
-                     "--max-epochs", "2", "--log-every-n-steps", "2",
-                     "--run-dir", str(run_dir)])  # no --logger: W&B, offline without login
+    data = tiny_data_args(cache_dir, clips=120, figures=True, mel_backend=None)  # the default nnAudio
+    code = run.main(["--model", "mel_cnn", *data, *TINY_MEL_ARGS["mel_cnn"], "--max-epochs", "2",
+                     "--log-every-n-steps", "2", "--run-dir", str(run_dir)])  # no --logger: W&B, offline without login
     out = capsys.readouterr().out
     assert code == 0
     run_id = (run_dir / loggers.RUN_ID_FILE).read_text().strip()
