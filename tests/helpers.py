@@ -8,18 +8,30 @@ from pathlib import Path
 # 3.7 s clips (3^10 samples): long enough for every architecture, short enough for CPU training.
 TINY_CLIP_SAMPLES = 59_049
 TINY_CLIPS = 240
+CHUNK_CLIP_SAMPLES = 84_000
+"""5.25 s clips: long enough for the paper's mel_cnn hop (1792 needs 46 frames, 82,432 samples) and for one of
+Won's 5 s chunks; test_compare's end-to-end runs and the chunk models' DDP runs share this set (120 clips)."""
+TEST_MEL_BACKEND = "torchaudio"
+"""The Mel backend of the tests' tiny runs (why: `tiny_data_args`)."""
 
 
 def tiny_data_args(cache_dir: Path, clips: int = TINY_CLIPS, clip_samples: int = TINY_CLIP_SAMPLES,
-                   figures: bool = False) -> list[str]:
+                   figures: bool = False, mel_backend: str | None = TEST_MEL_BACKEND) -> list[str]:
     """run.py options selecting the small synthetic dataset kept in `cache_dir`.
 
     Without `figures`, the runs skip their end-of-run plots (--no-figures), which cost about as much as
     a tiny run's training; tests/test_wandb_logging.py's default run writes and checks them.
+
+    `mel_backend` torchaudio: on the CPU nnAudio's STFT is a convolution with n_fft-long kernels, about
+    45% of a mel_cnn training step on these clips, where torchaudio's FFT costs a few percent; the two
+    give the same log-Mel (tests/test_frontend.py) and the frontend holds no state, so what a test of
+    training, resume, DDP or sweeps proves does not depend on it. None keeps the default (nnAudio): the
+    resume tests, the mel_cnn DDP run, the W&B default run and the GPU tests run as a user does.
+    A waveform model ignores the option.
     """
     return ["--data", "synthetic", "--synthetic-clips", str(clips), "--synthetic-clip-samples",
             str(clip_samples), "--cache-dir", str(cache_dir), "--num-workers", "0", "--no-progress",
-            *([] if figures else ["--no-figures"])]
+            *([] if figures else ["--no-figures"]), *(["--mel-backend", mel_backend] if mel_backend else [])]
 
 
 # Mel settings that fit 3.7 s clips (the paper's hop 1792 gives mel_cnn only 33 frames there).
@@ -51,16 +63,20 @@ def run_options(*argv: str, model: str = "mel_cnn"):
 # fcn, crnn: 32 Mel bands, hop 512 (116 frames), every pool 2 x 2 (FCN's five 32 -> 1 Mel rows, 116 -> 3
 # steps; CRNN's four leave 2 Mel rows stacked into 7 GRU steps); widths, dense/GRU sizes as registered.
 # musicnn: 1 s chunks, 48 Mel bands, hop 512 (the architecture takes any chunk and band count; timbral
-# filters stay 70% and 40% of the bands). sample_cnn_se: seven SE blocks on 6,561-sample frames (3^8)
-# instead of nine on 59,049, aggregating the last three as in the paper. musicnn and sample_cnn_se
-# evaluate 2 segments per clip (not the 4 and 9 that cover a 3.7 s clip).
+# filters stay 70% and 40% of the bands). sample_cnn_se: seven SE blocks of half the widths (64, 64, 128 x4,
+# 256) on 6,561-sample frames (3^8) instead of nine on 59,049, aggregating the last three as in the paper.
+# musicnn and sample_cnn_se evaluate 2 segments per clip (not the 4 and 9 that cover a 3.7 s clip).
+# tagging_transformer: 5 s chunks (the Harmonic CNN's) instead of 10 s, so that the two read one generated set of
+# 5 s clips in the DDP runs (a set of 10 s clips costs about 13 s more to generate and decode on 2 cores), and the
+# stand-in's 4-8 s tracks hold a whole chunk. Its width and Mel settings: small_model_args.
 _POOLS_2X2 = [[2, 2]] * 5
 CPU_VARIANTS = {
     "fcn": dict(network_defaults=(("dropout", 0.5), ("pools", _POOLS_2X2))),
     "crnn": dict(network_defaults=(("dropout", 0.5), ("pools", _POOLS_2X2[:4]))),
     "musicnn": dict(frame_samples=16_000),
     "sample_cnn_se": dict(frame_samples=6_561, network_defaults=(
-        ("dropout", 0.5), ("block_channels", [128, 128, 256, 256, 256, 256, 512]))),
+        ("dropout", 0.5), ("block_channels", [64, 64, 128, 128, 128, 128, 256]))),
+    "tagging_transformer": dict(frame_samples=80_000),
 }
 CPU_ARGS = {"fcn": ["--n-mels", "32", "--hop-length", "512"],
             "crnn": ["--n-mels", "32", "--hop-length", "512"],

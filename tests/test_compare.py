@@ -23,6 +23,7 @@ from lightning_modules.reporting.compare import compare_runs
 from lightning_modules.reporting.predictions import PREDICTIONS_FILE, Predictions, read_predictions, write_predictions
 from lightning_modules.reporting.results import write_results
 from lightning_modules.runner.reproduce import TABLES, passthrough_args, plan_runs
+from tests.helpers import CHUNK_CLIP_SAMPLES, TEST_MEL_BACKEND
 
 TAGS = ["guitar", "drums", "piano", "voice", "quiet"]
 
@@ -207,16 +208,16 @@ def test_reproduce_refuses_protocol_options_and_unknown_tables(tmp_path, capsys)
 
 # ---- end to end: trained runs ---------------------------------------------------------------
 # 5.25 s clips: the paper's mel_cnn hop (1792) needs at least 46 frames (82,432 samples).
-E2E_DATA = ["--synthetic-clips", "120", "--synthetic-clip-samples", "84000", "--num-workers", "0", "--no-progress",
-            "--no-figures", "--logger", "none"]
+E2E_DATA = ["--synthetic-clips", "120", "--synthetic-clip-samples", str(CHUNK_CLIP_SAMPLES), "--num-workers", "0",
+            "--no-progress", "--no-figures", "--mel-backend", TEST_MEL_BACKEND, "--logger", "none"]
 E2E_TRAIN = ["--max-epochs", "2", "--limit-train-batches", "2", "--batch-size", "4"]
 
 
 @pytest.fixture(scope="module")
-def table4(tmp_path_factory):
+def table4(cache_dir, tmp_path_factory):
     """`--reproduce table4 --data synthetic --max-epochs 2` (tiny clips, two training batches per epoch)."""
     root = tmp_path_factory.mktemp("table4")
-    argv = ["--reproduce", "table4", "--data", "synthetic", *E2E_DATA, *E2E_TRAIN, "--cache-dir", str(root / "cache"),
+    argv = ["--reproduce", "table4", "--data", "synthetic", *E2E_DATA, *E2E_TRAIN, "--cache-dir", str(cache_dir),
             "--runs-root", str(root / "runs"), "--bootstrap", "200"]
     code = run.main(argv)
     assert code == 0
@@ -257,9 +258,9 @@ def test_saved_predictions_give_the_reported_metrics(table4):
 
 
 @pytest.mark.slow
-def test_evaluate_saves_predictions_and_ensembles(table4, tmp_path):
-    root, _, runs = table4
-    cache = ["--cache-dir", str(root / "cache"), "--no-progress", "--num-workers", "0"]
+def test_evaluate_saves_predictions_and_ensembles(table4, cache_dir, tmp_path):
+    _, _, runs = table4
+    cache = ["--cache-dir", str(cache_dir), "--no-progress", "--num-workers", "0"]
     mel = runs["mel_cnn"]
     # one run: as before, plus its predictions, equal to the training run's
     assert run.main(["--evaluate", str(mel), *cache, "--run-dir", str(tmp_path / "single")]) == 0
@@ -289,8 +290,8 @@ def test_evaluate_saves_predictions_and_ensembles(table4, tmp_path):
 
 
 @pytest.mark.slow
-def test_ensemble_of_mismatched_runs_is_one_error_naming_both(table4, tmp_path, capsys):
-    root, _, runs = table4
+def test_ensemble_of_mismatched_runs_is_one_error_naming_both(table4, cache_dir, tmp_path, capsys):
+    _, _, runs = table4
     other = tmp_path / "other-split"
     shutil.copytree(runs["sample_cnn"], other)
     config = json.loads((other / "config.json").read_text())
@@ -299,7 +300,7 @@ def test_ensemble_of_mismatched_runs_is_one_error_naming_both(table4, tmp_path, 
     best = Path(metrics["best_checkpoint"])
     metrics["best_checkpoint"] = str(other / "checkpoints" / best.name)
     (other / "metrics.json").write_text(json.dumps(metrics))
-    cache = ["--cache-dir", str(root / "cache"), "--no-progress"]
+    cache = ["--cache-dir", str(cache_dir), "--no-progress"]
     assert run.main(["--evaluate", str(runs["mel_cnn"]), str(other), *cache]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(runs["mel_cnn"]) in err and str(other) in err and "split" in err

@@ -52,10 +52,13 @@ _options = run_options
 
 # ---------------------------------------------------------------- the DDP run (slow, shared)
 @pytest.fixture(scope="module")
-def ddp_run(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")
+def ddp_run(cache_dir, tmp_path_factory):
+    """The shared DDP run, on the session's 120-clip set (Lightning's launcher starts rank 1 after this
+    process has prepared the data, so a cache of its own would test nothing more)."""
+    cache = cache_dir
     run_dir = tmp_path_factory.mktemp("ddp") / "run"
-    command = [sys.executable, str(REPO_ROOT / "run.py"), "--model", "mel_cnn", *tiny_data_args(cache, CLIPS),
+    command = [sys.executable, str(REPO_ROOT / "run.py"), "--model", "mel_cnn",
+               *tiny_data_args(cache, CLIPS, mel_backend=None),  # nnAudio, the default
                *TINY_MEL_ARGS["mel_cnn"], "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp",
                "--max-epochs", "3", "--lr", str(LR), "--eval-batch-size", str(EVAL_BATCH), "--logger", "csv",
                "--monitor", "val/loss", "--monitor-mode", "max", "--patience", "1", "--max-restarts", "1",

@@ -44,8 +44,8 @@ KERNEL_KEYS = ("wsin", "wcos", "mel_basis", "fb", "window")
 
 def _options(cache_dir, run_dir, model, *extra: str) -> dict:
     clip_samples = max(TINY_CLIP_SAMPLES, REGISTERED[model].frame_samples or 0)  # harmonic_cnn's chunk is 5 s
-    argv = ["--model", model, *tiny_data_args(cache_dir, CLIPS, clip_samples), *small_model_args(model), *QUICK,
-            "--run-dir", str(run_dir), *extra]
+    data = tiny_data_args(cache_dir, CLIPS, clip_samples, mel_backend=None)  # nnAudio on the GPU, as the design asks
+    argv = ["--model", model, *data, *small_model_args(model), *QUICK, "--run-dir", str(run_dir), *extra]
     return run_options(*argv[2:], model=model)
 
 

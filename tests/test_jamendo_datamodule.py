@@ -25,7 +25,7 @@ from datamodules.segments import SegmentLayout
 from datamodules.tracks import TrackSegmentDataset
 from lightning_modules.config import RunOptions
 from lightning_modules.registry import MODELS
-from tests.helpers import TINY_CLIP_SAMPLES, TINY_MEL_ARGS, read_metrics, small_model_args
+from tests.helpers import TEST_MEL_BACKEND, TINY_CLIP_SAMPLES, TINY_MEL_ARGS, read_metrics, small_model_args
 
 SHARED_JAMENDO = Path(__file__).resolve().parents[2] / "shared" / "mtg-jamendo"
 
@@ -34,7 +34,7 @@ SHARED_JAMENDO = Path(__file__).resolve().parents[2] / "shared" / "mtg-jamendo"
 STAND_IN = ["--dataset", "mtg-jamendo", "--data", "synthetic", "--synthetic-tracks", "24",
             "--synthetic-min-seconds", "4", "--synthetic-max-seconds", "8",
             "--jamendo-clip-samples", str(TINY_CLIP_SAMPLES), "--num-workers", "0", "--no-progress",
-            "--no-figures", "--logger", "none"]
+            "--no-figures", "--mel-backend", TEST_MEL_BACKEND, "--logger", "none"]
 
 
 def _one_line_error(capsys, argv, expected: str, cache: Path) -> None:
@@ -151,6 +151,7 @@ def test_reader_on_the_real_split_0_sorts_tracks_and_keeps_parts_and_labels(tmp_
 # ---------------------------------------------------------------- end to end on the stand-in
 @pytest.fixture(scope="module")
 def jamendo_cache(tmp_path_factory) -> Path:
+    """A stand-in of this file's own, whose tracks the store test breaks."""
     return tmp_path_factory.mktemp("jamendo-cache")
 
 
@@ -187,10 +188,11 @@ def test_the_store_is_prepared_once_and_records_skipped_tracks(jamendo_cache, tm
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(MODELS))
-def test_every_model_trains_and_tests_on_the_stand_in(name, jamendo_cache, tmp_path, capsys, cpu_variant):
+def test_every_model_trains_and_tests_on_the_stand_in(name, cache_dir, tmp_path, capsys, cpu_variant):
     cpu_variant(name)
     run_dir = tmp_path / name
-    argv = [*STAND_IN, "--cache-dir", str(jamendo_cache / "e2e"), "--model", name, *small_model_args(name),
+    # STAND_IN's tracks and store in the session's cache: generated and decoded once (test_jamendo_paths.py too)
+    argv = [*STAND_IN, "--cache-dir", str(cache_dir), "--model", name, *small_model_args(name),
             "--max-epochs", "1", "--limit-train-batches", "2", "--batch-size", "4", "--eval-batch-size", "64",
             "--run-dir", str(run_dir)]
     assert run.main(argv) == 0, capsys.readouterr().err
@@ -226,12 +228,12 @@ def test_download_with_dataset_mtg_jamendo_fetches_its_archives(tmp_path, capsys
 
 
 @pytest.mark.slow
-def test_a_folder_as_distributed_with_excerpts_trains_through_the_same_path(jamendo_cache, tmp_path, capsys):
-    # The stand-in's folder read as a real MTG-Jamendo folder (JamendoReader), keeping the middle 5 s of each track.
-    from datamodules.jamendo_synthetic import generate_synthetic_jamendo
+def test_a_folder_as_distributed_with_excerpts_trains_through_the_same_path(cache_dir, tmp_path, capsys):
+    # STAND_IN's folder read as a real MTG-Jamendo folder (JamendoReader), keeping the middle 5 s of each track.
+    from datamodules.jamendo_synthetic import generate_synthetic_jamendo, synthetic_jamendo_dir_name
 
-    folder = generate_synthetic_jamendo(tmp_path / "jamendo", n_tracks=24, min_seconds=4, max_seconds=8,
-                                        workers=1, progress=False)
+    folder = generate_synthetic_jamendo(cache_dir / synthetic_jamendo_dir_name(24, 0, 4, 8), n_tracks=24,
+                                        min_seconds=4, max_seconds=8, progress=False)  # generated once per session
     cache = tmp_path / "cache"
     argv = ["--dataset", "mtg-jamendo", "--data", str(folder), "--excerpt-seconds", "5",
             "--jamendo-clip-samples", str(TINY_CLIP_SAMPLES), "--num-workers", "0", "--no-progress", "--no-figures",

@@ -51,9 +51,10 @@ def _one_line_error(capsys, argv, *expected: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    """The stand-in and its track store, generated and decoded once for every run of this file."""
-    return tmp_path_factory.mktemp("jamendo-paths-cache")
+def cache(cache_dir) -> Path:
+    """The session's cache folder: STAND_IN's tracks and their store, generated and decoded once for the session
+    (tests/test_jamendo_datamodule.py's end-to-end runs use the same)."""
+    return cache_dir
 
 
 def _stand_in(cache: Path, dataset: bool = True, figures: bool = False) -> list[str]:

@@ -73,13 +73,13 @@ def test_each_way_gloo_reports_a_lost_or_frozen_peer_is_recognised():
 
 # ---- launching nodes -------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """The tiny dataset, generated once, so both nodes only open it and reach the rendezvous together."""
+def cache(cache_dir):
+    """The session's tiny dataset, prepared before the nodes start, so both only open it and reach the
+    rendezvous together."""
     from sweeps.study import dataset_clip_samples
 
-    folder = tmp_path_factory.mktemp("multinode-cache")
-    dataset_clip_samples(_options(*tiny_data_args(folder, CLIPS), *TINY_MEL_ARGS["mel_cnn"]))
-    return folder
+    dataset_clip_samples(_options(*tiny_data_args(cache_dir, CLIPS), *TINY_MEL_ARGS["mel_cnn"]))
+    return cache_dir
 
 
 def _train_args(cache: Path, run_dir: Path, *extra: str) -> list[str]:

@@ -28,7 +28,7 @@ from lightning_modules.runner.interruptions import (
     inexact_resume_reasons,
     killed_worker,
 )
-from tests.helpers import TINY_MEL_ARGS, read_metrics, tiny_data_args
+from tests.helpers import TINY_MEL_ARGS, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 3
@@ -238,8 +238,8 @@ def test_only_a_gpu_without_deterministic_is_named_as_an_inexact_resume():
 
 
 @pytest.mark.slow
-def test_rerunning_a_finished_run_changes_nothing(tmp_path, capsys):
-    args = ["--model", "mel_cnn", *tiny_data_args(tmp_path / "cache", clips=64), *TINY_MEL_ARGS["mel_cnn"],
+def test_rerunning_a_finished_run_changes_nothing(tiny_cache, tmp_path, capsys):
+    args = ["--model", "mel_cnn", *tiny_cache.args(), *TINY_MEL_ARGS["mel_cnn"],
             "--max-epochs", "1", "--logger", "none", "--run-dir", str(tmp_path / "run")]
     assert run.main(args) == 0
     before = (tmp_path / "run" / "metrics.json").read_bytes()
@@ -253,10 +253,10 @@ def test_rerunning_a_finished_run_changes_nothing(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_resuming_on_another_number_of_processes_warns(tmp_path, capsys):
+def test_resuming_on_another_number_of_processes_warns(tiny_cache, tmp_path, capsys):
     """A job requeued on fewer GPUs may resume its run folder, but the global batch changes: it says so."""
     run_dir = tmp_path / "run"
-    args = ["--model", "mel_cnn", *tiny_data_args(tmp_path / "cache", clips=64), *TINY_MEL_ARGS["mel_cnn"],
+    args = ["--model", "mel_cnn", *tiny_cache.args(), *TINY_MEL_ARGS["mel_cnn"],
             "--max-epochs", "1", "--logger", "none", "--run-dir", str(run_dir)]
     assert run.main(args) == 0
     config_path = run_dir / "config.json"

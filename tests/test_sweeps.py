@@ -383,12 +383,11 @@ def test_report_files(tmp_path):
 
 # ---- end to end: real training on tiny synthetic data ----------------------------------------------------------
 @pytest.fixture(scope="module")
-def sweep_cache(tmp_path_factory):
-    """The tiny dataset, generated and decoded once (workers then only open it)."""
-    cache = tmp_path_factory.mktemp("sweep-cache")
-    options = _options(*tiny_data_args(cache, clips=SWEEP_CLIPS))
+def sweep_cache(cache_dir):
+    """The session's tiny dataset, generated and decoded before the workers start (they only open it)."""
+    options = _options(*tiny_data_args(cache_dir, clips=SWEEP_CLIPS))
     assert sweep_study.dataset_clip_samples(options) == TINY_CLIP_SAMPLES
-    return cache
+    return cache_dir
 
 
 def _sweep_args(cache: Path, runs_root: Path, *extra: str) -> list[str]:
