@@ -11,6 +11,10 @@ TINY_CLIPS = 240
 CHUNK_CLIP_SAMPLES = 84_000
 """5.25 s clips: long enough for the paper's mel_cnn hop (1792 needs 46 frames, 82,432 samples) and for one of
 Won's 5 s chunks; test_compare's end-to-end runs and the chunk models' DDP runs share this set (120 clips)."""
+KILL_EPOCHS = 10
+"""Epochs of the sweep trials the tests SIGKILL once their first checkpoint exists: the kill lands about 0.35 s
+later, and an epoch of the tiny lstm_mel trials takes about 0.2 s on 2 cores (with two epochs, a trial once
+finished before the kill)."""
 TEST_MEL_BACKEND = "torchaudio"
 """The Mel backend of the tests' tiny runs (why: `tiny_data_args`)."""
 

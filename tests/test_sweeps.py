@@ -45,7 +45,7 @@ from sweeps.spaces import (
 )
 from sweeps.storage import StorageTarget, SweepSettings, open_storage, parse_storage
 from sweeps.study import SweepContext, create_or_load_study, make_pruner, make_sampler
-from tests.helpers import TINY_CLIP_SAMPLES, run_options, tiny_data_args
+from tests.helpers import KILL_EPOCHS, TINY_CLIP_SAMPLES, run_options, tiny_data_args
 
 REPO = Path(__file__).resolve().parents[1]
 MTAT_CLIP = MTAT_CLIP_SAMPLES
@@ -459,7 +459,7 @@ def test_two_workers_share_a_study_and_a_rerun_continues_it(sweep_cache, tmp_pat
 @pytest.mark.slow
 def test_a_killed_worker_leaves_a_recoverable_study_and_its_trial_is_retried(sweep_cache, tmp_path, capsys):
     storage = f"journal:{tmp_path}/shared/study.log"
-    args = _sweep_args(sweep_cache, tmp_path, "--study-name", "kill", "--trials", "1", "--max-epochs", "3",
+    args = _sweep_args(sweep_cache, tmp_path, "--study-name", "kill", "--trials", "1", "--max-epochs", str(KILL_EPOCHS),
                        "--pruner", "none", "--storage", storage)
     first_run = tmp_path / "sweeps" / "kill" / "trials" / "trial-0000"
     proc = _worker(args)

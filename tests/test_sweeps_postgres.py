@@ -35,7 +35,7 @@ from sweeps.database import DatabaseUnreachable, check_driver, lost_connection
 from sweeps.leases import LEASE
 from sweeps.storage import SweepSettings, open_storage, parse_storage
 from sweeps.study import create_or_load_study
-from tests.helpers import tiny_data_args
+from tests.helpers import KILL_EPOCHS, tiny_data_args
 from tests.pg_server import server_or_skip
 
 REPO = Path(__file__).resolve().parents[1]
@@ -198,14 +198,15 @@ RACE_TRIALS = 8
 def raced(pg, pg_sweep_cache, tmp_path_factory):
     """Four workers start together on a fresh database; once every worker holds (or held) a trial's lease
     and one trial has finished, the server is stopped for 3 s and started again. RACE_TRIALS is twice
-    the workers: a worker whose interpreter starts late (10-20 s on 2 busy cores) still finds a trial to
-    claim. Not every worker need be at work during the outage: one whose last trial ends just before it
-    may write its report and exit first (CI saw that once). Returned with the outage's bounds (local
-    clock, as Optuna stamps trials), so the test can tell which trials spanned it."""
+    the workers, and each trial trains two epochs (one took 1.5-2 s with four workers on 2 cores): a
+    worker whose interpreter starts late still finds a trial to claim, and trials are running when the
+    server stops. Not every worker need be at work during the outage: one whose last trial ends just
+    before it may write its report and exit first (CI saw that once). Returned with the outage's bounds
+    (local clock, as Optuna stamps trials), so the test can tell which trials spanned it."""
     runs_root = tmp_path_factory.mktemp("pg-race")
     url = pg.create_database()
     args = _sweep_args(pg_sweep_cache, runs_root, url, "--study-name", "race", "--trials", str(RACE_TRIALS),
-                       "--max-epochs", "1", "--heartbeat-interval", "1", "--grace-period", "60")
+                       "--max-epochs", "2", "--heartbeat-interval", "1", "--grace-period", "60")
     workers = [Worker(args) for _ in range(4)]
     deadline = time.time() + 420
 
@@ -294,8 +295,8 @@ def _one_thread():
 def test_a_sigkilled_worker_is_failed_by_optunas_heartbeat_and_its_retry_resumes(pg, pg_sweep_cache, tmp_path, capfd,
                                                                                  caplog):
     url = pg.create_database()
-    args = _sweep_args(pg_sweep_cache, tmp_path, url, "--study-name", "kill", "--trials", "2", "--max-epochs", "2",
-                       "--heartbeat-interval", "1", "--grace-period", "3")
+    args = _sweep_args(pg_sweep_cache, tmp_path, url, "--study-name", "kill", "--trials", "2",
+                       "--max-epochs", str(KILL_EPOCHS), "--heartbeat-interval", "1", "--grace-period", "3")
     second = tmp_path / "sweeps" / "kill" / "trials" / "trial-0001"
     worker = Worker(args)
     deadline = time.time() + 360
