@@ -55,17 +55,16 @@ _options = run_options
 def ddp_run(cache_dir, tmp_path_factory):
     """The shared DDP run, on the session's 120-clip set (Lightning's launcher starts rank 1 after this
     process has prepared the data, so a cache of its own would test nothing more)."""
-    cache = cache_dir
     run_dir = tmp_path_factory.mktemp("ddp") / "run"
     command = [sys.executable, str(REPO_ROOT / "run.py"), "--model", "mel_cnn",
-               *tiny_data_args(cache, CLIPS, mel_backend=None),  # nnAudio, the default
+               *tiny_data_args(cache_dir, CLIPS, mel_backend=None),  # nnAudio, the default
                *TINY_MEL_ARGS["mel_cnn"], "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp",
                "--max-epochs", "3", "--lr", str(LR), "--eval-batch-size", str(EVAL_BATCH), "--logger", "csv",
                "--monitor", "val/loss", "--monitor-mode", "max", "--patience", "1", "--max-restarts", "1",
                "--global-decay", str(GLOBAL_DECAY), "--run-dir", str(run_dir)]
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    return SimpleNamespace(cache=cache, run_dir=run_dir, stdout=result.stdout)
+    return SimpleNamespace(cache=cache_dir, run_dir=run_dir, stdout=result.stdout)
 
 
 @pytest.mark.slow

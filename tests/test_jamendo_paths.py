@@ -50,16 +50,10 @@ def _one_line_error(capsys, argv, *expected: str) -> str:
     return err
 
 
-@pytest.fixture(scope="module")
-def cache(cache_dir) -> Path:
-    """The session's cache folder: STAND_IN's tracks and their store, generated and decoded once for the session
-    (tests/test_jamendo_datamodule.py's end-to-end runs use the same)."""
-    return cache_dir
-
-
 def _stand_in(cache: Path, dataset: bool = True, figures: bool = False) -> list[str]:
-    """STAND_IN in `cache`; without `--dataset mtg-jamendo` for --reproduce won2020-jamendo, whose protocol sets it;
-    with `figures`, without STAND_IN's --no-figures."""
+    """STAND_IN in `cache`, the session's cache folder (its tracks and store are generated and decoded once for
+    the session; tests/test_jamendo_datamodule.py's end-to-end runs read the same); without `--dataset mtg-jamendo`
+    for --reproduce won2020-jamendo, whose protocol sets it; with `figures`, without STAND_IN's --no-figures."""
     left_out = ({"--dataset", "mtg-jamendo"} if not dataset else set()) | ({"--no-figures"} if figures else set())
     return [a for a in [*STAND_IN, "--cache-dir", str(cache)] if a not in left_out]
 
@@ -75,8 +69,8 @@ def one_thread():
 
 # ---------------------------------------------------------------- a sweep
 @pytest.mark.slow
-def test_a_sweep_on_mtg_jamendo_completes_with_its_report(cache, tmp_path, one_thread, capsys):
-    argv = ["--sweep", "mel_cnn", *_stand_in(cache), "--n-fft", "1024", *TINY_MEL_ARGS["mel_cnn"], *TINY_TRAIN,
+def test_a_sweep_on_mtg_jamendo_completes_with_its_report(cache_dir, tmp_path, one_thread, capsys):
+    argv = ["--sweep", "mel_cnn", *_stand_in(cache_dir), "--n-fft", "1024", *TINY_MEL_ARGS["mel_cnn"], *TINY_TRAIN,
             "--trials", "2", "--pruner", "none", "--study-name", "jam", "--runs-root", str(tmp_path)]
     assert run.main(argv) == 0, capsys.readouterr().err
     folder = tmp_path / "sweeps" / "jam"
@@ -102,9 +96,9 @@ def test_a_sweep_on_mtg_jamendo_completes_with_its_report(cache, tmp_path, one_t
 
 # ---------------------------------------------------------------- DDP-exact evaluation
 @pytest.fixture(scope="module")
-def ddp_run(cache, tmp_path_factory) -> Path:
+def ddp_run(cache_dir, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("jamendo-ddp") / "run"
-    command = [sys.executable, str(REPO_ROOT / "run.py"), "--model", "mel_cnn", *_stand_in(cache),
+    command = [sys.executable, str(REPO_ROOT / "run.py"), "--model", "mel_cnn", *_stand_in(cache_dir),
                "--hop-length", "256", "--n-mels", "96", "--segments-per-clip", str(CHUNKS), "--accelerator", "cpu", "--devices",
                "2", "--strategy", "ddp", *TINY_TRAIN, "--eval-batch-size", str(EVAL_BATCH), "--run-dir", str(run_dir)]
     env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="disabled")
@@ -142,7 +136,7 @@ def test_ddp_test_metrics_on_tracks_equal_a_single_process_evaluation(ddp_run, t
 
 # ---------------------------------------------------------------- W&B, thresholds, figures
 @pytest.fixture(scope="module")
-def wandb_run(cache, tmp_path_factory) -> Path:
+def wandb_run(cache_dir, tmp_path_factory) -> Path:
     """A mel_cnn run logged to W&B offline (no credentials, W&B's folders in tmp)."""
     home = tmp_path_factory.mktemp("jamendo-wandb")
     run_dir = home / "run"
@@ -152,7 +146,7 @@ def wandb_run(cache, tmp_path_factory) -> Path:
     os.environ.update(WANDB_MODE="offline", NETRC=str(home / "no-netrc"), WANDB_CONFIG_DIR=str(home / "config"),
                       WANDB_CACHE_DIR=str(home / "cache"), WANDB_DATA_DIR=str(home / "data"))
     try:
-        code = run.main(["--model", "mel_cnn", *_stand_in(cache, figures=True), *TINY_MEL_ARGS["mel_cnn"], *TINY_TRAIN,
+        code = run.main(["--model", "mel_cnn", *_stand_in(cache_dir, figures=True), *TINY_MEL_ARGS["mel_cnn"], *TINY_TRAIN,
                          "--logger", "wandb", "--log-every-n-steps", "1", "--run-dir", str(run_dir)])
     finally:
         os.environ.clear()
@@ -201,11 +195,11 @@ def test_a_jamendo_run_folder_has_per_tag_thresholds_and_the_figures(wandb_run):
 
 
 # ---------------------------------------------------------------- --reproduce won2020-jamendo
-def test_won2020_jamendo_plans_its_three_models_under_the_protocol(cache, tmp_path, capsys):
+def test_won2020_jamendo_plans_its_three_models_under_the_protocol(cache_dir, tmp_path, capsys):
     spec = TABLES["won2020-jamendo"]
     assert [r.model for r in spec.runs] == ["short_chunk_cnn", "harmonic_cnn", "short_chunk_resnet"]
     assert [r.published for r in spec.runs] == [{"roc_auc": 0.8324, "pr_auc": 0.2976}, {}, {}]
-    argv = ["--reproduce", "won2020-jamendo", *_stand_in(cache, dataset=False), *TABLE_ARGS, "--runs-root",
+    argv = ["--reproduce", "won2020-jamendo", *_stand_in(cache_dir, dataset=False), *TABLE_ARGS, "--runs-root",
             str(tmp_path)]
     assert run.main([*argv, "--dry-run"]) == 0
     out = capsys.readouterr().out
@@ -240,10 +234,10 @@ def test_reproduce_refuses_the_protocols_own_options_with_one_line(tmp_path, cap
 
 
 @pytest.fixture(scope="module")
-def table_runs(cache, tmp_path_factory):
+def table_runs(cache_dir, tmp_path_factory):
     """--reproduce won2020-jamendo on the stand-in: first --task-index 0 alone, then the whole table."""
     root = tmp_path_factory.mktemp("jamendo-reproduce")
-    argv = ["--reproduce", "won2020-jamendo", *_stand_in(cache, dataset=False), *TABLE_ARGS, "--runs-root",
+    argv = ["--reproduce", "won2020-jamendo", *_stand_in(cache_dir, dataset=False), *TABLE_ARGS, "--runs-root",
             str(root / "runs"), "--bootstrap", "100"]
     from lightning_modules.runner.run_folder import default_run_dir
 
