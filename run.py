@@ -18,30 +18,30 @@ import json
 import sys
 from pathlib import Path
 
-from datamodules.errors import ConfigError, SuiteError
-from lightning_modules.cli import given_run_options
-from lightning_modules.config import RUN_OPTION_NAMES
-from lightning_modules.runner.interruptions import RunStopped
+from experiments.cli import given_run_options
+from experiments.interruptions import RunStopped
+from experiments.options import RUN_OPTION_NAMES
+from infrastructure.errors import ConfigError, SuiteError
 
 USAGE_ERROR = 2
 
 
 def build_parser():
-    """The command line (declared once, in lightning_modules/config.py)."""
-    from lightning_modules.cli import build_parser as build
+    """The command line (declared once, in experiments/options.py)."""
+    from experiments.cli import build_parser as build
 
     return build(__doc__)
 
 
 def parse_options(argv: list[str]):
     """The normalised run options of a command line (what a run made from it would use)."""
-    from lightning_modules.cli import parse_command
+    from experiments.cli import parse_command
 
     return parse_command(argv, build_parser()).run.normalised()
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lightning_modules.cli import parse_command
+    from experiments.cli import parse_command
 
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _print_config(command) -> int:
-    from lightning_modules.cli import dump_yaml
+    from experiments.cli import dump_yaml
 
     sweeping = command.sweep.sweep or command.sweep.sweep_report
     options = command.run
@@ -100,7 +100,7 @@ def _one_line(error: SuiteError) -> str:
 
     A DataLoader worker re-raises an error of its dataset as the same class with the worker's
     traceback prepended ("Caught DataError in DataLoader worker process 0. Original Traceback ...
-    datamodules.errors.DataError: <message>"): keep the message, drop the traceback.
+    infrastructure.errors.DataError: <message>"): keep the message, drop the traceback.
     """
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     if any(line.startswith("Original Traceback") for line in lines):
@@ -111,9 +111,9 @@ def _one_line(error: SuiteError) -> str:
 
 
 def _train(options) -> int:
-    from lightning_modules.runner.experiment import run_experiment
-    from lightning_modules.runner.interruptions import clean_stops
-    from lightning_modules.runner.run_folder import run_dir_of
+    from experiments.interruptions import clean_stops
+    from experiments.run_folder import run_dir_of
+    from experiments.train import run_experiment
 
     with clean_stops(run_dir_of(options)):
         outcome = run_experiment(options)
@@ -150,7 +150,7 @@ def _sweep(parser, command) -> int:
 
 
 def _tag(command) -> int:
-    from lightning_modules.inference.tagger import run_tagging
+    from tagging.tagger import run_tagging
 
     tagging, run = command.tagging, command.run
     if not tagging.checkpoint:
@@ -164,14 +164,14 @@ def _tag(command) -> int:
 def _evaluate(parser, command) -> int:
     """--evaluate CKPT|RUN_DIR...: the checkpoint's run options, overridden by the options given here, then test;
     several checkpoints: their ensemble."""
-    from lightning_modules.runner.evaluate import evaluate_checkpoint
+    from experiments.evaluate import evaluate_checkpoint
 
     if command.mode.summary or command.sweep.sweep or command.sweep.sweep_report:
         parser.error("--evaluate does not go with --summary or --sweep")
     paths = command.mode.evaluate
     run_dir = Path(command.run.run_dir).expanduser().resolve() if command.run.run_dir else None
     if len(paths) > 1:
-        from lightning_modules.runner.ensemble import evaluate_ensemble
+        from experiments.ensemble import evaluate_ensemble
 
         members = []
         for path in paths:
@@ -189,8 +189,8 @@ def _evaluate(parser, command) -> int:
 
 def _evaluation_options(command, path: str):
     """(checkpoint, its run folder or None, options): the run's saved options, overridden by those given here."""
-    from lightning_modules.config import NON_IDENTITY_OPTIONS, RunOptions
-    from lightning_modules.runner.run_folder import CONFIG_FILE, locate_checkpoint
+    from experiments.options import NON_IDENTITY_OPTIONS, RunOptions
+    from experiments.run_folder import CONFIG_FILE, locate_checkpoint
 
     checkpoint, source_run = locate_checkpoint(path)
     options = command.run
@@ -203,7 +203,7 @@ def _evaluation_options(command, path: str):
 
 
 def _compare(command) -> int:
-    from lightning_modules.reporting.compare import compare_runs
+    from experiments.reporting.compare import compare_runs
 
     comparison = command.comparison
     out = Path(comparison.out) if comparison.out else Path(command.run.runs_root) / "comparison"
@@ -214,8 +214,8 @@ def _compare(command) -> int:
 
 
 def _reproduce(command, argv: list[str]) -> int:
-    from lightning_modules.runner.reproduce import reproduce
-    from lightning_modules.runner.run_folder import default_run_dir
+    from experiments.reproduce import reproduce
+    from experiments.run_folder import default_run_dir
 
     comparison = command.comparison
     return reproduce(comparison.reproduce, comparison.seeds, argv, train=main,
@@ -226,11 +226,11 @@ def _reproduce(command, argv: list[str]) -> int:
 
 
 def _download(dest: str, base_url: str | None, options) -> int:
-    from datamodules.download import MTAT_BASE_URL, download_mtat
+    from datamodules.datasets.mtat.download import MTAT_BASE_URL, download_mtat
 
     progress = options.progress
     if options.dataset == "mtg-jamendo":
-        from datamodules.jamendo_download import download_jamendo
+        from datamodules.datasets.jamendo.download import download_jamendo
 
         quality = options.jamendo_quality or "low"
         data_dir = download_jamendo(Path(dest).expanduser().resolve(), quality=quality, base_url=base_url,
@@ -245,9 +245,9 @@ def _download(dest: str, base_url: str | None, options) -> int:
 
 
 def _resume(run_dir: str) -> int:
-    from datamodules.errors import DataError
-    from lightning_modules.config import RunOptions
-    from lightning_modules.runner.run_folder import CONFIG_FILE
+    from experiments.options import RunOptions
+    from experiments.run_folder import CONFIG_FILE
+    from infrastructure.errors import DataError
 
     path = Path(run_dir).expanduser().resolve() / CONFIG_FILE
     if not path.is_file():
@@ -257,7 +257,7 @@ def _resume(run_dir: str) -> int:
 
 
 def _summary(options) -> int:
-    from lightning_modules.runner.experiment import describe_network
+    from experiments.train import describe_network
 
     print(describe_network(options))
     return 0

@@ -1,9 +1,9 @@
 """Shared pieces of the benchmarks: machine description, timing statistics, result files, data.
 
 Every benchmark works on audio produced by the suite itself: a synthetic MTAT-layout dataset
-(`datamodules.synthetic`, full 465,984-sample clips by default) kept in a work folder outside the
+(`datamodules.datasets.mtat.standin`, full 465,984-sample clips by default) kept in a work folder outside the
 repository (default ``$MTAT_TAGGING_CACHE/benchmarks`` or ``~/.cache/mtat-tagging/benchmarks``),
-decoded once into the suite's waveform cache (`datamodules.cache`). Generating the MP3s is slow
+decoded once into the suite's waveform cache (`datamodules.store`). Generating the MP3s is slow
 (a few clips per second per core), so the dataset is generated on first use and reused.
 
 A larger dataset than the one generated is made by *expanding* it: an MTAT-layout folder whose
@@ -311,7 +311,7 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, rows: int | None = 25
 
 def fill_dataset_defaults(args, quick_clip_samples: int = QUICK_CLIP_SAMPLES) -> None:
     """The sizes `add_dataset_arguments` left unset: full size, or tiny with --quick."""
-    from datamodules.audio import MTAT_CLIP_SAMPLES
+    from infrastructure.audio import MTAT_CLIP_SAMPLES
 
     q = args.quick
     args.distinct_clips = args.distinct_clips or (6 if q else 256)
@@ -336,7 +336,7 @@ def resolve_dirs(args) -> tuple[Path, Path]:
 def synthetic_dataset(work_dir: Path, n_clips: int, clip_samples: int, seed: int = 0,
                       workers: int | None = None, progress: bool = True) -> Path:
     """The suite's synthetic MTAT-layout dataset in ``work_dir`` (generated on first use)."""
-    from datamodules.synthetic import ensure_synthetic_mtat
+    from datamodules.datasets.mtat.standin import ensure_synthetic_mtat
 
     return ensure_synthetic_mtat(work_dir, n_clips=n_clips, clip_samples=clip_samples, seed=seed,
                                  workers=workers, progress=progress)
@@ -349,7 +349,7 @@ def expanded_dataset(source: Path, target: Path, rows: int) -> Path:
     symbolic link in folder ``HEX[i % 16]``, so the folder split keeps MTAT's proportions.
     ``source``'s ``synthetic.json`` clip length is carried over. Reuses a complete ``target``.
     """
-    from datamodules.mtat import find_audio_root, read_annotations
+    from datamodules.datasets.mtat.reader import find_audio_root, read_annotations
 
     source, target = Path(source).resolve(), Path(target).resolve()
     done = target / "expanded.json"
@@ -411,9 +411,9 @@ class ModelSetup:
 def model_setup(name: str, clip_samples: int, mel_overrides: dict | None = None, batch_size: int | None = None,
                 backend: str | None = None, train_crop: str | None = None) -> ModelSetup:
     """The suite's configuration of model ``name`` for clips of ``clip_samples`` (paper defaults)."""
-    from lightning_modules.config import RunOptions
+    from experiments.data import frontend_config, model_spec
+    from experiments.options import RunOptions
     from lightning_modules.registry import input_shape, segment_layout
-    from lightning_modules.runner.data import frontend_config, model_spec
 
     spec = model_spec(name)
     options = RunOptions(model=name, **(mel_overrides or {}))

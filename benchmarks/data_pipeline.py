@@ -90,7 +90,7 @@ def librosa_recipe(paths: list[Path], out_dir: Path) -> CpuClock:
     """The common MTAT preprocessing: librosa.load at 16 kHz, one float32 .npy per clip."""
     import librosa
 
-    from datamodules.audio import SAMPLE_RATE
+    from infrastructure.audio import SAMPLE_RATE
 
     out_dir.mkdir(parents=True, exist_ok=True)
     with CpuClock() as clock:
@@ -109,7 +109,7 @@ def suite_prepare(data_dir: Path, cache_root: Path, setup, workers: int) -> CpuC
 
 
 def measure_prepare(args, data_dir: Path, work: Path, setup) -> tuple[dict, Path, Path]:
-    from datamodules.mtat import find_audio_root, read_annotations
+    from datamodules.datasets.mtat.reader import find_audio_root, read_annotations
 
     annotations = read_annotations(data_dir / "annotations_final.csv")
     root = find_audio_root(data_dir)
@@ -235,8 +235,8 @@ def train_step_seconds(setup, waveform, target, n_tags: int, steps: int, warmup:
     import torch
     import torch.nn.functional as F
 
-    from datamodules.audio import INT16_SCALE
     from datamodules.frontend import build_frontend
+    from infrastructure.audio import INT16_SCALE
     from lightning_modules.registry import build_network
 
     network = build_network(setup.network_config(n_tags))

@@ -82,8 +82,8 @@ def measure_setting(name: str, setups: dict, waveform, target, n_tags: int, repe
     import torch
     import torch.nn.functional as F
 
-    from datamodules.audio import INT16_SCALE
     from datamodules.frontend import build_frontend
+    from infrastructure.audio import INT16_SCALE
     from lightning_modules.registry import build_network
 
     torch.manual_seed(0)

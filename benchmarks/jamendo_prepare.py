@@ -2,7 +2,7 @@
 """MTG-Jamendo preparation benchmark: the ragged track store against the decode limit.
 
 Measured in one run, on generated MTG-Jamendo-layout tracks of different lengths
-(`datamodules.jamendo_synthetic`: low-quality mono MP3s in folders 00-99 with the split TSVs;
+(`datamodules.datasets.jamendo.standin`: low-quality mono MP3s in folders 00-99 with the split TSVs;
 default 48 tracks of 30-240 s), read as a real MTG-Jamendo folder (`--dataset mtg-jamendo --data
 DIR`):
 
@@ -72,7 +72,7 @@ def parse_args(argv=None):
 # ---- measured in a fresh process each ------------------------------------------------------------
 def _datamodule(data_dir: str, cache_root: str, workers: int):
     import run
-    from lightning_modules.runner.data import build_datamodule, model_spec
+    from experiments.data import build_datamodule, model_spec
 
     options = run.parse_options(["--model", "short_chunk_cnn", "--dataset", "mtg-jamendo", "--data", data_dir,
                                  "--cache-dir", cache_root, "--prepare-workers", str(workers), "--no-progress",
@@ -84,8 +84,8 @@ def _decode_track(path: str) -> int:
     """The store's per-track decoding, on the whole file at once: read, mono, 16 kHz, int16."""
     import soundfile as sf
 
-    from datamodules.audio import SAMPLE_RATE
-    from datamodules.cache.rows import float_to_int16
+    from datamodules.store.rows import float_to_int16
+    from infrastructure.audio import SAMPLE_RATE
 
     data, rate = sf.read(path, dtype="float32", always_2d=True)
     mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
@@ -115,7 +115,7 @@ def measure(key: str, data_dir: str, cache_root: str, workers: int) -> dict:
         else:
             datamodule.prepare_data()
     if key != "decode_1core":
-        from datamodules.ragged_store import open_ragged_store
+        from datamodules.store.ragged import open_ragged_store
 
         store = open_ragged_store(datamodule.cache_dir)
         samples = int(store.lengths.sum())
@@ -131,7 +131,7 @@ def in_fresh_process(*args) -> dict:
 
 # ---- the run ---------------------------------------------------------------------------------------
 def generated_tracks(work: Path, args) -> Path:
-    from datamodules.jamendo_synthetic import generate_synthetic_jamendo, synthetic_jamendo_dir_name
+    from datamodules.datasets.jamendo.standin import generate_synthetic_jamendo, synthetic_jamendo_dir_name
 
     name = synthetic_jamendo_dir_name(args.tracks, args.seed, args.min_seconds, args.max_seconds)
     return generate_synthetic_jamendo(work / "jamendo_prepare-data" / name, n_tracks=args.tracks, seed=args.seed,
@@ -174,7 +174,7 @@ def measure_all(args, data_dir: Path, work: Path) -> dict:
 def track_lengths(data_dir: Path) -> np.ndarray:
     import soundfile as sf
 
-    from datamodules.jamendo_reader import JamendoReader
+    from datamodules.datasets.jamendo.reader import JamendoReader
 
     reader = JamendoReader(data_dir)
     root = reader.audio_root()
@@ -211,7 +211,7 @@ def build_report(args, info: dict, results: dict, lengths: np.ndarray, command: 
     load = info.get("load_average_at_start")
     md = [report_header("MTG-Jamendo preparation benchmark", info, args.quick, command),
           f"Data: {args.tracks} generated MTG-Jamendo-layout low-quality MP3s (16 kHz mono, "
-          f"`datamodules.jamendo_synthetic`, seed {args.seed}), of which the {len(lengths)} in split 0 of "
+          f"`datamodules.datasets.jamendo.standin`, seed {args.seed}), of which the {len(lengths)} in split 0 of "
           f"`top50tags` are prepared: {lengths.min():.1f}-{lengths.max():.1f} s, "
           f"{lengths.sum() / 60:.1f} min of audio in all, read as a real MTG-Jamendo folder (`--dataset mtg-jamendo "
           f"--data DIR`, whole tracks); files in the page cache; every measurement in a fresh process. Best of "

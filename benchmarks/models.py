@@ -77,7 +77,7 @@ def parse_args(argv=None):
     args.runs = args.runs.split(",") if args.runs else list(QUICK_RUNS if q else DEFAULT_RUNS)
     args.clips = args.clips or (48 if q else 240)
     if args.clip_samples is None:
-        from datamodules.audio import MTAT_CLIP_SAMPLES
+        from infrastructure.audio import MTAT_CLIP_SAMPLES
 
         args.clip_samples = QUICK_CLIP_SAMPLES if q else MTAT_CLIP_SAMPLES
     args.epochs = args.epochs or (1 if q else 3)
@@ -91,8 +91,8 @@ def parse_args(argv=None):
 def trains_on_random_crops(argv: list[str]) -> bool:
     """Whether the run these run.py options describe trains on random crops (as run.py resolves recipe and flags)."""
     import run
+    from experiments.data import default_train_crop
     from lightning_modules.registry import MODELS
-    from lightning_modules.runner.data import default_train_crop
 
     options = run.parse_options(argv)
     return (default_train_crop(options) or MODELS[options.model].train_crop) == "random"
@@ -117,8 +117,8 @@ def run_argv(pair: str, args, work: Path) -> list[str]:
 def run_worker(spec: str) -> int:
     """Subprocess entry: one run.py run with an epoch timer; prints the result as one JSON line."""
     import run
+    from experiments.train import run_experiment
     from lightning_modules.registry import build_network
-    from lightning_modules.runner.experiment import run_experiment
 
     argv = json.loads(spec)
     options = run.parse_options(argv)

@@ -101,8 +101,8 @@ def measure_model(name: str, data_dir: Path, cache_root: Path, clip_samples: int
     import torch
     import torch.nn.functional as F
 
-    from datamodules.audio import INT16_SCALE
     from datamodules.frontend import build_frontend
+    from infrastructure.audio import INT16_SCALE
     from lightning_modules.registry import build_network
 
     setup = model_setup(name, clip_samples, QUICK_MEL.get(name) if quick else None, batch_size)
@@ -235,7 +235,7 @@ def _others_cores(machine_start: float | None, own_cpu: float, wall: float) -> f
 def lightning_epochs(options) -> tuple[list[float], list[float], list, float]:
     """The suite's run, per epoch's training phase: wall seconds, main-process CPU seconds, cores busy
     with other processes; and the whole run's wall seconds."""
-    from lightning_modules.runner.experiment import run_experiment
+    from experiments.train import run_experiment
 
     timer = train_phase_timer()
     start = time.perf_counter()
@@ -249,7 +249,7 @@ def plain_epochs(options, device) -> tuple[list[float], list[float], list]:
     import torch
     import torch.nn.functional as F
 
-    from lightning_modules.runner.experiment import resolve_run
+    from experiments.train import resolve_run
 
     pl.seed_everything(options.seed, workers=True, verbose=False)
     _, datamodule, module, _ = resolve_run(options)

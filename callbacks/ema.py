@@ -26,7 +26,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging
 
-from datamodules.errors import ConfigError
+from infrastructure.errors import ConfigError
 
 
 class EMAWeights(EMAWeightAveraging):

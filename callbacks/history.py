@@ -3,7 +3,7 @@
 :class:`TrainingHistory` keeps one row per training epoch and rewrites ``history.csv`` (on global
 rank zero) after every epoch. The rows are its checkpoint state, so a resumed run keeps the
 epochs before the interruption. The paper's Figure 2 (loss per epoch with restart markers) is
-drawn from this file (`lightning_modules.reporting.figures.loss_history_figure`).
+drawn from this file (`experiments.reporting.figures.loss_history_figure`).
 
 Columns:
 
@@ -40,7 +40,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 
 from callbacks.lr_decay import GlobalDecayRestart, LocalDecay, host_scalar
-from datamodules.io import write_text_atomic
+from infrastructure.io import write_text_atomic
 
 HISTORY_FILE = "history.csv"
 COLUMNS = ("epoch", "global_step", "train_loss", "val_loss", "val_roc_auc", "val_pr_auc", "lr_start", "lr_end",

@@ -30,7 +30,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 
-from datamodules.errors import ConfigError
+from infrastructure.errors import ConfigError
 
 GLOBAL_LR_KEY = "global_lr"
 """Param-group key holding the rate each epoch starts from (shared by both callbacks)."""

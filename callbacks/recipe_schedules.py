@@ -28,7 +28,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 
 from callbacks.lr_decay import GlobalDecayRestart, _warn_setting_mismatch
-from datamodules.errors import ConfigError
+from infrastructure.errors import ConfigError
 
 
 class Won2020Stages(GlobalDecayRestart):

@@ -11,9 +11,9 @@ the order and the random crops of an epoch follow from (seed, epoch) alone, so a
 exactly the batches an uninterrupted one would, on one device or many; evaluation splits the
 segments across ranks without padding duplicates, so clip-level metrics are exact under DDP.
 
-Nothing here reads a dataset's files: a `datamodules.dataset.DatasetReader` provides the clips,
+Nothing here reads a dataset's files: a `datamodules.datasets.base.DatasetReader` provides the clips,
 their length, vocabularies and splits (by default the MTAT-layout reader of ``data_dir``,
-`datamodules.mtat.mtat_reader`), so another dataset plugs in through ``reader=``.
+`datamodules.datasets.mtat.reader.mtat_reader`), so another dataset plugs in through ``reader=``.
 """
 
 from __future__ import annotations
@@ -29,17 +29,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.audio import INT16_SCALE, MTAT_CLIP_SAMPLES
-from datamodules.cache import open_cache, prepare_cache
-from datamodules.dataset import STAGES, DatasetReader
-from datamodules.errors import ConfigError, DataError
+from datamodules.datasets.base import STAGES, DatasetReader
+from datamodules.datasets.mtat.reader import mtat_reader
+from datamodules.datasets.mtat.standin import DEFAULT_N_CLIPS
 from datamodules.frontend import MelConfig, build_frontend
-from datamodules.mtat import mtat_reader
-from datamodules.ragged_store import open_ragged_store, write_ragged_store
 from datamodules.sampling import EpochSampler, loader_generator
 from datamodules.segments import SegmentLayout
-from datamodules.synthetic import DEFAULT_N_CLIPS
+from datamodules.store import open_cache, prepare_cache
+from datamodules.store.ragged import open_ragged_store, write_ragged_store
 from datamodules.tracks import TrackSegmentDataset
+from infrastructure.audio import INT16_SCALE, MTAT_CLIP_SAMPLES
+from infrastructure.errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)
@@ -162,8 +162,8 @@ class MTATDataModule(pl.LightningDataModule):
         seed: drives the epoch order and random crops.
         synthetic: size, clip length and seed of the generated dataset (with data_dir="synthetic").
         prepare_workers: decoding processes for the cache (None: all cores).
-        reader: the dataset to read (`datamodules.dataset.DatasetReader`); None: the MTAT-layout
-            reader of ``data_dir`` (`datamodules.mtat.mtat_reader`). ``vocabulary`` and ``split``
+        reader: the dataset to read (`datamodules.datasets.base.DatasetReader`); None: the MTAT-layout
+            reader of ``data_dir`` (`datamodules.datasets.mtat.reader.mtat_reader`). ``vocabulary`` and ``split``
             name one of the reader's vocabularies and splits.
     """
 

@@ -1,6 +1,6 @@
 """One audio decoder for the whole suite: a file in, mono float32 at 16 kHz out, or one clear error.
 
-Both users of audio files go through `AudioDecoder`: the waveform cache (`datamodules.cache`,
+Both users of audio files go through `AudioDecoder`: the waveform cache (`datamodules.store`,
 MTAT's MP3s, thousands per second across workers) and tagging (`--tag`, a user's files of any
 format, rate and length). They share the file checks, the decoding through soundfile (MP3, WAV,
 FLAC, OGG/Vorbis/Opus, AIFF, ...; no FFmpeg) and the error messages; they differ in policy,
@@ -44,8 +44,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from datamodules.audio import SAMPLE_RATE
-from datamodules.errors import ConfigError, DataError
+from infrastructure.audio import SAMPLE_RATE
+from infrastructure.errors import ConfigError, DataError
 
 DECODE_STATUSES = ("missing", "empty", "decode_error", "wrong_length", "wrong_rate")
 """Why a file could not be decoded: no such (regular) file; a zero-byte file; the decoder refused

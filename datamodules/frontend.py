@@ -13,7 +13,7 @@ What lives here
 * `LogMel`: (B, n_samples) waveform -> (B, n_mels, n_frames) float32 compressed Mel power,
   backed by nnAudio or torchaudio with identical settings (Slaney Mel scale and area
   normalisation, power 2, periodic Hann window, centred frames with reflect padding; the two
-  backends agree with an independent librosa reference: tests/test_frontend.py checks it, the
+  backends agree with an independent librosa reference: tests/unit/datamodules/test_frontend.py checks it, the
   README gives the measured agreement).
 * `WaveformFrontend`: the identity for raw-waveform models (returns float32).
 * `build_frontend(config)`: the one place that picks between them.
@@ -32,8 +32,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from datamodules.audio import SAMPLE_RATE
-from datamodules.errors import ConfigError
+from infrastructure.audio import SAMPLE_RATE
+from infrastructure.errors import ConfigError
 
 BACKENDS = ("nnaudio", "torchaudio")
 """Libraries `LogMel` can compute the Mel power spectrogram with."""

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from datamodules.errors import ConfigError
+from infrastructure.errors import ConfigError
 
 TRAIN_CROPS = ("fixed", "random")
 

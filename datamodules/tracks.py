@@ -1,4 +1,4 @@
-"""Segments of full-length tracks (MTG-Jamendo): the data module's dataset for `datamodules.ragged_store`.
+"""Segments of full-length tracks (MTG-Jamendo): the data module's dataset for `datamodules.store.ragged`.
 
 MTAT's clips all last 29.1 s, so `datamodules.datamodule.SegmentDataset` cuts fixed offsets out of a
 rectangle. Tracks differ in length (MTG-Jamendo: mean 244 s), so here every offset depends on the
@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from datamodules.ragged_store import open_ragged_store
 from datamodules.segments import SegmentLayout
+from datamodules.store.ragged import open_ragged_store
 
 
 class TrackSegmentDataset(Dataset):

@@ -11,8 +11,8 @@ and thresholds are TaggingModule's: nothing is repeated here. `run.py --model NA
 
 from __future__ import annotations
 
-from datamodules.audio import MTAT_CLIP_SAMPLES, SAMPLE_RATE
-from datamodules.errors import ConfigError
+from infrastructure.audio import MTAT_CLIP_SAMPLES, SAMPLE_RATE
+from infrastructure.errors import ConfigError
 from lightning_modules.registry import MODELS, input_shape, network_config, segment_layout
 from lightning_modules.tagging_module import TaggingModule
 

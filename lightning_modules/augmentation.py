@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from datamodules.errors import ConfigError
+from infrastructure.errors import ConfigError
 
 
 def mixup(inputs: torch.Tensor, targets: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from datamodules.errors import ConfigError
 from datamodules.frontend import MelConfig
 from datamodules.segments import SegmentLayout
+from infrastructure.errors import ConfigError
 from lightning_modules.networks import harmonic_cnn, short_chunk, tagging_transformer
 from lightning_modules.networks.crnn import CRNN
 from lightning_modules.networks.fcn import FCN
@@ -51,7 +51,7 @@ class ModelSpec:
     batch_size: int
     network_defaults: tuple[tuple[str, object], ...] = ()
     width_kwarg: str | None = None  # the network argument `--width` sets (None: the model has no base width)
-    recipe: str = "paper"  # the `--recipe` used when none is given (lightning_modules/recipes.py)
+    recipe: str = "paper"  # the `--recipe` used when none is given (experiments/recipes.py)
 
 
 MODELS: dict[str, ModelSpec] = {

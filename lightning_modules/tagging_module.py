@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
 
-from datamodules.audio import SAMPLE_RATE
-from datamodules.errors import ConfigError, DataError, SuiteError
+from infrastructure.audio import SAMPLE_RATE
+from infrastructure.errors import ConfigError, DataError, SuiteError
 from lightning_modules.metrics import ClipPredictions, TaggingReport, equal_error_thresholds, tagging_metrics
 from lightning_modules.registry import build_network
 

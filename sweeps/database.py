@@ -47,7 +47,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 
-from datamodules.errors import ConfigError, DataError
+from infrastructure.errors import ConfigError, DataError
 
 POSTGRES_EXTRA = 'pip install -e ".[postgres]"'
 LOCK_NAME = "mtat-tagging sweep start-up"

@@ -6,7 +6,7 @@ import math
 
 from optuna_integration import PyTorchLightningPruningCallback
 
-from datamodules.errors import ConfigError
+from infrastructure.errors import ConfigError
 
 OBJECTIVE = "val/roc_auc"  # what a sweep maximises: the best validation macro ROC-AUC of a trial
 

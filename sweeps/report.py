@@ -29,7 +29,7 @@ import optuna
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
 
-from datamodules.io import file_lock, write_json_atomic, write_text_atomic
+from infrastructure.io import file_lock, write_json_atomic, write_text_atomic
 
 FIXED_COLUMNS = ("number", "state", "value")
 TAIL_COLUMNS = ("epochs", "duration_s", "retry_of", "test_roc_auc", "run_dir", "note")

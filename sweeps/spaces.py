@@ -47,10 +47,10 @@ from pathlib import Path
 
 import torch
 
-from datamodules.errors import ConfigError
-from lightning_modules.config import NOT_TUNABLE, RUN_OPTION_NAMES, RunOptions
+from experiments.data import frontend_config, model_spec
+from experiments.options import NOT_TUNABLE, RUN_OPTION_NAMES, RunOptions
+from infrastructure.errors import ConfigError
 from lightning_modules.registry import build_network, input_shape, network_config, segment_layout
-from lightning_modules.runner.data import frontend_config, model_spec
 
 CATEGORICAL, FLOAT, INT = "categorical", "float", "int"
 KINDS = (CATEGORICAL, FLOAT, INT)

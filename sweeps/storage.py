@@ -17,9 +17,9 @@ from pathlib import Path
 
 from optuna.exceptions import ExperimentalWarning
 
-from datamodules import io
-from datamodules.errors import ConfigError, DataError
-from lightning_modules.config import SweepOptions
+from experiments.options import SweepOptions
+from infrastructure import io
+from infrastructure.errors import ConfigError, DataError
 from sweeps.database import check_driver, masked, wrap
 
 LOCK_SUFFIX = ".sweep-lock"  # beside the storage file; not ".lock", which Optuna's journal lock uses itself

@@ -68,12 +68,12 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-from datamodules.errors import ConfigError, DataError, SuiteError
-from datamodules.io import try_file_lock, write_json_atomic
-from lightning_modules.config import NON_IDENTITY_OPTIONS, RunOptions, SweepOptions
-from lightning_modules.runner.data import build_datamodule, frontend_config, model_spec, prepare_data_once
-from lightning_modules.runner.experiment import run_experiment
-from lightning_modules.runner.run_folder import CHECKPOINT_DIR, CONFIG_FILE, LAST_CHECKPOINT
+from experiments.data import build_datamodule, frontend_config, model_spec, prepare_data_once
+from experiments.options import NON_IDENTITY_OPTIONS, RunOptions, SweepOptions
+from experiments.run_folder import CHECKPOINT_DIR, CONFIG_FILE, LAST_CHECKPOINT
+from experiments.train import run_experiment
+from infrastructure.errors import ConfigError, DataError, SuiteError
+from infrastructure.io import try_file_lock, write_json_atomic
 from sweeps.database import DatabaseUnreachable, server_lock
 from sweeps.leases import TrialHeartbeat, WorkerId, recover_stale_trials, retry_trial, trial_id_of
 from sweeps.pruning import OBJECTIVE, SweepPruningCallback

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import TINY_CLIP_SAMPLES, TINY_MEL_ARGS, TRAINED_LSTM_ARGS, tiny_data_args
+from tests.support.helpers import TINY_CLIP_SAMPLES, TINY_MEL_ARGS, TRAINED_LSTM_ARGS, tiny_data_args
 
 TINY_CACHE_CLIPS = 120
 
@@ -48,8 +48,8 @@ def tiny_cache(cache_dir) -> TinyData:
 
 @pytest.fixture
 def fake_cluster(tmp_path):
-    """SLURM's environment faked and its commands recorded (tests/fake_slurm.py): (env, calls)."""
-    from tests.fake_slurm import make_fake_cluster
+    """SLURM's environment faked and its commands recorded (tests/support/fake_slurm.py): (env, calls)."""
+    from tests.support.fake_slurm import make_fake_cluster
 
     return make_fake_cluster(tmp_path)
 
@@ -81,11 +81,11 @@ def lstm_mel_run(tiny_cache, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def cpu_variant(monkeypatch):
-    """Swap a literature model's registry entry for its CPU-sized variant (tests/helpers.py CPU_VARIANTS)."""
+    """Swap a literature model's registry entry for its CPU-sized variant (tests/support/helpers.py CPU_VARIANTS)."""
     import dataclasses
 
     from lightning_modules import registry
-    from tests.helpers import CPU_VARIANTS
+    from tests.support.helpers import CPU_VARIANTS
 
     def apply(model: str) -> None:
         if model in CPU_VARIANTS:

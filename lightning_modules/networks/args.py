@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from datamodules.errors import ConfigError
+from infrastructure.errors import ConfigError
 
 
 def check_int(model: str, option: str, value: object, minimum: int = 1) -> int:

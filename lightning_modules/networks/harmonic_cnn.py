@@ -37,8 +37,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from datamodules.audio import SAMPLE_RATE
-from datamodules.errors import ConfigError
+from infrastructure.audio import SAMPLE_RATE
+from infrastructure.errors import ConfigError
 from lightning_modules.networks.args import check_dropout, check_int
 from lightning_modules.networks.blocks2d import ConvBlock, DenseHead, GlobalMaxPool, PooledResBlock, pooled_size
 

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from datamodules.errors import ConfigError
+from infrastructure.errors import ConfigError
 from lightning_modules.networks.args import check_dropout, check_int
 
 

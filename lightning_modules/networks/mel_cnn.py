@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from datamodules.errors import ConfigError
+from infrastructure.errors import ConfigError
 from lightning_modules.networks.args import check_channels, check_dropout, check_int
 
 

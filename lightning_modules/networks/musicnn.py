@@ -35,7 +35,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from datamodules.errors import ConfigError
+from infrastructure.errors import ConfigError
 from lightning_modules.networks.args import check_dropout, check_int
 
 TIMBRAL_HEIGHTS: tuple[float, ...] = (0.7, 0.4)

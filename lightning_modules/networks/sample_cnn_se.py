@@ -29,7 +29,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from datamodules.errors import ConfigError
+from infrastructure.errors import ConfigError
 from lightning_modules.networks.args import check_channels, check_dropout, check_int
 
 SE_CHANNELS: tuple[int, ...] = (128, 128, 256, 256, 256, 256, 256, 256, 512)

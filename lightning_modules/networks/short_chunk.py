@@ -20,7 +20,7 @@ anew here):
 * dense 4w + BN + ReLU + dropout 0.5 + dense to the tags. Returns logits (no sigmoid).
 
 Parameters at 128 Mel, 50 tags (PyTorch count): CNN 3,687,348; ResNet 12,104,244 (closed forms in
-tests/test_networks_literature_b.py).
+tests/unit/lightning_modules/test_networks_won.py).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from datamodules.errors import ConfigError
+from infrastructure.errors import ConfigError
 from lightning_modules.networks.args import check_dropout, check_int
 from lightning_modules.networks.blocks2d import (
     ConvBlock,

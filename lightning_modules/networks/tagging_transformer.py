@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from datamodules.errors import ConfigError
+from infrastructure.errors import ConfigError
 from lightning_modules.networks.args import check_dropout, check_int
 from lightning_modules.networks.blocks2d import PooledResBlock, pooled_size
 

@@ -1,0 +1,564 @@
+"""Every option of `run.py`, declared once: typed dataclasses grouped by concern.
+
+Each field is one option: its type, default, choices (imported from the module that owns them),
+help text, and two properties that the rest of the suite reads from here instead of keeping its
+own lists:
+
+* `identity`: part of what a run *is*. Two runs that differ only in non-identity options (where
+  files go, how many loader processes, which devices, how often to log) share a run folder, so
+  rerunning a command with another `--num-workers` resumes the same run.
+* `tunable`: a sweep may tune it (`--sweep-space`); data, machine and bookkeeping options are not.
+
+`RunOptions` holds everything a training run or an evaluation needs; the mode options (what to
+do: download, tag, evaluate, resume, sweep) are parsed beside it but are not part of a run. The
+parser (`build_parser`), the sets above, `--print-config`, the `config.yaml` of every run folder
+and the README's option table all follow from these declarations. Experiment files are YAML
+with the options' names as keys (`lr: 0.001`), read by jsonargparse's `ActionConfigFile`.
+
+Model-specific defaults (batch size, Mel settings, segments per clip) live in the model
+registry; here those options default to None, "the model's value".
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from callbacks.lr_decay import GlobalDecayRestart, LocalDecay
+from datamodules.datamodule import SyntheticSpec
+from datamodules.datasets.jamendo.splits import QUALITIES as JAMENDO_QUALITIES
+from datamodules.datasets.jamendo.splits import SPLITS as JAMENDO_SPLITS
+from datamodules.datasets.jamendo.splits import SUBSETS as JAMENDO_SUBSETS
+from datamodules.datasets.mtat.reader import SPLITS, TAG_VOCABULARIES
+from datamodules.frontend import BACKENDS, COMPRESSIONS
+from datamodules.segments import TRAIN_CROPS
+from experiments.recipes import RECIPES, SCHEDULES
+from experiments.reporting.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
+from infrastructure.audio import MTAT_CLIP_SAMPLES
+from infrastructure.errors import ConfigError
+from lightning_modules.registry import MODELS
+from lightning_modules.tagging_module import NONFINITE_ACTIONS, OPTIMIZERS
+
+LOGGERS = ("wandb", "csv", "tensorboard", "none")
+STRATEGIES = ("auto", "ddp")
+PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")
+DEFAULT_LOG_EVERY_N_STEPS = 10
+
+
+# ---- value types --------------------------------------------------------------------------------
+class OptionValueError(argparse.ArgumentTypeError, ValueError):
+    """A bad option value: argparse shows its message for flags, jsonargparse for --config files."""
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise OptionValueError(f"must be a positive integer, got {text}")
+    return value
+
+
+def int_list(text) -> list[int]:
+    """'80,20,20' (or a YAML list) -> [80, 20, 20]."""
+    if isinstance(text, (list, tuple)):
+        return [int(v) for v in text]
+    try:
+        return [int(v) for v in str(text).strip("[]").split(",") if v.strip()]
+    except ValueError:
+        raise OptionValueError(f"expected comma-separated integers such as 80,20,20, got {text}") from None
+
+
+def float_list(text) -> list[float]:
+    """'1e-3,1e-4' (or a YAML list) -> [0.001, 0.0001]."""
+    if isinstance(text, (list, tuple)):
+        return [float(v) for v in text]
+    try:
+        return [float(v) for v in str(text).strip("[]").split(",") if v.strip()]
+    except ValueError:
+        raise OptionValueError(f"expected comma-separated numbers such as 1e-3,1e-4,1e-5, got {text}") from None
+
+
+def fraction_or_count(text: str) -> float | int:
+    value = float(text)
+    return int(value) if value > 1 and value.is_integer() else value
+
+
+def parse_devices(text):
+    """--devices: 'auto', a count (-1: every GPU), or a list of GPU indices ('0,1' or '[0,1]')."""
+    if isinstance(text, (int, list)) and not isinstance(text, bool):
+        return text
+    text = str(text)
+    if text == "auto":
+        return "auto"
+    try:
+        if text.startswith("[") or "," in text:
+            devices = [int(x) for x in text.strip("[]").split(",") if x.strip()]
+            if devices and min(devices) >= 0:
+                return devices
+        elif int(text) > 0 or int(text) == -1:
+            return int(text)
+    except ValueError:
+        pass
+    raise ConfigError(f"--devices {text}: expected auto, a positive count, -1 (every GPU) or a list of GPU indices "
+                      "such as 0,1")
+
+
+def option(default, help: str, *, type=None, choices=None, metavar=None, identity: bool = True,
+           tunable: bool = True, flag: str | None = None, action: str | None = None, added: bool = False):
+    """A dataclass field that is also a command-line option (see the module docstring).
+
+    `added`: an identity option that came after run folders existed. At its default it is left out
+    of `RunOptions.to_dict()`, so the digests (default run-folder names) of earlier runs, which
+    never had it, stay what they were; set to anything else, it is part of the digest as usual.
+    """
+    return field(default=default, metadata={
+        "help": help, "type": type, "choices": choices, "metavar": metavar, "identity": identity,
+        "tunable": tunable, "flag": flag, "action": action, "added": added})
+
+
+# ---- run options, by concern ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelOptions:
+    """model: which architecture, and the network options that are not the model's defaults."""
+
+    model: str | None = option(None, "architecture: " + "; ".join(f"{n} ({s.table})" for n, s in MODELS.items()),
+                               choices=tuple(MODELS), tunable=False)
+    dropout: float | None = option(None, "override the network's dropout rate", type=float)
+    width: int | None = option(None, "base channel width of Won et al.'s networks (their 128), e.g. smaller for quick "
+                               "CPU tries (default: the model's)", type=positive_int, added=True)
+    input_norm: bool = option(False, "lstm_mel: batch-normalise the log-Mel bands before the LSTM (not in Table 3; "
+                              "the raw dB input saturates the LSTM: recommended)", action="store_true")
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """data: which clips, tags and split, and how they are prepared and loaded."""
+
+    data: str = option("synthetic", "MTAT folder (annotations_final.csv + mp3/0..f/), or 'synthetic' to generate "
+                       "and use the stand-in dataset", metavar="DIR|synthetic", tunable=False)
+    cache_dir: str | None = option(None, "where decoded waveforms and the synthetic dataset are kept "
+                                   "(default: $MTAT_TAGGING_CACHE or ~/.cache/mtat-tagging)", tunable=False)
+    tags: str = option("paper", "tag vocabulary: 'paper' merges synonyms then keeps the top 50; 'standard' is the "
+                       "unmerged top 50 of the literature, for comparison with published results",
+                       choices=TAG_VOCABULARIES, tunable=False)
+    n_tags: int = option(50, "tags kept by the vocabulary", type=positive_int, tunable=False)
+    split: str = option("folder", "'folder': MTAT folders 0-b train, c valid, d-f test (the paper's); 'clean': the "
+                        "Lee/Won lists (real MTAT only)", choices=SPLITS, tunable=False)
+    synthetic_clips: int = option(SyntheticSpec.n_clips, "clips in the synthetic dataset", type=positive_int,
+                                  tunable=False)
+    synthetic_clip_samples: int = option(MTAT_CLIP_SAMPLES, "clip length of the synthetic dataset in samples at "
+                                         "16 kHz (MTAT's)", type=positive_int, tunable=False)
+    synthetic_seed: int = option(0, "seed of the synthetic dataset", type=int, tunable=False)
+    dataset: str = option("mtat", "which benchmark --data holds: MagnaTagATune, or MTG-Jamendo (split TSVs + audio "
+                          "folders 00-99; with --data synthetic, its generated stand-in)", choices=("mtat", "mtg-jamendo"),
+                          tunable=False, added=True)
+    jamendo_split: int | None = option(None, "MTG-Jamendo split set (default 0, the one results are reported on; "
+                                       "--split is MTAT's)", type=int, choices=JAMENDO_SPLITS, tunable=False, added=True)
+    jamendo_subset: str | None = option(None, "MTG-Jamendo tag subset, all of its tags (default top50tags; --tags and "
+                                        "--n-tags are MTAT's)", choices=JAMENDO_SUBSETS, tunable=False, added=True)
+    jamendo_quality: str | None = option(None, "MTG-Jamendo audio read and downloaded: low (mono VBR MP3, 156 GB; the "
+                                         "default) or full (320 kbit/s stereo, 508 GB)", choices=JAMENDO_QUALITIES,
+                                         tunable=False, added=True)
+    jamendo_meta: str | None = option(None, "folder with MTG-Jamendo's split TSVs (splits/ or data/splits/ inside; "
+                                      "default: --data)", metavar="DIR", tunable=False, added=True)
+    excerpt_seconds: float | None = option(None, "MTG-Jamendo: store only the middle S seconds of each track (30: "
+                                           "~53 GB instead of ~435 GB; default: whole tracks)", type=float,
+                                           metavar="S", tunable=False, added=True)
+    jamendo_clip_samples: int | None = option(None, "MTG-Jamendo: the window whole-clip models (mel_cnn, lstm_mel, "
+                                              f"sample_cnn) read, in samples (default {MTAT_CLIP_SAMPLES}, MTAT's "
+                                              "29.1 s clip); chunk models read their own chunk", type=positive_int,
+                                              tunable=False, added=True)
+    synthetic_tracks: int | None = option(None, "tracks in the generated MTG-Jamendo stand-in (default 200)",
+                                          type=positive_int, tunable=False, added=True)
+    synthetic_min_seconds: float | None = option(None, "shortest track of the MTG-Jamendo stand-in (default 20)",
+                                                 type=float, tunable=False, added=True)
+    synthetic_max_seconds: float | None = option(None, "longest track of the MTG-Jamendo stand-in (default 90)",
+                                                 type=float, tunable=False, added=True)
+    num_workers: int | None = option(None, "loader processes per training process (default: its share of the "
+                                     "usable cores - 1, at most 8)", type=int, identity=False, tunable=False)
+    prepare_workers: int | None = option(None, "decoding processes (default: all cores)", type=int,
+                                         identity=False, tunable=False)
+
+
+@dataclass(frozen=True)
+class MelOptions:
+    """Mel frontend (computed on the batch's device) and segments; None means the model's value."""
+
+    n_fft: int | None = option(None, "FFT window (mel_cnn, lstm_mel: 2048)", type=positive_int)
+    hop_length: int | None = option(None, "hop between frames (mel_cnn: 1792, lstm_mel: 512)", type=positive_int)
+    n_mels: int | None = option(None, "Mel bands (128)", type=positive_int)
+    f_min: float | None = option(None, "lowest frequency in Hz (0)", type=float)
+    f_max: float | None = option(None, "highest frequency in Hz (8000, the Nyquist frequency)", type=float)
+    mel_compression: str | None = option(None, "amplitude compression (db)", choices=COMPRESSIONS)
+    mel_backend: str | None = option(None, "library computing the Mel (nnaudio)", choices=BACKENDS)
+    segments_per_clip: int | None = option(None, "segments each clip is cut into; predictions are averaged per clip "
+                                           "(lstm_mel: 4)", type=positive_int)
+    train_crop: str | None = option(None, "training sees the evaluation segments ('fixed') or random crops of that "
+                                    "length ('random'); default: the model's", choices=TRAIN_CROPS)
+    random_crops_per_clip: int | None = option(None, "with --train-crop random: crops drawn from each clip per "
+                                               "training epoch (default: --segments-per-clip; won2020: 1, as Won "
+                                               "et al.'s loader)", type=positive_int, added=True)
+
+
+@dataclass(frozen=True)
+class OptimOptions:
+    """optimisation (paper §4.5): optimiser, batch, epochs, the two-level decay, model selection."""
+
+    optimizer: str = option("sgd", "'sgd' (the paper's), 'adam' (much faster for lstm_mel; try --lr 0.001) or 'adamw' "
+                            "(decoupled weight decay; the modern recipe's)",
+                            choices=OPTIMIZERS)
+    lr: float = option(0.01, "initial learning rate", type=float)
+    momentum: float = option(0.9, "SGD momentum", type=float)
+    weight_decay: float = option(0.0, "L2 weight decay", type=float)
+    nesterov: bool = option(False, "Nesterov momentum", action="store_true")
+    batch_size: int | None = option(None, "segments per batch (the paper is silent; default: the model's, see "
+                                    "--summary)", type=positive_int)
+    eval_batch_size: int | None = option(None, "segments per evaluation batch", type=positive_int)
+    max_epochs: int = option(100, "upper bound on epochs", type=positive_int)
+    local_decay: float = option(1e-6, "formula (1) decay per batch, reset each epoch (0 turns it off)", type=float)
+    local_decay_formula: str = option("paper", "'paper': compounding, as printed; 'keras': lr0 / (1 + d * i)",
+                                      choices=LocalDecay.FORMULAS)
+    patience: int = option(3, "epochs without improvement before a global-decay restart (0 turns global decay off)",
+                           type=int)
+    global_decay: float = option(0.2, "formula (2) factor", type=float)
+    max_restarts: int = option(4, "restarts before training stops", type=int)
+    global_decay_schedule: str = option("paper", "'paper': rate x decay^(n+1) at the (n+1)-th restart, compounding; "
+                                        "'sample_cnn': lr0 x decay^k at the k-th restart",
+                                        choices=GlobalDecayRestart.SCHEDULES)
+    monitor: str = option("val/loss", "metric for restarts and the best checkpoint")
+    monitor_mode: str = option("min", "min for losses, max for AUCs", choices=("min", "max"))
+    nonfinite_loss: str = option("stop", "on a NaN/inf training loss: stop with a message or skip the batch",
+                                 choices=NONFINITE_ACTIONS)
+
+
+@dataclass(frozen=True)
+class RecipeOptions:
+    """training recipe: --recipe sets these and the optimisation options it names; options given explicitly win."""
+
+    recipe: str | None = option(None, "named defaults for optimiser, schedule, crops and augmentation (README "
+                                "\"Recipes\"); options given explicitly override it; default: the model's (paper for "
+                                "the paper's models, won2020 for Won et al.'s)", choices=tuple(RECIPES),
+                                identity=False, tunable=False, added=True)
+    schedule: str = option("paper", "learning-rate schedule: 'paper' (local + global decay, --local-decay, "
+                           "--patience...), 'won2020' (Adam, then SGD stages at fixed epochs, each reloading the best "
+                           "weights: --stage-epochs, --stage-lrs), 'cosine' (linear warm-up, then cosine decay to 0 "
+                           "at --max-epochs: --warmup)", choices=SCHEDULES, added=True)
+    warmup: float = option(0.0, "cosine schedule: fraction of all training steps with a linear warm-up", type=float,
+                           added=True)
+    stage_epochs: tuple = option((80, 20, 20), "won2020 schedule: epochs of each stage before its switch (the first "
+                                "optimiser's, then each SGD rate's; the last rate runs to --max-epochs)",
+                                type=int_list, metavar="E,E,...", tunable=False, added=True)
+    stage_lrs: tuple = option((1e-3, 1e-4, 1e-5), "won2020 schedule: SGD (Nesterov) rate after each switch",
+                             type=float_list, metavar="LR,LR,...", tunable=False, added=True)
+    mixup_alpha: float = option(0.0, "mixup: Beta(alpha, alpha) mixing of training examples and targets (0: off)",
+                                type=float, added=True)
+    freq_mask: float = option(0.0, "SpecAugment (Mel models): widest frequency mask as a fraction of the Mel bands "
+                              "(0: off)", type=float, added=True)
+    time_mask: float = option(0.0, "SpecAugment (Mel models): widest time mask as a fraction of the frames (0: off)",
+                              type=float, added=True)
+    n_masks: int = option(2, "SpecAugment: masks of each kind per example", type=positive_int, added=True)
+    ema_decay: float = option(0.0, "evaluate, checkpoint and test an exponential moving average of the weights with "
+                              "this decay per step, warmed up as min(decay, (1+n)/(10+n)) (0: off)", type=float, added=True)
+    gradient_clip: float = option(0.0, "clip the gradients' global norm to this (0: off)", type=float, added=True)
+
+    def __post_init__(self) -> None:
+        # Tuples whether parsed, read from a YAML file or from config.json (lists there): one value, one digest.
+        object.__setattr__(self, "stage_epochs", tuple(int(v) for v in self.stage_epochs))
+        object.__setattr__(self, "stage_lrs", tuple(float(v) for v in self.stage_lrs))
+
+
+@dataclass(frozen=True)
+class TrainerOptions:
+    """run: seed, run folder, hardware, precision and the Trainer's limits."""
+
+    seed: int = option(0, "seed for weights, epoch order, random crops and dropout", type=int, tunable=False)
+    deterministic: bool = option(False, "deterministic GPU kernels (reruns and resumes on the CPU are bit-exact "
+                                 "without it)", action="store_true", tunable=False)
+    run_dir: str | None = option(None, "run folder (default: RUNS_ROOT/<model>-seed<seed>-<config hash>; rerunning "
+                                 "the same command resumes it)", identity=False, tunable=False)
+    runs_root: str = option("runs", "parent of default run folders", identity=False, tunable=False)
+    accelerator: str = option("auto", "cpu, gpu, auto", identity=False, tunable=False)
+    devices: str | int | list = option("auto", "devices (processes) per node: a count, a list of GPU indices (0,1), "
+                                       "or auto (all GPUs, or 1 on CPU)", type=str, identity=False, tunable=False)
+    num_nodes: int = option(1, "nodes; under SLURM, as many as the job has", type=positive_int, identity=False,
+                            tunable=False)
+    strategy: str = option("auto", "auto: DDP when devices x nodes > 1, else one device; ddp: always DDP (one "
+                           "process per device; run.py is started again for each extra process on this node)",
+                           choices=STRATEGIES, identity=False, tunable=False)
+    ddp_timeout: int | None = option(None, "under DDP, a rank waiting this long for another (a dead or frozen node) "
+                                     "stops with an error instead of hanging; must exceed rank 0's longest solo work "
+                                     "(default 1800)", type=positive_int, metavar="SECONDS", identity=False,
+                                     tunable=False)
+    precision: str = option("32", "training precision; the Mel frontend always runs in fp32; 16-mixed needs a GPU",
+                            choices=PRECISIONS, tunable=False)
+    sync_batchnorm: bool = option(False, "batch-norm statistics over the whole batch of all GPUs under DDP (GPU only; "
+                                  "no effect on one device)", action="store_true", tunable=False)
+    cudnn_benchmark: bool = option(True, "let cuDNN time its algorithms for each new input shape and keep the "
+                                   "fastest (GPU; off under --deterministic)", action="boolean", identity=False,
+                                   tunable=False)
+    compile: bool = option(False, "torch.compile the network (the first steps of each stage compile it; "
+                           "checkpoints stay loadable without compiling)", action="store_true", tunable=False)
+    compile_backend: str | None = option(None, "torch.compile backend for --compile (default inductor, which "
+                                         "generates kernels; aot_eager and eager only trace the network: a quick "
+                                         "check, or a host without a C++ compiler)", choices=COMPILE_BACKENDS,
+                                         tunable=False, added=True)
+    limit_train_batches: float | int | None = option(None, "train on this many batches (int) or this fraction per "
+                                                     "epoch (quick tries)", type=fraction_or_count, tunable=False)
+    limit_val_batches: float | int | None = option(None, "same for validation", type=fraction_or_count,
+                                                   tunable=False)
+    limit_test_batches: float | int | None = option(None, "same for test", type=fraction_or_count, tunable=False)
+
+
+@dataclass(frozen=True)
+class LoggingOptions:
+    """logging: where metrics go and how often."""
+
+    logger: str = option("wandb", "metrics logger (wandb: online when logged in to W&B, else offline into "
+                         "RUN_DIR/wandb with the `wandb sync` command printed at the end; csv and tensorboard write "
+                         "RUN_DIR/logs)", choices=LOGGERS, identity=False, tunable=False)
+    wandb_project: str | None = option(None, "W&B project (default: $WANDB_PROJECT, else mtat-tagging)",
+                                       identity=False, tunable=False)
+    wandb_group: str | None = option(None, "W&B run group (a sweep's trials are grouped by study name)",
+                                     identity=False, tunable=False)
+    progress: bool = option(True, "no progress bars", flag="--no-progress", action="store_false", identity=False,
+                            tunable=False)
+    figures: bool = option(True, "write no figures at the end of a training run (RUN_DIR/figures and their W&B "
+                           "images): plotting costs seconds that many small runs, a sweep's trials, can skip",
+                           flag="--no-figures", action="store_false", identity=False, tunable=False)
+    log_every_n_steps: int | None = option(None, f"send the training loss and learning rate to the logger and "
+                                           f"progress bar every N steps ({DEFAULT_LOG_EVERY_N_STEPS}); each such step "
+                                           "waits for the GPU, so 1 costs speed on fast models", type=positive_int,
+                                           metavar="N", identity=False, tunable=False)
+
+
+RUN_GROUPS = (ModelOptions, DataOptions, MelOptions, OptimOptions, RecipeOptions, TrainerOptions, LoggingOptions)
+
+# Keys that the options dict of earlier versions carried although they select a mode, not a run.
+# They stay in `to_dict()` with their constant values so that config digests (default run-folder
+# names), study names and config.json files of runs made before the typed configuration still match.
+LEGACY_KEYS = {"download": None, "download_url": None, "resume": None, "summary": False}
+
+
+@dataclass(frozen=True)
+class RunOptions(LoggingOptions, TrainerOptions, RecipeOptions, OptimOptions, MelOptions, DataOptions, ModelOptions):
+    """All options of one training run or evaluation (attribute per option; see the groups)."""
+
+    def replace(self, **changes) -> RunOptions:
+        unknown = sorted(set(changes) - RUN_OPTION_NAMES)
+        if unknown:
+            raise ConfigError(f"unknown option(s): {', '.join(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """The options as config.json stores them (plus the legacy keys, see LEGACY_KEYS)."""
+        values = dataclasses.asdict(self)
+        for f in fields(self):
+            if f.metadata["added"] and values[f.name] == f.default:
+                del values[f.name]
+        values.update(LEGACY_KEYS)
+        # as JSON holds them, so that a saved config.json compares equal to the options it came from
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+    def to_yaml_dict(self) -> dict:
+        """The options as `config.yaml` and `--print-config` write them: every run option, nothing else."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> RunOptions:
+        """Options from a saved config (config.json's top level): unknown keys are an error, legacy ones ignored."""
+        known = {k: v for k, v in values.items() if k in RUN_OPTION_NAMES}
+        unknown = sorted(set(values) - RUN_OPTION_NAMES - set(LEGACY_KEYS) - {"resolved", "evaluated_checkpoint"})
+        if unknown:
+            raise ConfigError(f"unknown option(s) in a saved configuration: {', '.join(unknown)}")
+        return cls(**known).normalised()
+
+    def normalised(self) -> RunOptions:
+        """Paths made absolute and devices parsed, as every run stores them."""
+        from datamodules.datamodule import default_cache_root
+
+        changes = {
+            "cache_dir": str(Path(self.cache_dir).expanduser().resolve() if self.cache_dir else default_cache_root()),
+            "runs_root": str(Path(self.runs_root).expanduser().resolve()),
+            "devices": parse_devices(self.devices),
+        }
+        if self.data != "synthetic":
+            changes["data"] = str(Path(self.data).expanduser().resolve())
+        if self.run_dir:
+            changes["run_dir"] = str(Path(self.run_dir).expanduser().resolve())
+        return dataclasses.replace(self, **changes)
+
+
+RUN_OPTION_NAMES = frozenset(f.name for f in fields(RunOptions))
+NON_IDENTITY_OPTIONS = frozenset(f.name for f in fields(RunOptions) if not f.metadata["identity"]) | {"resume",
+                                                                                                       "summary"}
+"""Options that change neither what is trained nor how: two runs differing only in these share a run folder."""
+NOT_TUNABLE = frozenset(f.name for f in fields(RunOptions) if not f.metadata["tunable"]) | set(LEGACY_KEYS)
+"""Options that describe the data, the machine or the run's bookkeeping, not the model: a sweep cannot tune them."""
+
+
+# ---- mode options: what run.py does -----------------------------------------------------------------
+@dataclass(frozen=True)
+class ModeOptions:
+    """what to do (besides training --model): one of these at a time."""
+
+    download: str | None = option(None, "fetch MagnaTagATune into DIR (the three mp3.zip parts and both CSVs from the "
+                                  "dataset's home), resuming partial downloads, verifying SHA-256, joining and "
+                                  "unpacking; then use --data DIR", metavar="DIR")
+    download_url: str | None = option(None, "folder URL to download from instead of the dataset's home (a mirror; "
+                                      "http(s):// or file://)", metavar="URL")
+    summary: bool = option(False, "print the network's layers, output shapes and parameter counts (PyTorch and the "
+                           "paper's Keras convention) and exit", action="store_true")
+    resume: str | None = option(None, "continue the run in RUN_DIR from its last checkpoint, with the options saved "
+                                "there", metavar="RUN_DIR")
+    evaluate: list | None = option(None, "test a checkpoint (a .ckpt file, or a run folder: its best checkpoint) "
+                                   "without training, on the data of its run (options given here override them); "
+                                   "writes metrics.json, per_tag.csv, results.md and test_predictions.npz into "
+                                   "--run-dir (default: RUN_DIR/evaluations/<checkpoint name>); several: their "
+                                   "ensemble (clip probabilities averaged, thresholds chosen on validation; default "
+                                   "RUNS_ROOT/ensembles/...)", metavar="CKPT|RUN_DIR", action="nargs+")
+    tag: list | None = option(None, "tag audio files (MP3, WAV, FLAC, OGG, ...; any rate, mono or stereo, any length) "
+                              "and folders (walked recursively) with --checkpoint", metavar="PATH", action="nargs+")
+    print_config: bool = option(False, "print the complete configuration of this command as YAML (it runs as it is "
+                                "with --config FILE) and exit", action="store_true")
+
+
+@dataclass(frozen=True)
+class TaggingOptions:
+    """tagging your own music (--tag)."""
+
+    checkpoint: str | None = option(None, "model to tag with: a .ckpt file, or a run folder (its best checkpoint)",
+                                    metavar="CKPT|RUN_DIR")
+    top_k: int = option(5, "also list the K highest-scoring tags", type=positive_int)
+    json: bool = option(False, "print one JSON document instead of text", action="store_true")
+    taggram: str | None = option(None, "plot tag probability over time: a .png for one file, else a folder with one "
+                                 "PNG per file", metavar="PNG|DIR")
+    taggram_hop: float | None = option(None, "seconds between the taggram's windows (the model's input slid over "
+                                       "the file; default 3)", type=float, metavar="SECONDS")
+    start: float | None = option(None, "tag from this time in each file (default: its start)", type=float,
+                                 metavar="SECONDS")
+    duration: float | None = option(None, "tag this many seconds (default: to the end of the file)", type=float,
+                                    metavar="SECONDS")
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """sweeps (Optuna; run options given on the command line or in --config files are fixed for all trials)."""
+
+    sweep: str | None = option(None, "tune MODEL's search space (sweeps/spaces.py; lstm_mel: FFT, hop, Mel bands, "
+                               "segments per clip, lr, global decay): runs trials until the study has --trials, then "
+                               "writes the report into RUNS_ROOT/sweeps/STUDY; start it many times (or on many "
+                               "machines) to add workers", choices=tuple(MODELS), metavar="MODEL")
+    trials: int = option(20, "trials in the whole study, all workers together (complete + pruned)", type=positive_int)
+    timeout: float | None = option(None, "this worker starts no new trial after S seconds", type=float, metavar="S")
+    study_name: str | None = option(None, "study name (default: MODEL-<hash of the fixed options and the space>)")
+    storage: str | None = option(None, "sqlite:///PATH, postgresql://USER:PW@HOST/DB, or journal:PATH on a shared "
+                                 "file system (default: sqlite in RUNS_ROOT/sweeps/STUDY/study.db)", metavar="URL")
+    sweep_report: bool = option(False, "write the report of an existing study (--study-name, or the same --sweep "
+                                "command) and exit", action="store_true")
+    pruner: str = option("median", "stop trials whose validation ROC-AUC is below the median of earlier trials at "
+                         "the same epoch (median) or never (none)", choices=("median", "none"))
+    pruner_startup_trials: int = option(5, "finished trials before the pruner prunes anything", type=int)
+    pruner_warmup_epochs: int = option(0, "epochs of every trial never pruned", type=int)
+    sweep_space: str | None = option(None, 'change the search space: {"hop_length": [256, 512], "lr": {"low": 0.001, '
+                                     '"high": 0.1, "log": true}, "global_decay": null} (a list: choices; an object: a '
+                                     'range; null: remove)', metavar="JSON|FILE")
+    sweep_seed: int = option(0, "seed of the sampler; each trial's draws follow from it and the trial's number, so a "
+                             "one-worker sweep reruns identically and concurrent workers never draw alike", type=int)
+    heartbeat_interval: int = option(60, "seconds between a running trial's heartbeats", type=positive_int)
+    grace_period: int = option(300, "a trial without a heartbeat for this long is failed and retried (a worker that "
+                               "died on this machine is noticed at once)", type=positive_int)
+    max_retry: int = option(3, "retries of a trial whose worker died", type=int)
+    max_failures: int = option(3, "this worker stops after this many failed trials in a row", type=positive_int)
+
+    def __post_init__(self) -> None:
+        if self.trials < 1:
+            raise ConfigError(f"--trials must be at least 1, got {self.trials}")
+        if self.heartbeat_interval < 1 or self.grace_period <= self.heartbeat_interval:
+            raise ConfigError(f"--grace-period ({self.grace_period} s) must exceed --heartbeat-interval "
+                              f"({self.heartbeat_interval} s, at least 1)")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ConfigError(f"--timeout must be positive, got {self.timeout}")
+
+
+@dataclass(frozen=True)
+class ComparisonOptions:
+    """comparing models (--compare, --reproduce)."""
+
+    compare: list | None = option(None, "compare finished runs (and --evaluate folders) on their saved test "
+                                  "predictions: comparison.md/.csv, per-tag differences, bootstrap intervals, paired "
+                                  "differences against --reference; runs differing only in seed form one row",
+                                  metavar="RUN_DIR", action="nargs+")
+    reference: str | None = option(None, "the run (its seed group) the others are compared with (default: the first)",
+                                   metavar="RUN_DIR")
+    out: str | None = option(None, "where --compare / --reproduce write the comparison (default: RUNS_ROOT/comparison, "
+                             "RUNS_ROOT/reproduce/NAME)", metavar="DIR")
+    bootstrap: int = option(DEFAULT_RESAMPLES, "bootstrap resamples of the test clips", type=positive_int,
+                            metavar="N")
+    bootstrap_seed: int = option(DEFAULT_SEED, "seed of the resampling; the same for every run compared", type=int,
+                                 metavar="S")
+    reproduce: str | None = option(None, "train every run a published table needs (table4, won2020, "
+                                   "won2020-jamendo; finished runs are reused, killed ones resume), then write its "
+                                   "comparison with the published numbers", metavar="NAME")
+    seeds: str = option("0", "--reproduce: seeds per model", metavar="0,1,2")
+    dry_run: bool = option(False, "--reproduce: list the runs and their commands only", action="store_true")
+    task_index: int | None = option(None, "--reproduce: run only the I-th run of the list (a SLURM array task)",
+                                    type=int, metavar="I")
+
+
+ALL_GROUPS = (ModeOptions, *RUN_GROUPS, TaggingOptions, SweepOptions, ComparisonOptions)
+
+
+def declared_fields(group) -> list[dataclasses.Field]:
+    """The fields a group declares itself (RunOptions' groups share no names)."""
+    return [f for f in fields(group) if f.name in group.__annotations__]
+
+
+def flag_of(f: dataclasses.Field) -> str:
+    return f.metadata["flag"] or "--" + f.name.replace("_", "-")
+
+
+def default_text(f: dataclasses.Field) -> str:
+    if f.metadata["action"] in ("store_true", "store_false", "boolean"):
+        return "on" if f.default else "off"
+    if isinstance(f.default, tuple):
+        return ",".join(map(str, f.default))
+    return "the model's" if f.default is None and f.name in MelOptions.__annotations__ else str(f.default)
+
+
+def option_table() -> str:
+    """The README's option table (Markdown), generated from the declarations."""
+    rows = ["| option | group | default | identity | tunable | what it does |", "|---|---|---|---|---|---|"]
+    for group in ALL_GROUPS:
+        title = (group.__doc__ or "").split(":")[0].strip().rstrip(".")
+        for f in declared_fields(group):
+            run_option = f.name in RUN_OPTION_NAMES
+            identity = ("yes" if f.metadata["identity"] else "no") if run_option else ""
+            tunable = ("yes" if f.metadata["tunable"] else "no") if run_option else ""
+            choices = f" ({' / '.join(map(str, f.metadata['choices']))})" if f.metadata["choices"] else ""
+            text = f.metadata["help"].replace("|", "\\|") + choices
+            rows.append(f"| `{flag_of(f)}` | {title} | {default_text(f)} | {identity} | {tunable} | {text} |")
+    return "\n".join(rows)
+
+
+TABLE_START = "<!-- options table: generated by experiments.options.option_table() -->"
+TABLE_END = "<!-- end options table -->"
+
+
+def update_readme(path: str | Path) -> bool:
+    """Rewrite the option table between the README's markers; True when it changed."""
+    path = Path(path)
+    text = path.read_text()
+    head, rest = text.split(TABLE_START, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    new = f"{head}{TABLE_START}\n{option_table()}\n{TABLE_END}{tail}"
+    if new != text:
+        path.write_text(new)
+    return new != text
+
+
+if __name__ == "__main__":  # python -m experiments.options README.md: refresh the README's option table
+    import sys
+
+    print("updated" if update_readme(sys.argv[1] if len(sys.argv) > 1 else "README.md") else "up to date")

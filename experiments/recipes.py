@@ -1,0 +1,137 @@
+"""Training recipes (`--recipe paper|won2020|modern`): named defaults for optimiser, schedule, crops and augmentation.
+
+A recipe is a mapping from option names (those of `experiments.options`) to values. It is
+applied in one place, `apply_recipe` (called by `experiments.cli.parse_command` once the
+model is known), to the options that were *not* given on the command line or in a `--config`
+file, so any explicit flag wins. The result is an ordinary `RunOptions`: the run folder's
+`config.json`/`config.yaml` hold the resolved values, `--resume` and `--evaluate` read them back
+without applying any recipe again, and the run folder's name (the digest of the identity options)
+follows from the resolved values, not from the recipe's name: `--recipe paper` on the paper's
+models is the same run as no `--recipe` at all.
+
+* `paper`: the suite's declared defaults (SGD 0.01, momentum 0.9, the local and global decay);
+  `tests/unit/experiments/test_recipes.py` checks that it equals them.
+* `won2020`: Won et al. 2020 (minzwon/sota-music-tagging-models, training/solver.py and
+  main.py): Adam 1e-4 with weight decay 1e-4 for 80 epochs, then the best weights reloaded and
+  SGD + Nesterov (momentum 0.9, weight decay 1e-4) at 1e-3, 1e-4 after 20 more epochs and 1e-5
+  after 20 more, each switch reloading the best weights; 200 epochs; one random chunk per clip
+  in each training epoch (their loader's epoch: each clip once, whatever the evaluation averages);
+  model selection on validation loss; evaluation averages the model's chunks per clip (its
+  `--segments-per-clip`).
+* `modern`: AdamW 1e-3 (weight decay 0.01), 5% linear warm-up then cosine decay to zero, mixup
+  (alpha 0.2), SpecAugment (two frequency masks up to 15% of the bands, two time masks up to 10%
+  of the frames; Mel models only: waveform models get no masks), an EMA of the weights (decay
+  0.999) for validation, checkpoints and test, gradient clipping at norm 1, and bf16-mixed
+  precision when the run trains on a GPU (32-bit on the CPU).
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+import torch
+
+from infrastructure.errors import ConfigError
+from lightning_modules.registry import MODELS
+
+SCHEDULES = ("paper", "won2020", "cosine")
+
+RECIPES = MappingProxyType({
+    "paper": MappingProxyType({
+        "optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0, "nesterov": False,
+        "schedule": "paper", "local_decay": 1e-6, "patience": 3, "global_decay": 0.2, "max_restarts": 4,
+        "monitor": "val/loss", "monitor_mode": "min", "max_epochs": 100}),
+    "won2020": MappingProxyType({
+        "optimizer": "adam", "lr": 1e-4, "weight_decay": 1e-4, "momentum": 0.9, "nesterov": True,
+        "schedule": "won2020", "stage_epochs": (80, 20, 20), "stage_lrs": (1e-3, 1e-4, 1e-5),
+        "local_decay": 0.0, "patience": 0, "max_epochs": 200, "train_crop": "random", "random_crops_per_clip": 1,
+        "monitor": "val/loss", "monitor_mode": "min"}),
+    "modern": MappingProxyType({
+        "optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01, "schedule": "cosine", "warmup": 0.05,
+        "local_decay": 0.0, "patience": 0, "mixup_alpha": 0.2, "freq_mask": 0.15, "time_mask": 0.1, "n_masks": 2,
+        "ema_decay": 0.999, "gradient_clip": 1.0, "monitor": "val/loss", "monitor_mode": "min"}),
+})
+MEL_ONLY = ("freq_mask", "time_mask", "n_masks")
+"""Recipe options that act on a spectrogram: a recipe leaves them at their defaults (off) for waveform models."""
+
+
+def default_recipe(model: str) -> str:
+    if model not in MODELS:
+        raise ConfigError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+    return MODELS[model].recipe
+
+
+def recipe_values(name: str, model: str, accelerator: str = "auto") -> dict:
+    """The option values recipe `name` sets for `model` trained on `accelerator`."""
+    if name not in RECIPES:
+        raise ConfigError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
+    values = dict(RECIPES[name])
+    if MODELS[model].frontend is None:
+        for key in MEL_ONLY:
+            values.pop(key, None)
+    if name == "modern":
+        accelerator = str(accelerator or "auto").lower()
+        gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+        values["precision"] = "bf16-mixed" if gpu else "32"
+    return values
+
+
+def apply_recipe(options, given, model: str | None = None):
+    """`options` with the recipe's values for every option not in `given` (and `recipe` set to its name).
+
+    `model` defaults to `options.model`; without a model (e.g. `--resume`, `--evaluate`) the options
+    are returned as they are: saved runs hold resolved values already.
+    """
+    model = model or options.model
+    if not model:
+        if "recipe" in given:
+            raise ConfigError("--recipe applies to training a --model (or a --sweep MODEL); a resumed or evaluated "
+                              "run keeps the values it was trained with")
+        return options
+    name = options.recipe or default_recipe(model)
+    values = {k: v for k, v in recipe_values(name, model, options.accelerator).items() if k not in given}
+    crop = values.get("train_crop", options.train_crop) or MODELS[model].train_crop
+    if "random_crops_per_clip" in values and crop != "random":
+        del values["random_crops_per_clip"]  # e.g. an explicit --train-crop fixed: training reads the fixed segments
+    return options.replace(recipe=name, **values)
+
+
+def check_recipe_options(options) -> None:
+    """One-line ConfigErrors for schedule and augmentation settings that cannot work (before any data)."""
+    spec = MODELS.get(options.model) if options.model else None
+    schedule = options.schedule
+    if schedule not in SCHEDULES:
+        raise ConfigError(f"unknown --schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    if schedule != "paper":
+        paper_only = [flag for flag, on in (("--local-decay", options.local_decay > 0),
+                                            ("--patience", options.patience > 0)) if on]
+        if paper_only:
+            raise ConfigError(f"{' and '.join(paper_only)} belong to --schedule paper (the two-level decay); with "
+                              f"--schedule {schedule} set them to 0")
+    if schedule == "won2020":
+        from callbacks.recipe_schedules import check_stages
+        check_stages(options.stage_epochs, options.stage_lrs)
+    elif (options.stage_epochs, options.stage_lrs) != ((80, 20, 20), (1e-3, 1e-4, 1e-5)):
+        raise ConfigError("--stage-epochs and --stage-lrs apply to --schedule won2020")
+    if not 0.0 <= options.warmup < 1.0:
+        raise ConfigError(f"--warmup must be a fraction of the training steps in [0, 1), got {options.warmup}")
+    if options.warmup > 0 and schedule != "cosine":
+        raise ConfigError("--warmup applies to --schedule cosine")
+    if not 0.0 <= options.ema_decay < 1.0:
+        raise ConfigError(f"--ema-decay must be in [0, 1) (0: off), got {options.ema_decay}")
+    if options.ema_decay > 0 and (schedule == "won2020" or (schedule == "paper" and options.patience > 0)):
+        raise ConfigError("--ema-decay does not go with a schedule that reloads the best weights (--schedule won2020, "
+                          "or the paper's global decay: --patience > 0): the average would not follow the reload")
+    if options.gradient_clip < 0:
+        raise ConfigError(f"--gradient-clip must be >= 0 (0: off), got {options.gradient_clip}")
+    if options.mixup_alpha < 0:
+        raise ConfigError(f"--mixup-alpha must be >= 0 (0: off), got {options.mixup_alpha}")
+    if options.mixup_alpha > 0 and spec is not None and (options.batch_size or spec.batch_size) < 2:
+        raise ConfigError("--mixup-alpha mixes examples of a batch: it needs --batch-size 2 or more, got "
+                          f"{options.batch_size or spec.batch_size}")
+    for flag, value in (("--freq-mask", options.freq_mask), ("--time-mask", options.time_mask)):
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"{flag} is the widest mask as a fraction of its axis, in [0, 1); got {value}")
+    if (options.freq_mask or options.time_mask) and spec is not None and spec.frontend is None:
+        raise ConfigError(f"SpecAugment (--freq-mask, --time-mask) masks a spectrogram; {spec.name} reads waveforms "
+                          "(no Mel frontend), so it does not apply")

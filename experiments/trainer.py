@@ -1,0 +1,147 @@
+"""The Trainer of a run: devices, DDP strategy, precision, cluster environment, and leaving DDP cleanly."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+
+from callbacks.sync_buffers import SyncModelBuffers
+from experiments.checks import check_chunk_network
+from experiments.options import DEFAULT_LOG_EVERY_N_STEPS, PRECISIONS, STRATEGIES, RunOptions
+from experiments.peers import ddp_timeout
+from experiments.recipes import check_recipe_options
+from infrastructure.errors import ConfigError
+
+SANITY_VAL_STEPS = 2  # validation batches run before training starts (catches evaluation bugs at once)
+
+
+def resolved_accelerator(options: RunOptions) -> str:
+    """'gpu' or 'cpu' for the usual values of --accelerator ('auto': a GPU when CUDA sees one)."""
+    name = str(options.accelerator or "auto").lower()
+    if name == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    return "gpu" if name in ("gpu", "cuda") else name
+
+
+def planned_processes(options: RunOptions) -> int:
+    """Training processes the options ask for: devices per node x nodes.
+
+    `--devices auto` (or -1) means every GPU of the node, or one process on CPU.
+    """
+    devices = options.devices
+    if isinstance(devices, (list, tuple)):
+        per_node = len(devices)
+    elif devices in ("auto", -1, "-1"):
+        per_node = torch.cuda.device_count() if resolved_accelerator(options) == "gpu" else 1
+    else:
+        per_node = int(devices)
+    return max(1, per_node) * int(options.num_nodes or 1)
+
+
+def build_strategy(options: RunOptions):
+    """DDP when more than one process trains (or when asked for), else Lightning's single-device choice.
+
+    DDP settings: no search for unused parameters (every parameter of these networks gets a
+    gradient at every step, and the search costs a graph traversal per step) and no buffer
+    broadcast before every forward (`SyncModelBuffers` aligns the BatchNorm statistics before
+    each evaluation instead, which is all evaluation needs; training-mode BatchNorm uses batch
+    statistics, so the running statistics never affect a training step).
+    """
+    name = options.strategy or "auto"
+    if name not in STRATEGIES:
+        raise ConfigError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+    if name == "auto" and planned_processes(options) == 1:
+        return "auto"
+    if options.sync_batchnorm and resolved_accelerator(options) == "cpu":
+        raise ConfigError("--sync-batchnorm needs GPUs: PyTorch's SyncBatchNorm does not run on CPU tensors")
+    from lightning.pytorch.strategies import DDPStrategy
+    return DDPStrategy(find_unused_parameters=False, timeout=ddp_timeout(options), **no_forward_buffer_sync())
+
+
+def no_forward_buffer_sync() -> dict:
+    """DDP's keyword for "no buffer broadcast before each forward": `forward_sync_buffers=False` from
+    torch 2.13 (which deprecates `broadcast_buffers`), `broadcast_buffers=False` before (that one also
+    skips the buffers' sync at wrapping time, harmless here: `SyncModelBuffers` aligns them before
+    every evaluation, and seeded initialisation makes them equal at the start)."""
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
+        return {"forward_sync_buffers": False}
+    return {"broadcast_buffers": False}
+
+
+def cluster_plugins() -> list:
+    """Under SLURM: Lightning's SLURM environment without its own requeue handler.
+
+    Lightning would otherwise catch SIGUSR1, save a mid-epoch `hpc_ckpt_N.ckpt` and resume from
+    it, which Lightning itself warns is unreliable for a dataloader that cannot resume mid-epoch.
+    The batch scripts in slurm/ requeue the job from the batch shell instead; the requeued job
+    runs the same command, finds the same (deterministic) run folder and resumes exactly from
+    its last end-of-epoch checkpoint, like `--resume`.
+    """
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+    if SLURMEnvironment.detect():
+        return [SLURMEnvironment(auto_requeue=False)]
+    return []
+
+
+def check_precision(options: RunOptions) -> str:
+    precision = str(options.precision or "32")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "16-mixed" and resolved_accelerator(options) == "cpu":
+        raise ConfigError("--precision 16-mixed needs a GPU (PyTorch has no float16 autocast for CPU training); "
+                          "use bf16-mixed on CPU")
+    return precision
+
+
+def check_run_options(options: RunOptions) -> None:
+    """Raise ConfigError for precision and distributed settings that cannot work here."""
+    check_precision(options)
+    if options.compile_backend is not None and not options.compile:
+        raise ConfigError(f"--compile-backend {options.compile_backend} needs --compile")
+    check_recipe_options(options)
+    build_strategy(options)
+    check_chunk_network(options)  # a chunk model's network is known before the data: refuse impossible sizes now
+
+
+def build_trainer(options: RunOptions, run_dir: Path, callbacks: list[Callback], logger) -> pl.Trainer:
+    if options.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    log_every = int(options.log_every_n_steps or DEFAULT_LOG_EVERY_N_STEPS)
+    callbacks = [*callbacks, SyncModelBuffers()]
+    if options.progress:
+        # Refreshing the bar reads the logged loss, a host sync: as often as the logger, not every step.
+        callbacks.append(TQDMProgressBar(refresh_rate=log_every))
+    return pl.Trainer(
+        default_root_dir=run_dir, max_epochs=options.max_epochs, accelerator=options.accelerator,
+        devices=options.devices, num_nodes=options.num_nodes, strategy=build_strategy(options),
+        plugins=cluster_plugins(), precision=check_precision(options), sync_batchnorm=options.sync_batchnorm,
+        deterministic=options.deterministic, callbacks=callbacks, logger=logger,
+        benchmark=bool(options.cudnn_benchmark) and not options.deterministic,
+        use_distributed_sampler=False,  # MTATDataModule shards by rank itself (exact evaluation)
+        limit_train_batches=options.limit_train_batches, limit_val_batches=options.limit_val_batches,
+        limit_test_batches=options.limit_test_batches, num_sanity_val_steps=SANITY_VAL_STEPS,
+        enable_progress_bar=options.progress, gradient_clip_val=options.gradient_clip or None,
+        log_every_n_steps=log_every)
+
+def close_process_group() -> None:
+    """Under DDP, wait for every rank, then leave the process group (a no-op in one process).
+
+    A rank that exits while another still holds its gloo connections can abort at exit
+    ("terminate called without an active exception", SIGABRT: seen in about one 2-process CPU run
+    in ten), which fails a SLURM task whose work is done. Leaving together avoids it; Lightning's
+    own exit handler then finds no group to destroy.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
