@@ -19,9 +19,8 @@ import sys
 from pathlib import Path
 
 from experiments.cli import given_run_options
-from experiments.interruptions import RunStopped
 from experiments.options import RUN_OPTION_NAMES
-from infrastructure.errors import ConfigError, SuiteError
+from infrastructure.errors import ConfigError, RunStopped, SuiteError
 
 USAGE_ERROR = 2
 

@@ -275,7 +275,7 @@ def contention_note(info: dict) -> str:
 
 # ---- command line --------------------------------------------------------------------------------
 def default_work_dir() -> Path:
-    from datamodules.datamodule import default_cache_root
+    from infrastructure.locations import default_cache_root
 
     return default_cache_root() / "benchmarks"
 

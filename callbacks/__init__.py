@@ -1,22 +1,13 @@
-"""Lightning callbacks of the suite.
+"""Lightning callbacks of the suite, one concern per module.
 
-* :class:`LocalDecay`, :class:`GlobalDecayRestart`: the paper's two-level learning-rate decay
-  (section 4.5); they share the epoch-start rate through the param-group key
-  :data:`GLOBAL_LR_KEY`.
-* :class:`RNGStateCheckpoint`: RNG states in checkpoints, for exact resume.
-* :class:`StepSeeds`: every training step's random numbers from (seed, epoch, batch, rank).
+* `callbacks.lr_decay`: the paper's two-level learning-rate decay (section 4.5), `LocalDecay` and
+  `GlobalDecayRestart`, which share the epoch-start rate through the param-group key `GLOBAL_LR_KEY`;
+* `callbacks.recipe_schedules`: Won et al.'s optimiser stages and the warm-up + cosine schedule;
+* `callbacks.schedules`: the schedules' names (read by the command line without importing Lightning);
+* `callbacks.rng_state`: RNG states in checkpoints, for exact resume; `callbacks.step_seeds`: every training
+  step's random numbers from (seed, epoch, batch, rank);
+* `callbacks.ema`, `callbacks.history`, `callbacks.sync_buffers`, `callbacks.test_predictions`.
+
+Nothing is imported here: importing one callback module must not load the others (or Lightning, for
+`callbacks.schedules`).
 """
-
-from callbacks.lr_decay import GLOBAL_LR_KEY, GlobalDecayRestart, LocalDecay
-from callbacks.rng_state import RNGStateCheckpoint, capture_rng_states, restore_rng_states
-from callbacks.step_seeds import StepSeeds
-
-__all__ = [
-    "GLOBAL_LR_KEY",
-    "GlobalDecayRestart",
-    "LocalDecay",
-    "RNGStateCheckpoint",
-    "StepSeeds",
-    "capture_rng_states",
-    "restore_rng_states",
-]

@@ -30,6 +30,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 
+from callbacks.schedules import GLOBAL_DECAY_SCHEDULES, LOCAL_DECAY_FORMULAS
 from infrastructure.errors import ConfigError
 
 GLOBAL_LR_KEY = "global_lr"
@@ -124,7 +125,7 @@ class LocalDecay(Callback):
         formula: ``"paper"`` (compounding, as printed) or ``"keras"`` (as the Keras optimizer does).
     """
 
-    FORMULAS = ("paper", "keras")
+    FORMULAS = LOCAL_DECAY_FORMULAS
 
     def __init__(self, decay: float = 1e-6, formula: Literal["paper", "keras"] = "paper") -> None:
         super().__init__()
@@ -252,7 +253,7 @@ class GlobalDecayRestart(Callback):
     """
 
     MODES = ("min", "max")
-    SCHEDULES = ("paper", "sample_cnn")
+    SCHEDULES = GLOBAL_DECAY_SCHEDULES
 
     def __init__(
         self,

@@ -60,14 +60,6 @@ class SyntheticSpec:
     seed: int = 0
 
 
-def default_cache_root() -> Path:
-    """`$MTAT_TAGGING_CACHE`, else `$XDG_CACHE_HOME/mtat-tagging`, else `~/.cache/mtat-tagging`."""
-    if os.environ.get("MTAT_TAGGING_CACHE"):
-        return Path(os.environ["MTAT_TAGGING_CACHE"]).expanduser().resolve()
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).expanduser()
-    return (base / "mtat-tagging").resolve()
-
-
 MAX_DEFAULT_WORKERS = 8
 
 

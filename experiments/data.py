@@ -6,7 +6,7 @@ import contextlib
 import time
 from pathlib import Path
 
-from datamodules.datamodule import DatasetInfo, MTATDataModule, SyntheticSpec, default_cache_root
+from datamodules.datamodule import DatasetInfo, MTATDataModule, SyntheticSpec
 from datamodules.datasets.jamendo.reader import DATASET as JAMENDO
 from datamodules.datasets.jamendo.reader import (
     DEFAULT_QUALITY,
@@ -22,6 +22,7 @@ from experiments.options import RunOptions
 from infrastructure.audio import MTAT_CLIP_SAMPLES
 from infrastructure.errors import ConfigError, DataError
 from infrastructure.io import file_lock, local_rank
+from infrastructure.locations import default_cache_root
 from lightning_modules.registry import MODELS, ModelSpec
 
 

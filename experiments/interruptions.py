@@ -39,6 +39,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from experiments.trainer import resolved_accelerator
+from infrastructure.errors import RunStopped
 from infrastructure.io import is_global_zero
 
 EXIT_TERMINATED = 128 + signal.SIGTERM  # what a shell reports for a process ended by SIGTERM
@@ -47,19 +48,6 @@ EXIT_WORKER_KILLED = 1
 _WORKER_DIED = re.compile(r"DataLoader worker \(pid(?:\(s\))? (?P<pids>[\d, ]+)\) "
                           r"(?:is killed by signal: (?P<signal>[^.]+)\.|exited unexpectedly"
                           r"(?: with exit code (?P<code>-?\d+))?)")
-
-
-class RunStopped(SystemExit):
-    """The run stopped before its end for an outside reason; `message` says what and how to resume.
-
-    A `SystemExit` (with the exit status as its code), so that code which stops on Ctrl-C or on
-    Lightning's `SIGTERMException` (a sweep requeues its trial) stops on it too, and no
-    `except Exception` on the way swallows it.
-    """
-
-    def __init__(self, message: str, code: int):
-        super().__init__(code)
-        self.message = message
 
 
 def inexact_resume_reasons(options) -> list[str]:

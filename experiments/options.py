@@ -13,7 +13,7 @@ own lists:
 do: download, tag, evaluate, resume, sweep) are parsed beside it but are not part of a run. The
 parser (`build_parser`), the sets above, `--print-config`, the `config.yaml` of every run folder
 and the README's option table all follow from these declarations. Experiment files are YAML
-with the options' names as keys (`lr: 0.001`), read by jsonargparse's `ActionConfigFile`.
+with the options' names as keys (`lr: 0.001`), read by `experiments.cli` (checked as flags are).
 
 Model-specific defaults (batch size, Mel settings, segments per clip) live in the model
 registry; here those options default to None, "the model's value".
@@ -23,23 +23,26 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from callbacks.lr_decay import GlobalDecayRestart, LocalDecay
-from datamodules.datamodule import SyntheticSpec
+from callbacks.schedules import GLOBAL_DECAY_SCHEDULES, LOCAL_DECAY_FORMULAS, SCHEDULES
 from datamodules.datasets.jamendo.splits import QUALITIES as JAMENDO_QUALITIES
 from datamodules.datasets.jamendo.splits import SPLITS as JAMENDO_SPLITS
 from datamodules.datasets.jamendo.splits import SUBSETS as JAMENDO_SUBSETS
 from datamodules.datasets.mtat.reader import SPLITS, TAG_VOCABULARIES
-from datamodules.frontend import BACKENDS, COMPRESSIONS
+from datamodules.datasets.mtat.standin import DEFAULT_N_CLIPS
+from datamodules.mel_config import BACKENDS, COMPRESSIONS
 from datamodules.segments import TRAIN_CROPS
-from experiments.recipes import RECIPES, SCHEDULES
+from experiments.recipes import RECIPES
 from experiments.reporting.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
 from infrastructure.audio import MTAT_CLIP_SAMPLES
 from infrastructure.errors import ConfigError
+from infrastructure.locations import default_cache_root
+from lightning_modules.optimization import NONFINITE_ACTIONS, OPTIMIZERS
 from lightning_modules.registry import MODELS
-from lightning_modules.tagging_module import NONFINITE_ACTIONS, OPTIMIZERS
 
 LOGGERS = ("wandb", "csv", "tensorboard", "none")
 STRATEGIES = ("auto", "ddp")
@@ -50,14 +53,52 @@ DEFAULT_LOG_EVERY_N_STEPS = 10
 
 # ---- value types --------------------------------------------------------------------------------
 class OptionValueError(argparse.ArgumentTypeError, ValueError):
-    """A bad option value: argparse shows its message for flags, jsonargparse for --config files."""
+    """A bad option value: argparse shows its message for flags; `experiments.cli` names the file for --config."""
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise OptionValueError(f"must be a positive integer, got {text}")
-    return value
+@dataclass(frozen=True)
+class Interval:
+    """An option's valid values, written as in mathematics: "(0, inf)", "[0, 1)", "[1, inf)".
+
+    Declared with the option (``valid=``) and checked wherever a value comes from: a flag, a --config
+    file, a sweep's search space, a saved configuration. A list-valued option (--stage-epochs) checks
+    every entry.
+    """
+
+    low: float
+    high: float
+    low_closed: bool
+    high_closed: bool
+
+    @classmethod
+    def parse(cls, text: str) -> Interval:
+        match = re.fullmatch(r"\s*([\[(])\s*(-?inf|[-+0-9.e]+)\s*,\s*(inf|[-+0-9.e]+)\s*([\])])\s*", text)
+        if match is None:
+            raise ValueError(f"not an interval: {text!r}")
+        opening, low, high, closing = match.groups()
+        return cls(float(low), float(high), opening == "[", closing == "]")
+
+    def __contains__(self, value) -> bool:
+        above = value >= self.low if self.low_closed else value > self.low
+        below = value <= self.high if self.high_closed else value < self.high
+        return above and below
+
+    def describe(self) -> str:
+        """'> 0', '>= 1', 'in [0, 1)'."""
+        low = _number(self.low)
+        if math.isinf(self.high):
+            return f"{'>=' if self.low_closed else '>'} {low}"
+        return f"in {'[' if self.low_closed else '('}{low}, {_number(self.high)}{']' if self.high_closed else ')'}"
+
+    def check(self, value) -> None:
+        """OptionValueError("must be > 0, got -0.01") unless every number in `value` lies in the interval."""
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            if isinstance(item, (int, float)) and not isinstance(item, bool) and item not in self:
+                raise OptionValueError(f"must be {self.describe()}, got {_number(item)}")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else repr(value)
 
 
 def int_list(text) -> list[int]:
@@ -106,16 +147,35 @@ def parse_devices(text):
 
 
 def option(default, help: str, *, type=None, choices=None, metavar=None, identity: bool = True,
-           tunable: bool = True, flag: str | None = None, action: str | None = None, added: bool = False):
+           tunable: bool = True, flag: str | None = None, action: str | None = None, added: bool = False,
+           valid: str | None = None, essential: str | None = None, known_as: tuple[str, ...] = ()):
     """A dataclass field that is also a command-line option (see the module docstring).
 
     `added`: an identity option that came after run folders existed. At its default it is left out
     of `RunOptions.to_dict()`, so the digests (default run-folder names) of earlier runs, which
     never had it, stay what they were; set to anything else, it is part of the digest as usual.
+    `valid`: the values a numeric option accepts, as an `Interval` ("(0, inf)"); None is always accepted
+    where the default is None ("the model's value").
+    `essential`: a one-line summary: the option is listed, with it, by the short `--help`.
+    `known_as`: names other tools use for this option (`learning_rate`): an unknown option with one of
+    them is answered with this option's name.
     """
     return field(default=default, metadata={
         "help": help, "type": type, "choices": choices, "metavar": metavar, "identity": identity,
-        "tunable": tunable, "flag": flag, "action": action, "added": added})
+        "tunable": tunable, "flag": flag, "action": action, "added": added,
+        "valid": Interval.parse(valid) if valid else None, "essential": essential, "known_as": tuple(known_as)})
+
+
+def check_values(instance) -> None:
+    """ConfigError naming the first option of `instance` (a group of options) whose value is out of its range."""
+    for f in fields(instance):
+        interval = f.metadata.get("valid")
+        value = getattr(instance, f.name)
+        if interval is not None and value is not None:
+            try:
+                interval.check(value)
+            except OptionValueError as error:
+                raise ConfigError(f"{flag_of(f)} {error}") from None
 
 
 # ---- run options, by concern ---------------------------------------------------------------------
@@ -124,10 +184,13 @@ class ModelOptions:
     """model: which architecture, and the network options that are not the model's defaults."""
 
     model: str | None = option(None, "architecture: " + "; ".join(f"{n} ({s.table})" for n, s in MODELS.items()),
-                               choices=tuple(MODELS), tunable=False)
-    dropout: float | None = option(None, "override the network's dropout rate", type=float)
+                               choices=tuple(MODELS), tunable=False,
+                               essential="train and test this model (see --summary for its layers)",
+                               known_as=("arch", "architecture", "network", "net"))
+    dropout: float | None = option(None, "override the network's dropout rate", type=float, valid="[0, 1)",
+                                   known_as=("drop", "dropout_rate", "p_dropout"))
     width: int | None = option(None, "base channel width of Won et al.'s networks (their 128), e.g. smaller for quick "
-                               "CPU tries (default: the model's)", type=positive_int, added=True)
+                               "CPU tries (default: the model's)", type=int, added=True, valid="[1, inf)")
     input_norm: bool = option(False, "lstm_mel: batch-normalise the log-Mel bands before the LSTM (not in Table 3; "
                               "the raw dB input saturates the LSTM: recommended)", action="store_true")
 
@@ -137,25 +200,30 @@ class DataOptions:
     """data: which clips, tags and split, and how they are prepared and loaded."""
 
     data: str = option("synthetic", "MTAT folder (annotations_final.csv + mp3/0..f/), or 'synthetic' to generate "
-                       "and use the stand-in dataset", metavar="DIR|synthetic", tunable=False)
+                       "and use the stand-in dataset", metavar="DIR|synthetic", tunable=False,
+                       essential="an MTAT folder, or 'synthetic' for the generated stand-in (the default)",
+                       known_as=("data_dir", "dataset_dir", "root", "path"))
     cache_dir: str | None = option(None, "where decoded waveforms and the synthetic dataset are kept "
-                                   "(default: $MTAT_TAGGING_CACHE or ~/.cache/mtat-tagging)", tunable=False)
+                                   "(default: $MTAT_TAGGING_CACHE or ~/.cache/mtat-tagging)", metavar="DIR", tunable=False)
     tags: str = option("paper", "tag vocabulary: 'paper' merges synonyms then keeps the top 50; 'standard' is the "
                        "unmerged top 50 of the literature, for comparison with published results",
-                       choices=TAG_VOCABULARIES, tunable=False)
-    n_tags: int = option(50, "tags kept by the vocabulary", type=positive_int, tunable=False)
+                       choices=TAG_VOCABULARIES, tunable=False,
+                       essential="tag vocabulary: paper (merged synonyms) or standard (the literature's top 50)")
+    n_tags: int = option(50, "tags kept by the vocabulary", type=int, tunable=False, valid="[1, inf)")
     split: str = option("folder", "'folder': MTAT folders 0-b train, c valid, d-f test (the paper's); 'clean': the "
-                        "Lee/Won lists (real MTAT only)", choices=SPLITS, tunable=False)
-    synthetic_clips: int = option(SyntheticSpec.n_clips, "clips in the synthetic dataset", type=positive_int,
-                                  tunable=False)
+                        "Lee/Won lists (real MTAT only)", choices=SPLITS, tunable=False,
+                        essential="folder (the paper's) or clean (Won et al.'s)")
+    synthetic_clips: int = option(DEFAULT_N_CLIPS, "clips in the synthetic dataset", type=int,
+                                  tunable=False, valid="[1, inf)")
     synthetic_clip_samples: int = option(MTAT_CLIP_SAMPLES, "clip length of the synthetic dataset in samples at "
-                                         "16 kHz (MTAT's)", type=positive_int, tunable=False)
-    synthetic_seed: int = option(0, "seed of the synthetic dataset", type=int, tunable=False)
+                                         "16 kHz (MTAT's)", type=int, tunable=False, valid="[1, inf)")
+    synthetic_seed: int = option(0, "seed of the synthetic dataset", type=int, tunable=False, valid="[0, 4294967295]")
     dataset: str = option("mtat", "which benchmark --data holds: MagnaTagATune, or MTG-Jamendo (split TSVs + audio "
                           "folders 00-99; with --data synthetic, its generated stand-in)", choices=("mtat", "mtg-jamendo"),
-                          tunable=False, added=True)
+                          tunable=False, added=True, essential="mtat, or mtg-jamendo")
     jamendo_split: int | None = option(None, "MTG-Jamendo split set (default 0, the one results are reported on; "
-                                       "--split is MTAT's)", type=int, choices=JAMENDO_SPLITS, tunable=False, added=True)
+                                       "--split is MTAT's)", type=int, choices=JAMENDO_SPLITS, tunable=False,
+                                       added=True)
     jamendo_subset: str | None = option(None, "MTG-Jamendo tag subset, all of its tags (default top50tags; --tags and "
                                         "--n-tags are MTAT's)", choices=JAMENDO_SUBSETS, tunable=False, added=True)
     jamendo_quality: str | None = option(None, "MTG-Jamendo audio read and downloaded: low (mono VBR MP3, 156 GB; the "
@@ -165,41 +233,47 @@ class DataOptions:
                                       "default: --data)", metavar="DIR", tunable=False, added=True)
     excerpt_seconds: float | None = option(None, "MTG-Jamendo: store only the middle S seconds of each track (30: "
                                            "~53 GB instead of ~435 GB; default: whole tracks)", type=float,
-                                           metavar="S", tunable=False, added=True)
+                                           metavar="S", tunable=False, added=True, valid="(0, inf)")
     jamendo_clip_samples: int | None = option(None, "MTG-Jamendo: the window whole-clip models (mel_cnn, lstm_mel, "
                                               f"sample_cnn) read, in samples (default {MTAT_CLIP_SAMPLES}, MTAT's "
-                                              "29.1 s clip); chunk models read their own chunk", type=positive_int,
-                                              tunable=False, added=True)
+                                              "29.1 s clip); chunk models read their own chunk", type=int,
+                                              tunable=False, added=True, valid="[1, inf)")
     synthetic_tracks: int | None = option(None, "tracks in the generated MTG-Jamendo stand-in (default 200)",
-                                          type=positive_int, tunable=False, added=True)
+                                          type=int, tunable=False, added=True, valid="[1, inf)")
     synthetic_min_seconds: float | None = option(None, "shortest track of the MTG-Jamendo stand-in (default 20)",
-                                                 type=float, tunable=False, added=True)
+                                                 type=float, tunable=False, added=True, valid="(0, inf)")
     synthetic_max_seconds: float | None = option(None, "longest track of the MTG-Jamendo stand-in (default 90)",
-                                                 type=float, tunable=False, added=True)
+                                                 type=float, tunable=False, added=True, valid="(0, inf)")
     num_workers: int | None = option(None, "loader processes per training process (default: its share of the "
-                                     "usable cores - 1, at most 8)", type=int, identity=False, tunable=False)
+                                     "usable cores - 1, at most 8)", type=int, identity=False, tunable=False,
+                                     valid="[0, inf)", known_as=("workers", "loader_workers"))
     prepare_workers: int | None = option(None, "decoding processes (default: all cores)", type=int,
-                                         identity=False, tunable=False)
+                                         identity=False, tunable=False, valid="[1, inf)")
 
 
 @dataclass(frozen=True)
 class MelOptions:
     """Mel frontend (computed on the batch's device) and segments; None means the model's value."""
 
-    n_fft: int | None = option(None, "FFT window (mel_cnn, lstm_mel: 2048)", type=positive_int)
-    hop_length: int | None = option(None, "hop between frames (mel_cnn: 1792, lstm_mel: 512)", type=positive_int)
-    n_mels: int | None = option(None, "Mel bands (128)", type=positive_int)
-    f_min: float | None = option(None, "lowest frequency in Hz (0)", type=float)
-    f_max: float | None = option(None, "highest frequency in Hz (8000, the Nyquist frequency)", type=float)
+    n_fft: int | None = option(None, "FFT window (mel_cnn, lstm_mel: 2048)", type=int, valid="[2, inf)",
+                               known_as=("fft", "win_length", "window", "fft_size"))
+    hop_length: int | None = option(None, "hop between frames (mel_cnn: 1792, lstm_mel: 512)", type=int,
+                                    valid="[1, inf)", known_as=("hop", "hop_size", "stride"))
+    n_mels: int | None = option(None, "Mel bands (128)", type=int, valid="[1, inf)",
+                                known_as=("mels", "num_mels", "mel_bins", "n_mel"))
+    f_min: float | None = option(None, "lowest frequency in Hz (0)", type=float, valid="[0, inf)")
+    f_max: float | None = option(None, "highest frequency in Hz (8000, the Nyquist frequency)", type=float,
+                                 valid="(0, inf)")
     mel_compression: str | None = option(None, "amplitude compression (db)", choices=COMPRESSIONS)
     mel_backend: str | None = option(None, "library computing the Mel (nnaudio)", choices=BACKENDS)
     segments_per_clip: int | None = option(None, "segments each clip is cut into; predictions are averaged per clip "
-                                           "(lstm_mel: 4)", type=positive_int)
+                                           "(lstm_mel: 4)", type=int, valid="[1, inf)")
     train_crop: str | None = option(None, "training sees the evaluation segments ('fixed') or random crops of that "
                                     "length ('random'); default: the model's", choices=TRAIN_CROPS)
     random_crops_per_clip: int | None = option(None, "with --train-crop random: crops drawn from each clip per "
-                                               "training epoch (default: --segments-per-clip; won2020: 1, as Won "
-                                               "et al.'s loader)", type=positive_int, added=True)
+                                               "training epoch (every recipe sets 1: an epoch is one pass over the "
+                                               "training clips; unset in runs made before, which drew "
+                                               "--segments-per-clip)", type=int, added=True, valid="[1, inf)")
 
 
 @dataclass(frozen=True)
@@ -208,25 +282,31 @@ class OptimOptions:
 
     optimizer: str = option("sgd", "'sgd' (the paper's), 'adam' (much faster for lstm_mel; try --lr 0.001) or 'adamw' "
                             "(decoupled weight decay; the modern recipe's)",
-                            choices=OPTIMIZERS)
-    lr: float = option(0.01, "initial learning rate", type=float)
-    momentum: float = option(0.9, "SGD momentum", type=float)
-    weight_decay: float = option(0.0, "L2 weight decay", type=float)
+                            choices=OPTIMIZERS, essential="sgd (the paper's), adam or adamw",
+                            known_as=("optim", "opt", "optimiser"))
+    lr: float = option(0.01, "initial learning rate", type=float, valid="(0, inf)", essential="initial learning rate",
+                       known_as=("learning_rate", "learning-rate", "base_lr", "lr0"))
+    momentum: float = option(0.9, "SGD momentum", type=float, valid="[0, 1)")
+    weight_decay: float = option(0.0, "L2 weight decay", type=float, valid="[0, inf)", known_as=("wd", "l2", "decay"))
     nesterov: bool = option(False, "Nesterov momentum", action="store_true")
     batch_size: int | None = option(None, "segments per batch (the paper is silent; default: the model's, see "
-                                    "--summary)", type=positive_int)
-    eval_batch_size: int | None = option(None, "segments per evaluation batch", type=positive_int)
-    max_epochs: int = option(100, "upper bound on epochs", type=positive_int)
-    local_decay: float = option(1e-6, "formula (1) decay per batch, reset each epoch (0 turns it off)", type=float)
+                                    "--summary)", type=int, valid="[1, inf)",
+                                    essential="segments per batch (default: the model's)",
+                                    known_as=("batch", "bs", "train_batch_size"))
+    eval_batch_size: int | None = option(None, "segments per evaluation batch", type=int, valid="[1, inf)")
+    max_epochs: int = option(100, "upper bound on epochs", type=int, valid="[1, inf)",
+                             essential="upper bound on epochs", known_as=("epochs", "num_epochs", "n_epochs", "epoch"))
+    local_decay: float = option(1e-6, "formula (1) decay per batch, reset each epoch (0 turns it off)", type=float,
+                                valid="[0, inf)")
     local_decay_formula: str = option("paper", "'paper': compounding, as printed; 'keras': lr0 / (1 + d * i)",
-                                      choices=LocalDecay.FORMULAS)
+                                      choices=LOCAL_DECAY_FORMULAS)
     patience: int = option(3, "epochs without improvement before a global-decay restart (0 turns global decay off)",
-                           type=int)
-    global_decay: float = option(0.2, "formula (2) factor", type=float)
-    max_restarts: int = option(4, "restarts before training stops", type=int)
+                           type=int, valid="[0, inf)")
+    global_decay: float = option(0.2, "formula (2) factor", type=float, valid="(0, 1]")
+    max_restarts: int = option(4, "restarts before training stops", type=int, valid="[0, inf)")
     global_decay_schedule: str = option("paper", "'paper': rate x decay^(n+1) at the (n+1)-th restart, compounding; "
                                         "'sample_cnn': lr0 x decay^k at the k-th restart",
-                                        choices=GlobalDecayRestart.SCHEDULES)
+                                        choices=GLOBAL_DECAY_SCHEDULES)
     monitor: str = option("val/loss", "metric for restarts and the best checkpoint")
     monitor_mode: str = option("min", "min for losses, max for AUCs", choices=("min", "max"))
     nonfinite_loss: str = option("stop", "on a NaN/inf training loss: stop with a message or skip the batch",
@@ -240,28 +320,31 @@ class RecipeOptions:
     recipe: str | None = option(None, "named defaults for optimiser, schedule, crops and augmentation (README "
                                 "\"Recipes\"); options given explicitly override it; default: the model's (paper for "
                                 "the paper's models, won2020 for Won et al.'s)", choices=tuple(RECIPES),
-                                identity=False, tunable=False, added=True)
+                                identity=False, tunable=False, added=True,
+                                essential="paper, won2020 or modern: optimiser, schedule and augmentation defaults")
     schedule: str = option("paper", "learning-rate schedule: 'paper' (local + global decay, --local-decay, "
                            "--patience...), 'won2020' (Adam, then SGD stages at fixed epochs, each reloading the best "
                            "weights: --stage-epochs, --stage-lrs), 'cosine' (linear warm-up, then cosine decay to 0 "
                            "at --max-epochs: --warmup)", choices=SCHEDULES, added=True)
     warmup: float = option(0.0, "cosine schedule: fraction of all training steps with a linear warm-up", type=float,
-                           added=True)
+                           added=True, valid="[0, 1)")
     stage_epochs: tuple = option((80, 20, 20), "won2020 schedule: epochs of each stage before its switch (the first "
                                 "optimiser's, then each SGD rate's; the last rate runs to --max-epochs)",
-                                type=int_list, metavar="E,E,...", tunable=False, added=True)
+                                type=int_list, metavar="E,E,...", tunable=False, added=True, valid="[1, inf)")
     stage_lrs: tuple = option((1e-3, 1e-4, 1e-5), "won2020 schedule: SGD (Nesterov) rate after each switch",
-                             type=float_list, metavar="LR,LR,...", tunable=False, added=True)
+                             type=float_list, metavar="LR,LR,...", tunable=False, added=True, valid="(0, inf)")
     mixup_alpha: float = option(0.0, "mixup: Beta(alpha, alpha) mixing of training examples and targets (0: off)",
-                                type=float, added=True)
+                                type=float, added=True, valid="[0, inf)", known_as=("mixup",))
     freq_mask: float = option(0.0, "SpecAugment (Mel models): widest frequency mask as a fraction of the Mel bands "
-                              "(0: off)", type=float, added=True)
+                              "(0: off)", type=float, added=True, valid="[0, 1)")
     time_mask: float = option(0.0, "SpecAugment (Mel models): widest time mask as a fraction of the frames (0: off)",
-                              type=float, added=True)
-    n_masks: int = option(2, "SpecAugment: masks of each kind per example", type=positive_int, added=True)
+                              type=float, added=True, valid="[0, 1)")
+    n_masks: int = option(2, "SpecAugment: masks of each kind per example", type=int, added=True, valid="[1, inf)")
     ema_decay: float = option(0.0, "evaluate, checkpoint and test an exponential moving average of the weights with "
-                              "this decay per step, warmed up as min(decay, (1+n)/(10+n)) (0: off)", type=float, added=True)
-    gradient_clip: float = option(0.0, "clip the gradients' global norm to this (0: off)", type=float, added=True)
+                              "this decay per step, warmed up as min(decay, (1+n)/(10+n)) (0: off)", type=float,
+                              added=True, valid="[0, 1)")
+    gradient_clip: float = option(0.0, "clip the gradients' global norm to this (0: off)", type=float, added=True,
+                                  valid="[0, inf)")
 
     def __post_init__(self) -> None:
         # Tuples whether parsed, read from a YAML file or from config.json (lists there): one value, one digest.
@@ -273,24 +356,32 @@ class RecipeOptions:
 class TrainerOptions:
     """run: seed, run folder, hardware, precision and the Trainer's limits."""
 
-    seed: int = option(0, "seed for weights, epoch order, random crops and dropout", type=int, tunable=False)
+    seed: int = option(0, "seed for weights, epoch order, random crops and dropout", type=int, tunable=False,
+                       valid="[0, 4294967295]", essential="seed of weights, order, crops and dropout",
+                       known_as=("random_seed", "rng_seed"))
     deterministic: bool = option(False, "deterministic GPU kernels (reruns and resumes on the CPU are bit-exact "
                                  "without it)", action="store_true", tunable=False)
     run_dir: str | None = option(None, "run folder (default: RUNS_ROOT/<model>-seed<seed>-<config hash>; rerunning "
-                                 "the same command resumes it)", identity=False, tunable=False)
-    runs_root: str = option("runs", "parent of default run folders", identity=False, tunable=False)
-    accelerator: str = option("auto", "cpu, gpu, auto", identity=False, tunable=False)
+                                 "the same command resumes it)", metavar="DIR", identity=False, tunable=False,
+                                 essential="run folder (default: RUNS_ROOT/<model>-seed<seed>-<hash>; rerunning resumes)",
+                                 known_as=("output_dir", "out_dir", "save_dir", "output"))
+    runs_root: str = option("runs", "parent of default run folders", metavar="DIR", identity=False, tunable=False)
+    accelerator: str = option("auto", "cpu, gpu, auto", metavar="cpu|gpu|auto", identity=False, tunable=False,
+                              essential="cpu, gpu or auto")
     devices: str | int | list = option("auto", "devices (processes) per node: a count, a list of GPU indices (0,1), "
-                                       "or auto (all GPUs, or 1 on CPU)", type=str, identity=False, tunable=False)
-    num_nodes: int = option(1, "nodes; under SLURM, as many as the job has", type=positive_int, identity=False,
-                            tunable=False)
+                                       "or auto (all GPUs, or 1 on CPU)", metavar="N|0,1|auto", type=str,
+                                       identity=False, tunable=False,
+                                       essential="devices per node: a count, GPU indices (0,1) or auto",
+                                       known_as=("gpus", "n_gpus", "num_gpus"))
+    num_nodes: int = option(1, "nodes; under SLURM, as many as the job has", type=int, identity=False,
+                            tunable=False, valid="[1, inf)")
     strategy: str = option("auto", "auto: DDP when devices x nodes > 1, else one device; ddp: always DDP (one "
                            "process per device; run.py is started again for each extra process on this node)",
                            choices=STRATEGIES, identity=False, tunable=False)
     ddp_timeout: int | None = option(None, "under DDP, a rank waiting this long for another (a dead or frozen node) "
                                      "stops with an error instead of hanging; must exceed rank 0's longest solo work "
-                                     "(default 1800)", type=positive_int, metavar="SECONDS", identity=False,
-                                     tunable=False)
+                                     "(default 1800)", type=int, metavar="SECONDS", identity=False,
+                                     tunable=False, valid="[1, inf)")
     precision: str = option("32", "training precision; the Mel frontend always runs in fp32; 16-mixed needs a GPU",
                             choices=PRECISIONS, tunable=False)
     sync_batchnorm: bool = option(False, "batch-norm statistics over the whole batch of all GPUs under DDP (GPU only; "
@@ -305,10 +396,12 @@ class TrainerOptions:
                                          "check, or a host without a C++ compiler)", choices=COMPILE_BACKENDS,
                                          tunable=False, added=True)
     limit_train_batches: float | int | None = option(None, "train on this many batches (int) or this fraction per "
-                                                     "epoch (quick tries)", type=fraction_or_count, tunable=False)
+                                                     "epoch (quick tries)", type=fraction_or_count, tunable=False,
+                                                     valid="[0, inf)")
     limit_val_batches: float | int | None = option(None, "same for validation", type=fraction_or_count,
-                                                   tunable=False)
-    limit_test_batches: float | int | None = option(None, "same for test", type=fraction_or_count, tunable=False)
+                                                   tunable=False, valid="[0, inf)")
+    limit_test_batches: float | int | None = option(None, "same for test", type=fraction_or_count, tunable=False,
+                                                    valid="[0, inf)")
 
 
 @dataclass(frozen=True)
@@ -317,20 +410,21 @@ class LoggingOptions:
 
     logger: str = option("wandb", "metrics logger (wandb: online when logged in to W&B, else offline into "
                          "RUN_DIR/wandb with the `wandb sync` command printed at the end; csv and tensorboard write "
-                         "RUN_DIR/logs)", choices=LOGGERS, identity=False, tunable=False)
+                         "RUN_DIR/logs)", metavar="wandb|csv|tensorboard|none", choices=LOGGERS, identity=False, tunable=False,
+                         essential="wandb, csv, tensorboard or none", known_as=("log", "logging"))
     wandb_project: str | None = option(None, "W&B project (default: $WANDB_PROJECT, else mtat-tagging)",
                                        identity=False, tunable=False)
     wandb_group: str | None = option(None, "W&B run group (a sweep's trials are grouped by study name)",
                                      identity=False, tunable=False)
     progress: bool = option(True, "no progress bars", flag="--no-progress", action="store_false", identity=False,
-                            tunable=False)
+                            tunable=False, essential="no progress bars")
     figures: bool = option(True, "write no figures at the end of a training run (RUN_DIR/figures and their W&B "
                            "images): plotting costs seconds that many small runs, a sweep's trials, can skip",
                            flag="--no-figures", action="store_false", identity=False, tunable=False)
     log_every_n_steps: int | None = option(None, f"send the training loss and learning rate to the logger and "
                                            f"progress bar every N steps ({DEFAULT_LOG_EVERY_N_STEPS}); each such step "
-                                           "waits for the GPU, so 1 costs speed on fast models", type=positive_int,
-                                           metavar="N", identity=False, tunable=False)
+                                           "waits for the GPU, so 1 costs speed on fast models", type=int,
+                                           metavar="N", identity=False, tunable=False, valid="[1, inf)")
 
 
 RUN_GROUPS = (ModelOptions, DataOptions, MelOptions, OptimOptions, RecipeOptions, TrainerOptions, LoggingOptions)
@@ -344,6 +438,10 @@ LEGACY_KEYS = {"download": None, "download_url": None, "resume": None, "summary"
 @dataclass(frozen=True)
 class RunOptions(LoggingOptions, TrainerOptions, RecipeOptions, OptimOptions, MelOptions, DataOptions, ModelOptions):
     """All options of one training run or evaluation (attribute per option; see the groups)."""
+
+    def __post_init__(self) -> None:
+        RecipeOptions.__post_init__(self)
+        check_values(self)
 
     def replace(self, **changes) -> RunOptions:
         unknown = sorted(set(changes) - RUN_OPTION_NAMES)
@@ -376,8 +474,6 @@ class RunOptions(LoggingOptions, TrainerOptions, RecipeOptions, OptimOptions, Me
 
     def normalised(self) -> RunOptions:
         """Paths made absolute and devices parsed, as every run stores them."""
-        from datamodules.datamodule import default_cache_root
-
         changes = {
             "cache_dir": str(Path(self.cache_dir).expanduser().resolve() if self.cache_dir else default_cache_root()),
             "runs_root": str(Path(self.runs_root).expanduser().resolve()),
@@ -405,23 +501,33 @@ class ModeOptions:
 
     download: str | None = option(None, "fetch MagnaTagATune into DIR (the three mp3.zip parts and both CSVs from the "
                                   "dataset's home), resuming partial downloads, verifying SHA-256, joining and "
-                                  "unpacking; then use --data DIR", metavar="DIR")
+                                  "unpacking; then use --data DIR", metavar="DIR",
+                                  essential="fetch MagnaTagATune into DIR, then use --data DIR")
     download_url: str | None = option(None, "folder URL to download from instead of the dataset's home (a mirror; "
                                       "http(s):// or file://)", metavar="URL")
     summary: bool = option(False, "print the network's layers, output shapes and parameter counts (PyTorch and the "
-                           "paper's Keras convention) and exit", action="store_true")
+                           "paper's Keras convention) and exit", action="store_true",
+                           essential="print the network's layers and parameter counts, and exit")
     resume: str | None = option(None, "continue the run in RUN_DIR from its last checkpoint, with the options saved "
-                                "there", metavar="RUN_DIR")
+                                "there", metavar="RUN_DIR",
+                                essential="continue the run in RUN_DIR from its last checkpoint")
     evaluate: list | None = option(None, "test a checkpoint (a .ckpt file, or a run folder: its best checkpoint) "
                                    "without training, on the data of its run (options given here override them); "
                                    "writes metrics.json, per_tag.csv, results.md and test_predictions.npz into "
                                    "--run-dir (default: RUN_DIR/evaluations/<checkpoint name>); several: their "
                                    "ensemble (clip probabilities averaged, thresholds chosen on validation; default "
-                                   "RUNS_ROOT/ensembles/...)", metavar="CKPT|RUN_DIR", action="nargs+")
+                                   "RUNS_ROOT/ensembles/...)", metavar="CKPT|RUN_DIR", action="nargs+",
+                                   essential="test a checkpoint or run folder (several: their ensemble)")
     tag: list | None = option(None, "tag audio files (MP3, WAV, FLAC, OGG, ...; any rate, mono or stereo, any length) "
-                              "and folders (walked recursively) with --checkpoint", metavar="PATH", action="nargs+")
+                              "and folders (walked recursively) with --checkpoint", metavar="PATH", action="nargs+",
+                              essential="tag audio files and folders with --checkpoint")
     print_config: bool = option(False, "print the complete configuration of this command as YAML (it runs as it is "
-                                "with --config FILE) and exit", action="store_true")
+                                "with --config FILE) and exit", action="store_true",
+                                essential="print this command's complete configuration as YAML, and exit")
+
+    def __post_init__(self) -> None:
+        check_values(self)
+
 
 
 @dataclass(frozen=True)
@@ -429,17 +535,23 @@ class TaggingOptions:
     """tagging your own music (--tag)."""
 
     checkpoint: str | None = option(None, "model to tag with: a .ckpt file, or a run folder (its best checkpoint)",
-                                    metavar="CKPT|RUN_DIR")
-    top_k: int = option(5, "also list the K highest-scoring tags", type=positive_int)
+                                    metavar="CKPT|RUN_DIR",
+                                    essential="the model --tag uses: a .ckpt file or a run folder",
+                                    known_as=("ckpt", "ckpt_path", "weights"))
+    top_k: int = option(5, "also list the K highest-scoring tags", type=int, valid="[1, inf)")
     json: bool = option(False, "print one JSON document instead of text", action="store_true")
     taggram: str | None = option(None, "plot tag probability over time: a .png for one file, else a folder with one "
                                  "PNG per file", metavar="PNG|DIR")
     taggram_hop: float | None = option(None, "seconds between the taggram's windows (the model's input slid over "
-                                       "the file; default 3)", type=float, metavar="SECONDS")
+                                       "the file; default 3)", type=float, metavar="SECONDS", valid="(0, inf)")
     start: float | None = option(None, "tag from this time in each file (default: its start)", type=float,
-                                 metavar="SECONDS")
+                                 metavar="SECONDS", valid="[0, inf)")
     duration: float | None = option(None, "tag this many seconds (default: to the end of the file)", type=float,
-                                    metavar="SECONDS")
+                                    metavar="SECONDS", valid="(0, inf)")
+
+    def __post_init__(self) -> None:
+        check_values(self)
+
 
 
 @dataclass(frozen=True)
@@ -449,30 +561,38 @@ class SweepOptions:
     sweep: str | None = option(None, "tune MODEL's search space (sweeps/spaces.py; lstm_mel: FFT, hop, Mel bands, "
                                "segments per clip, lr, global decay): runs trials until the study has --trials, then "
                                "writes the report into RUNS_ROOT/sweeps/STUDY; start it many times (or on many "
-                               "machines) to add workers", choices=tuple(MODELS), metavar="MODEL")
-    trials: int = option(20, "trials in the whole study, all workers together (complete + pruned)", type=positive_int)
-    timeout: float | None = option(None, "this worker starts no new trial after S seconds", type=float, metavar="S")
+                               "machines) to add workers", choices=tuple(MODELS), metavar="MODEL",
+                               essential="tune MODEL's search space with Optuna (start it again to add workers)")
+    trials: int = option(20, "trials in the whole study, all workers together (complete + pruned)", type=int,
+                         valid="[1, inf)", essential="trials in the whole study", known_as=("n_trials", "num_trials"))
+    timeout: float | None = option(None, "this worker starts no new trial after S seconds", type=float, metavar="S",
+                                   valid="(0, inf)")
     study_name: str | None = option(None, "study name (default: MODEL-<hash of the fixed options and the space>)")
     storage: str | None = option(None, "sqlite:///PATH, postgresql://USER:PW@HOST/DB, or journal:PATH on a shared "
-                                 "file system (default: sqlite in RUNS_ROOT/sweeps/STUDY/study.db)", metavar="URL")
+                                 "file system (default: sqlite in RUNS_ROOT/sweeps/STUDY/study.db)", metavar="URL",
+                                 essential="study storage: sqlite:///PATH, postgresql://..., journal:PATH")
     sweep_report: bool = option(False, "write the report of an existing study (--study-name, or the same --sweep "
                                 "command) and exit", action="store_true")
     pruner: str = option("median", "stop trials whose validation ROC-AUC is below the median of earlier trials at "
                          "the same epoch (median) or never (none)", choices=("median", "none"))
-    pruner_startup_trials: int = option(5, "finished trials before the pruner prunes anything", type=int)
-    pruner_warmup_epochs: int = option(0, "epochs of every trial never pruned", type=int)
+    pruner_startup_trials: int = option(5, "finished trials before the pruner prunes anything", type=int,
+                                        valid="[0, inf)")
+    pruner_warmup_epochs: int = option(0, "epochs of every trial never pruned", type=int, valid="[0, inf)")
     sweep_space: str | None = option(None, 'change the search space: {"hop_length": [256, 512], "lr": {"low": 0.001, '
                                      '"high": 0.1, "log": true}, "global_decay": null} (a list: choices; an object: a '
                                      'range; null: remove)', metavar="JSON|FILE")
     sweep_seed: int = option(0, "seed of the sampler; each trial's draws follow from it and the trial's number, so a "
-                             "one-worker sweep reruns identically and concurrent workers never draw alike", type=int)
-    heartbeat_interval: int = option(60, "seconds between a running trial's heartbeats", type=positive_int)
+                             "one-worker sweep reruns identically and concurrent workers never draw alike", type=int,
+                             valid="[0, 4294967295]")
+    heartbeat_interval: int = option(60, "seconds between a running trial's heartbeats", type=int, valid="[1, inf)")
     grace_period: int = option(300, "a trial without a heartbeat for this long is failed and retried (a worker that "
-                               "died on this machine is noticed at once)", type=positive_int)
-    max_retry: int = option(3, "retries of a trial whose worker died", type=int)
-    max_failures: int = option(3, "this worker stops after this many failed trials in a row", type=positive_int)
+                               "died on this machine is noticed at once)", type=int, valid="[1, inf)")
+    max_retry: int = option(3, "retries of a trial whose worker died", type=int, valid="[0, inf)")
+    max_failures: int = option(3, "this worker stops after this many failed trials in a row", type=int,
+                               valid="[1, inf)")
 
     def __post_init__(self) -> None:
+        check_values(self)
         if self.trials < 1:
             raise ConfigError(f"--trials must be at least 1, got {self.trials}")
         if self.heartbeat_interval < 1 or self.grace_period <= self.heartbeat_interval:
@@ -489,22 +609,28 @@ class ComparisonOptions:
     compare: list | None = option(None, "compare finished runs (and --evaluate folders) on their saved test "
                                   "predictions: comparison.md/.csv, per-tag differences, bootstrap intervals, paired "
                                   "differences against --reference; runs differing only in seed form one row",
-                                  metavar="RUN_DIR", action="nargs+")
+                                  metavar="RUN_DIR", action="nargs+",
+                                  essential="compare finished runs on their test predictions")
     reference: str | None = option(None, "the run (its seed group) the others are compared with (default: the first)",
                                    metavar="RUN_DIR")
     out: str | None = option(None, "where --compare / --reproduce write the comparison (default: RUNS_ROOT/comparison, "
                              "RUNS_ROOT/reproduce/NAME)", metavar="DIR")
-    bootstrap: int = option(DEFAULT_RESAMPLES, "bootstrap resamples of the test clips", type=positive_int,
-                            metavar="N")
+    bootstrap: int = option(DEFAULT_RESAMPLES, "bootstrap resamples of the test clips", type=int,
+                            metavar="N", valid="[1, inf)")
     bootstrap_seed: int = option(DEFAULT_SEED, "seed of the resampling; the same for every run compared", type=int,
-                                 metavar="S")
+                                 metavar="S", valid="[0, 4294967295]")
     reproduce: str | None = option(None, "train every run a published table needs (table4, won2020, "
                                    "won2020-jamendo; finished runs are reused, killed ones resume), then write its "
-                                   "comparison with the published numbers", metavar="NAME")
+                                   "comparison with the published numbers", metavar="NAME",
+                                   essential="train every run a published table needs, then compare (table4, won2020, ...)")
     seeds: str = option("0", "--reproduce: seeds per model", metavar="0,1,2")
     dry_run: bool = option(False, "--reproduce: list the runs and their commands only", action="store_true")
     task_index: int | None = option(None, "--reproduce: run only the I-th run of the list (a SLURM array task)",
-                                    type=int, metavar="I")
+                                    type=int, metavar="I", valid="[0, inf)")
+
+    def __post_init__(self) -> None:
+        check_values(self)
+
 
 
 ALL_GROUPS = (ModeOptions, *RUN_GROUPS, TaggingOptions, SweepOptions, ComparisonOptions)

@@ -9,6 +9,11 @@ without applying any recipe again, and the run folder's name (the digest of the 
 follows from the resolved values, not from the recipe's name: `--recipe paper` on the paper's
 models is the same run as no `--recipe` at all.
 
+Every recipe trains on one random crop per clip in an epoch (`random_crops_per_clip` 1) when the model
+reads random crops, so that an epoch is one pass over the training clips under every recipe and
+`--max-epochs` means the same amount of data whichever recipe a comparison uses; more crops per clip
+is the explicit `--random-crops-per-clip N`.
+
 * `paper`: the suite's declared defaults (SGD 0.01, momentum 0.9, the local and global decay);
   `tests/unit/experiments/test_recipes.py` checks that it equals them.
 * `won2020`: Won et al. 2020 (minzwon/sota-music-tagging-models, training/solver.py and
@@ -29,18 +34,16 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-import torch
-
+from callbacks.schedules import SCHEDULES
+from infrastructure.devices import gpu_count
 from infrastructure.errors import ConfigError
 from lightning_modules.registry import MODELS
-
-SCHEDULES = ("paper", "won2020", "cosine")
 
 RECIPES = MappingProxyType({
     "paper": MappingProxyType({
         "optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0, "nesterov": False,
         "schedule": "paper", "local_decay": 1e-6, "patience": 3, "global_decay": 0.2, "max_restarts": 4,
-        "monitor": "val/loss", "monitor_mode": "min", "max_epochs": 100}),
+        "monitor": "val/loss", "monitor_mode": "min", "max_epochs": 100, "random_crops_per_clip": 1}),
     "won2020": MappingProxyType({
         "optimizer": "adam", "lr": 1e-4, "weight_decay": 1e-4, "momentum": 0.9, "nesterov": True,
         "schedule": "won2020", "stage_epochs": (80, 20, 20), "stage_lrs": (1e-3, 1e-4, 1e-5),
@@ -49,7 +52,8 @@ RECIPES = MappingProxyType({
     "modern": MappingProxyType({
         "optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01, "schedule": "cosine", "warmup": 0.05,
         "local_decay": 0.0, "patience": 0, "mixup_alpha": 0.2, "freq_mask": 0.15, "time_mask": 0.1, "n_masks": 2,
-        "ema_decay": 0.999, "gradient_clip": 1.0, "monitor": "val/loss", "monitor_mode": "min"}),
+        "ema_decay": 0.999, "gradient_clip": 1.0, "monitor": "val/loss", "monitor_mode": "min",
+        "random_crops_per_clip": 1}),
 })
 MEL_ONLY = ("freq_mask", "time_mask", "n_masks")
 """Recipe options that act on a spectrogram: a recipe leaves them at their defaults (off) for waveform models."""
@@ -71,7 +75,7 @@ def recipe_values(name: str, model: str, accelerator: str = "auto") -> dict:
             values.pop(key, None)
     if name == "modern":
         accelerator = str(accelerator or "auto").lower()
-        gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+        gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpu_count() > 0)
         values["precision"] = "bf16-mixed" if gpu else "32"
     return values
 

@@ -17,10 +17,11 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from callbacks import GlobalDecayRestart, LocalDecay, RNGStateCheckpoint
 from callbacks.ema import EMAWeights
 from callbacks.history import HISTORY_FILE, TrainingHistory
+from callbacks.lr_decay import GlobalDecayRestart, LocalDecay
 from callbacks.recipe_schedules import WarmupCosine, Won2020Stages
+from callbacks.rng_state import RNGStateCheckpoint
 from callbacks.step_seeds import StepSeeds
 from callbacks.test_predictions import TestPredictionsCapture
 from datamodules.datamodule import DatasetInfo, MTATDataModule

@@ -16,3 +16,16 @@ class DataError(SuiteError):
 
 class ConfigError(SuiteError):
     """An option or combination of options that cannot work (e.g. too few Mel frames)."""
+
+
+class RunStopped(SystemExit):
+    """The run stopped before its end for an outside reason; `message` says what and how to resume.
+
+    A `SystemExit` (with the exit status as its code), so that code which stops on Ctrl-C or on
+    Lightning's `SIGTERMException` (a sweep requeues its trial) stops on it too, and no
+    `except Exception` on the way swallows it.
+    """
+
+    def __init__(self, message: str, code: int):
+        super().__init__(code)
+        self.message = message

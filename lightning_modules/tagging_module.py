@@ -27,13 +27,12 @@ from torchmetrics import MeanMetric
 from infrastructure.audio import SAMPLE_RATE
 from infrastructure.errors import ConfigError, DataError, SuiteError
 from lightning_modules.metrics import ClipPredictions, TaggingReport, equal_error_thresholds, tagging_metrics
+from lightning_modules.optimization import NONFINITE_ACTIONS, OPTIMIZERS, build_optimizer
 from lightning_modules.registry import build_network
 
-NONFINITE_ACTIONS = ("stop", "skip")
 # "stop" checks the training losses every this many steps (and before each validation, at each epoch
 # end): one host sync per window instead of one per step.
 NONFINITE_CHECK_EVERY = 50
-OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
 class NonFiniteLossError(SuiteError):
@@ -280,11 +279,7 @@ class TaggingModule(pl.LightningModule):
 
     def _own_optimizer(self):
         hp = self.hparams
-        if hp.optimizer == "adamw":
-            return torch.optim.AdamW(self.network.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        if hp.optimizer == "adam":
-            return torch.optim.Adam(self.network.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        return torch.optim.SGD(self.network.parameters(), lr=hp.lr, momentum=hp.momentum,
+        return build_optimizer(self.network.parameters(), hp.optimizer, lr=hp.lr, momentum=hp.momentum,
                                weight_decay=hp.weight_decay, nesterov=hp.nesterov)
 
     # ---- consistency with the data ----------------------------------------------------------------

@@ -20,8 +20,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import run
-from callbacks import GlobalDecayRestart
 from callbacks.history import TrainingHistory, read_history
+from callbacks.lr_decay import GlobalDecayRestart
 from experiments.options import RunOptions
 from experiments.reporting import loggers
 from tests.support.helpers import TINY_MEL_ARGS, read_metrics, tiny_data_args

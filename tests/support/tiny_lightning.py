@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, TensorDataset
 
-from callbacks import GLOBAL_LR_KEY
+from callbacks.lr_decay import GLOBAL_LR_KEY
 
 N_SAMPLES = 20
 

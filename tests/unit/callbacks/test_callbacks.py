@@ -21,14 +21,8 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from callbacks import (
-    GLOBAL_LR_KEY,
-    GlobalDecayRestart,
-    LocalDecay,
-    RNGStateCheckpoint,
-    capture_rng_states,
-    restore_rng_states,
-)
+from callbacks.lr_decay import GLOBAL_LR_KEY, GlobalDecayRestart, LocalDecay
+from callbacks.rng_state import RNGStateCheckpoint, capture_rng_states, restore_rng_states
 from experiments.trainer import close_process_group
 from infrastructure.errors import ConfigError
 from tests.support.tiny_lightning import (

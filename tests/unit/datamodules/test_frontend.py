@@ -16,15 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.frontend import (
-    BACKENDS,
-    DB_AMIN,
-    LOG1P_SCALE,
-    LogMel,
-    MelConfig,
-    WaveformFrontend,
-    build_frontend,
-)
+from datamodules.frontend import LOG1P_SCALE, LogMel, WaveformFrontend, build_frontend
+from datamodules.mel_config import BACKENDS, DB_AMIN, MelConfig
 from infrastructure.audio import MTAT_CLIP_SAMPLES, SAMPLE_RATE
 from infrastructure.errors import ConfigError
 

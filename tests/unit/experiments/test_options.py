@@ -26,7 +26,7 @@ def test_every_option_is_declared_once_with_type_help_and_properties():
             seen[f.name] = group.__name__
             assert f.metadata["help"].strip(), f.name
             assert isinstance(f.metadata["identity"], bool) and isinstance(f.metadata["tunable"], bool)
-    parser_dests = {action.dest for action in build_parser()._actions} - {"help", "config"}
+    parser_dests = {action.dest for action in build_parser()._actions} - {"help", "help_all", "config"}
     assert parser_dests == set(seen)
 
 

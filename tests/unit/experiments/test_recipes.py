@@ -41,7 +41,11 @@ def _quiet():
 # ---- resolution ----------------------------------------------------------------------------------------
 def test_paper_recipe_is_the_declared_defaults_and_each_model_has_its_recipe():
     defaults = {f.name: f.default for f in dataclasses.fields(RunOptions)}
-    assert {k: defaults[k] for k in RECIPES["paper"]} == dict(RECIPES["paper"])
+    # Every recipe sets one random crop per clip (an epoch is one pass over the training clips); the declared
+    # default, None, keeps its meaning for runs made before (--segments-per-clip crops), so it differs there.
+    paper = {k: v for k, v in RECIPES["paper"].items() if k != "random_crops_per_clip"}
+    assert {k: defaults[k] for k in paper} == paper
+    assert all(values["random_crops_per_clip"] == 1 for values in RECIPES.values())
     for name, spec in MODELS.items():
         assert spec.recipe == ("paper" if name in PAPER_MODELS else "won2020"), name
 
@@ -51,7 +55,12 @@ def test_paper_recipe_keeps_the_run_folder_name_and_adds_nothing_to_the_digest(m
     plain, paper = run_options(model=model), run_options("--recipe", "paper", model=model)
     assert config_digest(plain) == config_digest(paper) and plain.recipe == paper.recipe == "paper"
     new = {f.name for f in dataclasses.fields(RunOptions) if f.metadata["added"]} - {"width"}
-    assert not (set(plain.to_dict()) & (new - {"recipe"}))  # at the paper's values no new key enters the digest
+    if plain.random_crops_per_clip is not None:
+        # a random-crop model (sample_cnn_frames) now trains on one crop per clip an epoch, where runs made before
+        # drew --segments-per-clip crops: a different run, so a different folder name
+        assert model == "sample_cnn_frames" and plain.random_crops_per_clip == 1
+        new -= {"random_crops_per_clip"}
+    assert not (set(plain.to_dict()) & (new - {"recipe"}))  # at the paper's values no other new key enters it
 
 
 def test_recipe_defaults_resolve_and_explicit_flags_and_config_files_override(tmp_path):
@@ -64,7 +73,8 @@ def test_recipe_defaults_resolve_and_explicit_flags_and_config_files_override(tm
     fixed = run_options("--train-crop", "fixed", model="short_chunk_cnn")
     assert (fixed.train_crop, fixed.random_crops_per_clip) == ("fixed", None)  # trains on the 16 fixed chunks
     assert run_options("--random-crops-per-clip", "4", model="short_chunk_cnn").random_crops_per_clip == 4
-    assert run_options("--recipe", "modern", model="short_chunk_cnn").random_crops_per_clip is None
+    # every recipe's epoch is one pass over the training clips: one crop each (modern drew 16 before)
+    assert run_options("--recipe", "modern", model="short_chunk_cnn").random_crops_per_clip == 1
     modern = run_options("--recipe", "modern", "--lr", "0.003", "--mixup-alpha", "0", model="mel_cnn")
     assert (modern.optimizer, modern.lr, modern.mixup_alpha, modern.schedule, modern.warmup) == (
         "adamw", 0.003, 0.0, "cosine", 0.05)
@@ -102,7 +112,11 @@ def test_recipe_defaults_resolve_and_explicit_flags_and_config_files_override(tm
 ])
 def test_recipe_options_that_cannot_apply_fail_in_one_line_before_the_data(argv, message, tmp_path, capsys):
     missing = tmp_path / "no-such-mtat"  # a check after data preparation would complain about this folder instead
-    assert run.main([*argv, "--data", str(missing), "--runs-root", str(tmp_path)]) == 2
+    try:  # a value out of its declared range is a usage error of the parser (SystemExit); the rest are returned
+        code = run.main([*argv, "--data", str(missing), "--runs-root", str(tmp_path)])
+    except SystemExit as exit_:
+        code = exit_.code
+    assert code == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and not missing.exists()
 
