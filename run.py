@@ -87,10 +87,13 @@ def _print_config(command) -> int:
     from experiments.cli import dump_yaml
 
     sweeping = command.sweep.sweep or command.sweep.sweep_report
-    options = command.run
-    if command.sweep.sweep and not options.model:
-        options = options.replace(model=command.sweep.sweep)
-    print(dump_yaml(options, command.sweep if sweeping else None), end="")
+    options, settings = command.run, command.sweep
+    if command.sweep.sweep:
+        from sweeps.plan import stand_in_defaults
+
+        options = options.replace(model=options.model or command.sweep.sweep)
+        options, settings, _ = stand_in_defaults(options, settings, set(command.given))
+    print(dump_yaml(options, settings if sweeping else None), end="")
     return 0
 
 
@@ -131,8 +134,7 @@ def _print_outcome(outcome, folder: str, clips: bool = False) -> None:
 
 
 def _sweep(parser, command) -> int:
-    from sweeps.report import format_summary
-    from sweeps.study import run_sweep
+    from sweeps.plan import format_plan, say, stand_in_defaults
 
     run, sweep = command.run, command.sweep
     if sweep.sweep and run.model and run.model != sweep.sweep:
@@ -143,6 +145,13 @@ def _sweep(parser, command) -> int:
         parser.error("--summary does not go with --sweep")
     options = run.replace(model=sweep.sweep or run.model).normalised()
     fixed = given_run_options(command)
+    options, sweep, choices = stand_in_defaults(options, sweep, set(command.given))
+    fixed |= {c.name for c in choices if hasattr(options, c.name)}  # chosen here: fixed for every trial
+    if not sweep.sweep_report:
+        say(format_plan(options.model, options, sweep, choices))
+    from sweeps.report import format_summary
+    from sweeps.study import run_sweep
+
     outcome = run_sweep(options, sweep, fixed=fixed)
     print(format_summary(outcome.report))
     return 0

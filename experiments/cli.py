@@ -36,13 +36,15 @@ from experiments.options import (
     flag_of,
     parse_devices,
 )
+from experiments.options import (
+    FIELDS_BY_NAME as FIELDS,
+)
 from experiments.recipes import apply_recipe
 from infrastructure.errors import ConfigError
 
 USAGE_ERROR = 2
 YAML_HEADER = ("# run.py configuration: `python run.py --config THIS_FILE` runs it; flags after it override it.\n"
                "# null means the model's default (its registry entry; see --summary).\n")
-FIELDS = {f.name: f for group in ALL_GROUPS for f in declared_fields(group)}
 HELP_ALL = "--help-all"
 
 USAGE = """usage: python run.py --model MODEL [options]            train and test a model
@@ -193,6 +195,28 @@ def read_config_file(path: str | Path) -> dict:
         except (OptionValueError, ValueError, TypeError) as error:
             raise ConfigError(f"{where}: {key}: {error}") from None
     return values
+
+
+def config_as_flags(path: str | Path) -> list[str]:
+    """An experiment file as the flags that say the same (what `--reproduce` passes on to each run it trains)."""
+    argv = []
+    for name, value in read_config_file(path).items():
+        f = FIELDS[name]
+        flag, action = flag_of(f), f.metadata["action"]
+        if value is None:
+            continue
+        if action in ("store_true", "store_false"):
+            if value != f.default:
+                argv.append(flag)
+        elif action == "boolean":
+            argv.append(flag if value else "--no-" + flag[2:])
+        elif action == "nargs+":
+            argv += [flag, *map(str, value)]
+        elif isinstance(value, list | tuple):
+            argv += [flag, ",".join(map(str, value))]
+        else:
+            argv += [flag, str(value)]
+    return argv
 
 
 def _from_yaml(f: dataclasses.Field, value):

@@ -114,6 +114,36 @@ def _resume_hint(run_dir: Path) -> str:
     return f"{where}: rerun the same command, or python run.py --resume {run_dir}, to continue"
 
 
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # what a shell reports for a process ended by Ctrl-C
+
+
+@contextlib.contextmanager
+def ctrl_c_stops(run_dir: Path) -> Iterator[None]:
+    """Within this block (training and testing), Ctrl-C ends the run at once with :class:`RunStopped`.
+
+    Lightning turns a KeyboardInterrupt in `fit` into `sys.exit(1)` after ignoring every later Ctrl-C: the
+    command would end with status 1 and no word of what is kept. Raised from this handler instead, the stop
+    passes through Lightning's teardown (loader workers stopped) and reaches run.py as one line saying what
+    the run folder keeps and how to continue, status 130. Loader workers, which get the terminal's Ctrl-C
+    too, ignore it: the training process stops them.
+    """
+    run_dir = Path(run_dir)
+    owner = os.getpid()
+
+    def on_sigint(signum, frame):
+        if os.getpid() != owner:
+            return
+        raise RunStopped(f"interrupted (Ctrl-C): {_resume_hint(run_dir)}", EXIT_INTERRUPTED)
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if in_main_thread else None
+    try:
+        yield
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
+
+
 @contextlib.contextmanager
 def clean_stops(run_dir: Path) -> Iterator[None]:
     """Within this block, SIGTERM and a killed loader worker end the run with :class:`RunStopped`.

@@ -641,6 +641,10 @@ def declared_fields(group) -> list[dataclasses.Field]:
     return [f for f in fields(group) if f.name in group.__annotations__]
 
 
+FIELDS_BY_NAME = {f.name: f for group in ALL_GROUPS for f in declared_fields(group)}
+"""Every option's declaration by name."""
+
+
 def flag_of(f: dataclasses.Field) -> str:
     return f.metadata["flag"] or "--" + f.name.replace("_", "-")
 
@@ -688,3 +692,4 @@ if __name__ == "__main__":  # python -m experiments.options README.md: refresh t
     import sys
 
     print("updated" if update_readme(sys.argv[1] if len(sys.argv) > 1 else "README.md") else "up to date")
+

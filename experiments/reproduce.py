@@ -137,7 +137,28 @@ def protected_options(name: str | None) -> set[str]:
     return set(PROTECTED_OPTIONS) | {token.split("=", 1)[0] for token in protocol if token.startswith("--")}
 
 
+def _expanded(argv: list[str]) -> list[str]:
+    """`argv` with each `--config FILE` replaced by the flags the file stands for, so that the runs get explicit
+    options and never the file's own `reproduce:` key."""
+    from experiments.cli import config_as_flags
+
+    out, i = [], 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "--config" and i + 1 < len(argv):
+            out += config_as_flags(argv[i + 1])
+            i += 2
+        elif token.startswith("--config="):
+            out += config_as_flags(token.split("=", 1)[1])
+            i += 1
+        else:
+            out.append(token)
+            i += 1
+    return out
+
+
 def _table_name(argv: list[str]) -> str | None:
+    argv = _expanded(argv)
     for i, token in enumerate(argv):
         if token == "--reproduce" and i + 1 < len(argv):
             return argv[i + 1]
@@ -152,6 +173,7 @@ def passthrough_args(argv: list[str], name: str | None = None) -> list[str]:
     `name`: the table (default: the value of --reproduce in argv), whose protocol options are refused too.
     """
     name = name if name is not None else _table_name(argv)
+    argv = _expanded(argv)
     protected = protected_options(name)
     out, i = [], 0
     while i < len(argv):

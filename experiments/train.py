@@ -35,7 +35,7 @@ from experiments.data import (
     model_spec,
     prepare_data_once,
 )
-from experiments.interruptions import say_if_resume_inexact
+from experiments.interruptions import ctrl_c_stops, say_if_resume_inexact
 from experiments.options import RunOptions
 from experiments.peers import peer_lost
 from experiments.reporting.figures import figures_for_run
@@ -166,9 +166,10 @@ def run_experiment(options: RunOptions, extra_callbacks: tuple[Callback, ...] = 
     failed = True
     try:
         trainer = build_trainer(options, run_dir, callbacks, logger)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
-        best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
-        trainer.test(module, datamodule=datamodule, ckpt_path=str(best) if best else None, verbose=False)
+        with ctrl_c_stops(run_dir):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+            best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
+            trainer.test(module, datamodule=datamodule, ckpt_path=str(best) if best else None, verbose=False)
         metrics = {}
         if trainer.is_global_zero:
             save_run_predictions(run_dir, capture, datamodule, module.thresholds.cpu(), options)

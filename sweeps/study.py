@@ -65,6 +65,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
+from lightning.pytorch.callbacks import Callback
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
@@ -72,10 +73,11 @@ from experiments.data import build_datamodule, frontend_config, model_spec, prep
 from experiments.options import NON_IDENTITY_OPTIONS, RunOptions, SweepOptions
 from experiments.run_folder import CHECKPOINT_DIR, CONFIG_FILE, LAST_CHECKPOINT
 from experiments.train import run_experiment
-from infrastructure.errors import ConfigError, DataError, SuiteError
+from infrastructure.errors import ConfigError, DataError, RunStopped, SuiteError
 from infrastructure.io import try_file_lock, write_json_atomic
 from sweeps.database import DatabaseUnreachable, server_lock
 from sweeps.leases import TrialHeartbeat, WorkerId, recover_stale_trials, retry_trial, trial_id_of
+from sweeps.plan import SweepProgress, say
 from sweeps.pruning import OBJECTIVE, SweepPruningCallback
 from sweeps.report import write_report
 from sweeps.spaces import SearchSpace, baselines, build_space, infeasibility, parse_overrides
@@ -258,6 +260,7 @@ class SweepContext:
     clip_samples: int
     folder: Path
     worker: WorkerId
+    progress: SweepProgress | None = None  # what this worker says of the study's progress (None: nothing)
 
 
 def run_trial(ctx: SweepContext, trial: optuna.Trial) -> float:
@@ -281,7 +284,9 @@ def run_trial(ctx: SweepContext, trial: optuna.Trial) -> float:
         inherited = [v for v in frozen.intermediate_values.values() if math.isfinite(v)] if folder.resumed else []
         trial.set_user_attr("resumed", folder.resumed)
         callback = SweepPruningCallback(trial, OBJECTIVE, max(inherited) if inherited else None)
-        outcome = run_experiment(options.replace(run_dir=str(folder.path)), extra_callbacks=(callback,))
+        outcome = run_experiment(options.replace(run_dir=str(folder.path)),
+                                 extra_callbacks=(callback, *([FirstEpochTimer(ctx.progress.first_epoch)]
+                                                              if ctx.progress else [])))
         if callback.best is None:
             raise SuiteError(f"trial {trial.number} reported no finite {OBJECTIVE}")
         record = {"study": ctx.study.study_name, "trial": trial.number, "params": _jsonable(params),
@@ -312,6 +317,22 @@ def _set_result_attrs(trial, record: dict) -> None:
             trial.set_user_attr(key, record[key])
 
 
+class FirstEpochTimer(Callback):
+    """Calls `report(seconds)` once, when the trial's first epoch (training and validation) has ended."""
+
+    def __init__(self, report) -> None:
+        self.report, self.started = report, None
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if self.started is None:
+            self.started = time.monotonic()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self.report is not None and self.started is not None:
+            self.report(time.monotonic() - self.started)
+            self.report = None
+
+
 # ---- the worker loop --------------------------------------------------------------------------------------
 @dataclass
 class SweepOutcome:
@@ -327,7 +348,7 @@ def _claims_before(study: optuna.Study, number: int) -> int:
     return sum(1 for t in study.get_trials(deepcopy=False, states=CLAIMS) if t.number < number)
 
 
-def run_worker(ctx: SweepContext, log=print) -> SweepOutcome:
+def run_worker(ctx: SweepContext, log=say) -> SweepOutcome:
     """Run trials until the study has `settings.trials` counted trials or the timeout passes."""
     settings = ctx.settings
     outcome = SweepOutcome(ctx.study.study_name, ctx.folder, ctx.target.describe())
@@ -379,6 +400,7 @@ def _release_surplus(ctx: SweepContext, trial: optuna.Trial, trial_id: int) -> N
 def _run_one(ctx: SweepContext, trial: optuna.Trial, trial_id: int):
     """Run and tell one trial; returns (state, value, error). Interrupts fail it, queue it again, re-raise."""
     value, error, state = None, None, TrialState.COMPLETE
+    started = time.monotonic()
     heartbeat = TrialHeartbeat(ctx.storage, trial_id, trial.number, ctx.settings.heartbeat_interval, ctx.worker)
     with heartbeat:
         try:
@@ -392,10 +414,13 @@ def _run_one(ctx: SweepContext, trial: optuna.Trial, trial_id: int):
         except (KeyboardInterrupt, SystemExit) as stop:  # Ctrl-C, or SIGTERM in training (Lightning: SystemExit)
             if _tell(ctx, trial, TrialState.FAIL, None, "interrupted") == TrialState.FAIL:
                 retry_trial(ctx.study, ctx.storage.get_trial(trial_id), None)
-            print(f"sweep: trial {trial.number} interrupted; it is queued again and resumes from its last "
-                  "checkpoint when the study runs next", file=sys.stderr, flush=True)
-            if isinstance(stop, SystemExit) and stop.code is None:  # Lightning's SIGTERMException carries no code
-                raise SystemExit(128 + signal.SIGTERM) from None
+            kept = (f"the study {ctx.study.study_name} keeps its finished trials and trial {trial.number} is queued "
+                    "again, to resume from its last checkpoint: rerun the same command to continue")
+            code = getattr(stop, "code", None)
+            if isinstance(stop, SystemExit) and code in (None, 128 + signal.SIGTERM):  # Lightning's SIGTERMException
+                raise RunStopped(f"stopped (SIGTERM): {kept}", 128 + signal.SIGTERM) from None
+            if isinstance(stop, KeyboardInterrupt) or code == 128 + signal.SIGINT:
+                raise RunStopped(f"interrupted (Ctrl-C): {kept}", 128 + signal.SIGINT) from None
             raise
         except Exception as failure:  # one bad trial must not end the sweep; see max_failures
             state, error = TrialState.FAIL, failure
@@ -410,8 +435,12 @@ def _run_one(ctx: SweepContext, trial: optuna.Trial, trial_id: int):
               file=sys.stderr)
         return TrialState.FAIL, None, error
     shown = f"{value:.4f}" if value is not None else "n/a"
-    print(f"sweep: trial {trial.number} {told.name.lower()} (best {OBJECTIVE} {shown}) {trial.params}"
-          + (f": {error}" if state == TrialState.FAIL else ""), flush=True)
+    say(f"sweep: trial {trial.number} {told.name.lower()} (best {OBJECTIVE} {shown}) {trial.params}"
+        + (f": {error}" if state == TrialState.FAIL else ""))
+    if ctx.progress is not None:
+        counted = ctx.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        best = max((t.value for t in counted if t.state == TrialState.COMPLETE and t.value is not None), default=None)
+        ctx.progress.trial_done(len(counted), time.monotonic() - started, best)
     return told, value, error
 
 
@@ -440,9 +469,14 @@ def _record_error(ctx: SweepContext, trial_id: int, error: BaseException) -> Non
 
 # ---- entry points -----------------------------------------------------------------------------------------------
 def dataset_clip_samples(options: RunOptions) -> int:
-    """Clip length of the options' dataset (preparing it once, as a run would)."""
+    """Clip length of the options' dataset, preparing it once as a run would (workers started later only open it)."""
+    return prepare_data_once(_datamodule(options)).clip_samples
+
+
+def _datamodule(options: RunOptions):
+    """The options' data module, unprepared: its reader knows the clip length before any data work."""
     spec = model_spec(options.model)
-    return prepare_data_once(build_datamodule(options, spec, frontend=frontend_config(spec, options))).clip_samples
+    return build_datamodule(options, spec, frontend=frontend_config(spec, options))
 
 
 def _check_single_process(options: RunOptions) -> dict:
@@ -455,26 +489,36 @@ def _check_single_process(options: RunOptions) -> dict:
     return options.replace(devices=1 if devices == "auto" else devices)
 
 
-def prepare_sweep(options: RunOptions, settings: SweepSettings, fixed=()) -> SweepContext:
-    """Everything before the first trial: data, space, study (created safely), storage."""
+def prepare_sweep(options: RunOptions, settings: SweepSettings, fixed=(), log=say) -> SweepContext:
+    """Everything before the first trial: space and study (said before the data work), storage, data."""
     options = _check_single_process(options)
     model = options.model
     overrides = parse_overrides(settings.sweep_space)  # a malformed --sweep-space stops before any data is prepared
-    clip_samples = dataset_clip_samples(options)
+    datamodule = _datamodule(options)
+    clip_samples = datamodule.reader.clip_samples()
     space = build_space(model, options, clip_samples, fixed=fixed, overrides=overrides)
     identity = study_identity(model, options, space)
     name = settings.study_name or default_study_name(identity)
     folder = study_dir(options.runs_root, name)
     target = parse_storage(settings.storage, folder)
+    log(f"  study    {name} in {target.describe()}")
+    log(f"  space    {space.describe()}")
+    for note in space.notes:
+        log(f"           {note}")
     storage = open_storage(target, settings)
     study, _ = create_or_load_study(storage, target, name, identity, baselines(space, options),
                                     make_sampler(name, settings), make_pruner(settings))
     folder.mkdir(parents=True, exist_ok=True)
+    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+    if done:
+        log(f"  resumed  the study has {done} of its {settings.trials} trials already")
+    prepare_data_once(datamodule)
+    progress = SweepProgress(settings.trials, options.max_epochs, done_before=done)
     return SweepContext(study, storage, target, settings, model, options, space, clip_samples, folder,
-                        WorkerId.current())
+                        WorkerId.current(), progress)
 
 
-def run_sweep(options: RunOptions, settings: SweepOptions, fixed=(), log=print) -> SweepOutcome:
+def run_sweep(options: RunOptions, settings: SweepOptions, fixed=(), log=say) -> SweepOutcome:
     """`run.py --sweep MODEL`: one worker of the study, then the study's report.
 
     `options`: the training options every trial shares (run.py's, without the sweep group);
@@ -485,17 +529,13 @@ def run_sweep(options: RunOptions, settings: SweepOptions, fixed=(), log=print) 
     if settings.sweep_report:
         return report_only(training, settings, fixed, log)
     ctx = prepare_sweep(training, settings, fixed)
-    log(f"sweep: study {ctx.study.study_name} in {ctx.target.describe()}; {settings.trials} trials in total")
-    log(f"sweep: space {ctx.space.describe()}")
-    for note in ctx.space.notes:
-        log(f"sweep: {note}")
     outcome = run_worker(ctx, log)
     log(f"sweep: worker stops: {outcome.stopped}")
     outcome.report = write_report(ctx.study, ctx.folder)
     return outcome
 
 
-def report_only(options: RunOptions, settings: SweepSettings, fixed=(), log=print) -> SweepOutcome:
+def report_only(options: RunOptions, settings: SweepSettings, fixed=(), log=say) -> SweepOutcome:
     """`--sweep-report`: the report of an existing study, no training."""
     if settings.study_name:
         name = settings.study_name
@@ -503,7 +543,7 @@ def report_only(options: RunOptions, settings: SweepSettings, fixed=(), log=prin
         if not options.model:
             raise ConfigError("--sweep-report needs --study-name NAME, or the --sweep command of the study")
         options = _check_single_process(options)
-        space = build_space(options.model, options, dataset_clip_samples(options), fixed=fixed,
+        space = build_space(options.model, options, _datamodule(options).reader.clip_samples(), fixed=fixed,
                             overrides=parse_overrides(settings.sweep_space))
         name = default_study_name(study_identity(options.model, options, space))
     folder = study_dir(options.runs_root, name)

@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 import run
 from experiments.options import RunOptions
 from infrastructure.audio import MTAT_CLIP_SAMPLES
-from infrastructure.errors import ConfigError, SuiteError
+from infrastructure.errors import ConfigError, RunStopped, SuiteError
 from sweeps import leases
 from sweeps import study as sweep_study
 from sweeps.leases import LEASE, TrialHeartbeat, WorkerId, fail_and_retry, recover_stale_trials
@@ -264,8 +264,10 @@ def test_failing_trials_stop_the_worker_and_an_interrupt_requeues_the_trial(tmp_
 
     monkeypatch.setattr(sweep_study, "run_trial", interrupted)
     ctx = _context(tmp_path, name="i", trials=2)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(RunStopped, match="interrupted .Ctrl-C.: the study i keeps its finished trials and trial 0 "
+                                         "is queued again") as stopped:
         sweep_study.run_worker(ctx)
+    assert stopped.value.code == 130
     first = ctx.study.trials[0]
     assert first.state == TrialState.FAIL and first.user_attrs["fail_reason"] == "interrupted"
     monkeypatch.setattr(sweep_study, "run_trial", _fake_training)
