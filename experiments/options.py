@@ -36,6 +36,7 @@ from datamodules.datasets.mtat.reader import SPLITS, TAG_VOCABULARIES
 from datamodules.datasets.mtat.standin import DEFAULT_N_CLIPS
 from datamodules.mel_config import BACKENDS, COMPRESSIONS
 from datamodules.segments import TRAIN_CROPS
+from experiments.legacy import LEGACY_KEYS, compatible_dict, ignored_saved_keys
 from experiments.recipes import RECIPES
 from experiments.reporting.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
 from infrastructure.audio import MTAT_CLIP_SAMPLES
@@ -147,13 +148,10 @@ def parse_devices(text):
 
 
 def option(default, help: str, *, type=None, choices=None, metavar=None, identity: bool = True,
-           tunable: bool = True, flag: str | None = None, action: str | None = None, added: bool = False,
+           tunable: bool = True, flag: str | None = None, action: str | None = None,
            valid: str | None = None, essential: str | None = None, known_as: tuple[str, ...] = ()):
     """A dataclass field that is also a command-line option (see the module docstring).
 
-    `added`: an identity option that came after run folders existed. At its default it is left out
-    of `RunOptions.to_dict()`, so the digests (default run-folder names) of earlier runs, which
-    never had it, stay what they were; set to anything else, it is part of the digest as usual.
     `valid`: the values a numeric option accepts, as an `Interval` ("(0, inf)"); None is always accepted
     where the default is None ("the model's value").
     `essential`: a one-line summary: the option is listed, with it, by the short `--help`.
@@ -162,7 +160,7 @@ def option(default, help: str, *, type=None, choices=None, metavar=None, identit
     """
     return field(default=default, metadata={
         "help": help, "type": type, "choices": choices, "metavar": metavar, "identity": identity,
-        "tunable": tunable, "flag": flag, "action": action, "added": added,
+        "tunable": tunable, "flag": flag, "action": action,
         "valid": Interval.parse(valid) if valid else None, "essential": essential, "known_as": tuple(known_as)})
 
 
@@ -190,7 +188,7 @@ class ModelOptions:
     dropout: float | None = option(None, "override the network's dropout rate", type=float, valid="[0, 1)",
                                    known_as=("drop", "dropout_rate", "p_dropout"))
     width: int | None = option(None, "base channel width of Won et al.'s networks (their 128), e.g. smaller for quick "
-                               "CPU tries (default: the model's)", type=int, added=True, valid="[1, inf)")
+                               "CPU tries (default: the model's)", type=int, valid="[1, inf)")
     input_norm: bool = option(False, "lstm_mel: batch-normalise the log-Mel bands before the LSTM (not in Table 3; "
                               "the raw dB input saturates the LSTM: recommended)", action="store_true")
 
@@ -220,30 +218,29 @@ class DataOptions:
     synthetic_seed: int = option(0, "seed of the synthetic dataset", type=int, tunable=False, valid="[0, 4294967295]")
     dataset: str = option("mtat", "which benchmark --data holds: MagnaTagATune, or MTG-Jamendo (split TSVs + audio "
                           "folders 00-99; with --data synthetic, its generated stand-in)", choices=("mtat", "mtg-jamendo"),
-                          tunable=False, added=True, essential="mtat, or mtg-jamendo")
+                          tunable=False, essential="mtat, or mtg-jamendo")
     jamendo_split: int | None = option(None, "MTG-Jamendo split set (default 0, the one results are reported on; "
-                                       "--split is MTAT's)", type=int, choices=JAMENDO_SPLITS, tunable=False,
-                                       added=True)
+                                       "--split is MTAT's)", type=int, choices=JAMENDO_SPLITS, tunable=False)
     jamendo_subset: str | None = option(None, "MTG-Jamendo tag subset, all of its tags (default top50tags; --tags and "
-                                        "--n-tags are MTAT's)", choices=JAMENDO_SUBSETS, tunable=False, added=True)
+                                        "--n-tags are MTAT's)", choices=JAMENDO_SUBSETS, tunable=False)
     jamendo_quality: str | None = option(None, "MTG-Jamendo audio read and downloaded: low (mono VBR MP3, 156 GB; the "
                                          "default) or full (320 kbit/s stereo, 508 GB)", choices=JAMENDO_QUALITIES,
-                                         tunable=False, added=True)
+                                         tunable=False)
     jamendo_meta: str | None = option(None, "folder with MTG-Jamendo's split TSVs (splits/ or data/splits/ inside; "
-                                      "default: --data)", metavar="DIR", tunable=False, added=True)
+                                      "default: --data)", metavar="DIR", tunable=False)
     excerpt_seconds: float | None = option(None, "MTG-Jamendo: store only the middle S seconds of each track (30: "
                                            "~53 GB instead of ~435 GB; default: whole tracks)", type=float,
-                                           metavar="S", tunable=False, added=True, valid="(0, inf)")
+                                           metavar="S", tunable=False, valid="(0, inf)")
     jamendo_clip_samples: int | None = option(None, "MTG-Jamendo: the window whole-clip models (mel_cnn, lstm_mel, "
                                               f"sample_cnn) read, in samples (default {MTAT_CLIP_SAMPLES}, MTAT's "
                                               "29.1 s clip); chunk models read their own chunk", type=int,
-                                              tunable=False, added=True, valid="[1, inf)")
+                                              tunable=False, valid="[1, inf)")
     synthetic_tracks: int | None = option(None, "tracks in the generated MTG-Jamendo stand-in (default 200)",
-                                          type=int, tunable=False, added=True, valid="[1, inf)")
+                                          type=int, tunable=False, valid="[1, inf)")
     synthetic_min_seconds: float | None = option(None, "shortest track of the MTG-Jamendo stand-in (default 20)",
-                                                 type=float, tunable=False, added=True, valid="(0, inf)")
+                                                 type=float, tunable=False, valid="(0, inf)")
     synthetic_max_seconds: float | None = option(None, "longest track of the MTG-Jamendo stand-in (default 90)",
-                                                 type=float, tunable=False, added=True, valid="(0, inf)")
+                                                 type=float, tunable=False, valid="(0, inf)")
     num_workers: int | None = option(None, "loader processes per training process (default: its share of the "
                                      "usable cores - 1, at most 8)", type=int, identity=False, tunable=False,
                                      valid="[0, inf)", known_as=("workers", "loader_workers"))
@@ -273,7 +270,7 @@ class MelOptions:
     random_crops_per_clip: int | None = option(None, "with --train-crop random: crops drawn from each clip per "
                                                "training epoch (every recipe sets 1: an epoch is one pass over the "
                                                "training clips; unset in runs made before, which drew "
-                                               "--segments-per-clip)", type=int, added=True, valid="[1, inf)")
+                                               "--segments-per-clip)", type=int, valid="[1, inf)")
 
 
 @dataclass(frozen=True)
@@ -320,30 +317,29 @@ class RecipeOptions:
     recipe: str | None = option(None, "named defaults for optimiser, schedule, crops and augmentation (README "
                                 "\"Recipes\"); options given explicitly override it; default: the model's (paper for "
                                 "the paper's models, won2020 for Won et al.'s)", choices=tuple(RECIPES),
-                                identity=False, tunable=False, added=True,
+                                identity=False, tunable=False,
                                 essential="paper, won2020 or modern: optimiser, schedule and augmentation defaults")
     schedule: str = option("paper", "learning-rate schedule: 'paper' (local + global decay, --local-decay, "
                            "--patience...), 'won2020' (Adam, then SGD stages at fixed epochs, each reloading the best "
                            "weights: --stage-epochs, --stage-lrs), 'cosine' (linear warm-up, then cosine decay to 0 "
-                           "at --max-epochs: --warmup)", choices=SCHEDULES, added=True)
+                           "at --max-epochs: --warmup)", choices=SCHEDULES)
     warmup: float = option(0.0, "cosine schedule: fraction of all training steps with a linear warm-up", type=float,
-                           added=True, valid="[0, 1)")
+                           valid="[0, 1)")
     stage_epochs: tuple = option((80, 20, 20), "won2020 schedule: epochs of each stage before its switch (the first "
                                 "optimiser's, then each SGD rate's; the last rate runs to --max-epochs)",
-                                type=int_list, metavar="E,E,...", tunable=False, added=True, valid="[1, inf)")
+                                type=int_list, metavar="E,E,...", tunable=False, valid="[1, inf)")
     stage_lrs: tuple = option((1e-3, 1e-4, 1e-5), "won2020 schedule: SGD (Nesterov) rate after each switch",
-                             type=float_list, metavar="LR,LR,...", tunable=False, added=True, valid="(0, inf)")
+                             type=float_list, metavar="LR,LR,...", tunable=False, valid="(0, inf)")
     mixup_alpha: float = option(0.0, "mixup: Beta(alpha, alpha) mixing of training examples and targets (0: off)",
-                                type=float, added=True, valid="[0, inf)", known_as=("mixup",))
+                                type=float, valid="[0, inf)", known_as=("mixup",))
     freq_mask: float = option(0.0, "SpecAugment (Mel models): widest frequency mask as a fraction of the Mel bands "
-                              "(0: off)", type=float, added=True, valid="[0, 1)")
+                              "(0: off)", type=float, valid="[0, 1)")
     time_mask: float = option(0.0, "SpecAugment (Mel models): widest time mask as a fraction of the frames (0: off)",
-                              type=float, added=True, valid="[0, 1)")
-    n_masks: int = option(2, "SpecAugment: masks of each kind per example", type=int, added=True, valid="[1, inf)")
+                              type=float, valid="[0, 1)")
+    n_masks: int = option(2, "SpecAugment: masks of each kind per example", type=int, valid="[1, inf)")
     ema_decay: float = option(0.0, "evaluate, checkpoint and test an exponential moving average of the weights with "
-                              "this decay per step, warmed up as min(decay, (1+n)/(10+n)) (0: off)", type=float,
-                              added=True, valid="[0, 1)")
-    gradient_clip: float = option(0.0, "clip the gradients' global norm to this (0: off)", type=float, added=True,
+                              "this decay per step, warmed up as min(decay, (1+n)/(10+n)) (0: off)", type=float, valid="[0, 1)")
+    gradient_clip: float = option(0.0, "clip the gradients' global norm to this (0: off)", type=float,
                                   valid="[0, inf)")
 
     def __post_init__(self) -> None:
@@ -394,7 +390,7 @@ class TrainerOptions:
     compile_backend: str | None = option(None, "torch.compile backend for --compile (default inductor, which "
                                          "generates kernels; aot_eager and eager only trace the network: a quick "
                                          "check, or a host without a C++ compiler)", choices=COMPILE_BACKENDS,
-                                         tunable=False, added=True)
+                                         tunable=False)
     limit_train_batches: float | int | None = option(None, "train on this many batches (int) or this fraction per "
                                                      "epoch (quick tries)", type=fraction_or_count, tunable=False,
                                                      valid="[0, inf)")
@@ -429,12 +425,6 @@ class LoggingOptions:
 
 RUN_GROUPS = (ModelOptions, DataOptions, MelOptions, OptimOptions, RecipeOptions, TrainerOptions, LoggingOptions)
 
-# Keys that the options dict of earlier versions carried although they select a mode, not a run.
-# They stay in `to_dict()` with their constant values so that config digests (default run-folder
-# names), study names and config.json files of runs made before the typed configuration still match.
-LEGACY_KEYS = {"download": None, "download_url": None, "resume": None, "summary": False}
-
-
 @dataclass(frozen=True)
 class RunOptions(LoggingOptions, TrainerOptions, RecipeOptions, OptimOptions, MelOptions, DataOptions, ModelOptions):
     """All options of one training run or evaluation (attribute per option; see the groups)."""
@@ -450,12 +440,8 @@ class RunOptions(LoggingOptions, TrainerOptions, RecipeOptions, OptimOptions, Me
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        """The options as config.json stores them (plus the legacy keys, see LEGACY_KEYS)."""
-        values = dataclasses.asdict(self)
-        for f in fields(self):
-            if f.metadata["added"] and values[f.name] == f.default:
-                del values[f.name]
-        values.update(LEGACY_KEYS)
+        """The options as config.json stores them and digests are taken of them (`experiments.legacy`)."""
+        values = compatible_dict(dataclasses.asdict(self), {f.name: f.default for f in fields(self)})
         # as JSON holds them, so that a saved config.json compares equal to the options it came from
         return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
@@ -467,7 +453,7 @@ class RunOptions(LoggingOptions, TrainerOptions, RecipeOptions, OptimOptions, Me
     def from_dict(cls, values: dict) -> RunOptions:
         """Options from a saved config (config.json's top level): unknown keys are an error, legacy ones ignored."""
         known = {k: v for k, v in values.items() if k in RUN_OPTION_NAMES}
-        unknown = sorted(set(values) - RUN_OPTION_NAMES - set(LEGACY_KEYS) - {"resolved", "evaluated_checkpoint"})
+        unknown = sorted(set(values) - RUN_OPTION_NAMES - ignored_saved_keys())
         if unknown:
             raise ConfigError(f"unknown option(s) in a saved configuration: {', '.join(unknown)}")
         return cls(**known).normalised()

@@ -164,3 +164,10 @@ def test_jamendo_prepare_quick(work_dir, tmp_path):
         assert results[key]["peak_rss_mib"] > 0 and results[key]["rss_growth_mib"] >= 0
     markdown = (tmp_path / "jamendo_prepare.quick.md").read_text()
     assert "## Ratios" in markdown and "Load average at start" in markdown
+
+
+@pytest.mark.slow
+def test_startup_quick(work_dir, tmp_path):
+    payload = run_benchmark("startup", work_dir, tmp_path)
+    assert set(payload["results"]) >= {"--help", "bad value (--lr -0.01)", "plan"}
+    positive_numbers({name: result["ratio_to_lightning_import"] for name, result in payload["results"].items()})

@@ -319,7 +319,7 @@ def test_a_sigkilled_worker_is_failed_by_optunas_heartbeat_and_its_retry_resumes
     with _one_thread(), caplog.at_level(logging.INFO):  # the same command on the surviving "node"
         assert run.main(args) == 0
     out, err = capfd.readouterr()
-    assert "sweep: trial 1 was stale" in out
+    assert "sweep: trial 1 was stale" in err  # a log line: stderr
     assert f"Restoring states from the checkpoint path at {second / 'checkpoints' / 'last.ckpt'}" in caplog.text
     after = {t.number: t for t in _load(url, "kill").trials}
     assert after[0].state == TrialState.COMPLETE and after[0].value == finished.value  # no finished trial lost
