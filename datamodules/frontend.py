@@ -13,8 +13,8 @@ What lives here
 * `LogMel`: (B, n_samples) waveform -> (B, n_mels, n_frames) float32 compressed Mel power,
   backed by nnAudio or torchaudio with identical settings (Slaney Mel scale and area
   normalisation, power 2, periodic Hann window, centred frames with reflect padding; the two
-  backends agree with an independent librosa reference: tests/test_frontend.py checks it, the
-  README gives the measured agreement).
+  backends agree with an independent librosa reference: tests/test_frontend.py checks it,
+  docs/data.md gives the measured agreement).
 * `WaveformFrontend`: the identity for raw-waveform models (returns float32).
 * `build_frontend(config)`: the one place that picks between them.
 
@@ -64,8 +64,8 @@ class MelConfig:
             ``"log1p"``: log(1 + 10000 * P), a compression that stays finite and near-linear for
             silence (used by Dieleman & Schrauwen 2014 for end-to-end tagging);
             ``"none"``: P itself.
-        backend: ``"nnaudio"`` or ``"torchaudio"`` (the same spectrogram; the README's
-            Benchmarks section compares their speed).
+        backend: ``"nnaudio"`` or ``"torchaudio"`` (the same spectrogram; docs/benchmarks.md
+            compares their speed).
 
     Raises:
         ConfigError: on construction, for a non-positive sample rate, n_fft, hop_length or
