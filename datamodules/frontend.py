@@ -13,8 +13,8 @@ What lives here
 * `LogMel`: (B, n_samples) waveform -> (B, n_mels, n_frames) float32 compressed Mel power,
   backed by nnAudio or torchaudio with identical settings (Slaney Mel scale and area
   normalisation, power 2, periodic Hann window, centred frames with reflect padding; the two
-  backends agree with an independent librosa reference: tests/unit/datamodules/test_frontend.py checks it, the
-  README gives the measured agreement).
+  backends agree with an independent librosa reference: tests/unit/datamodules/test_frontend.py checks it,
+  docs/data.md gives the measured agreement).
 * `WaveformFrontend`: the identity for raw-waveform models (returns float32).
 * `build_frontend(config)`: the one place that picks between them.
 

@@ -12,8 +12,9 @@ own lists:
 `RunOptions` holds everything a training run or an evaluation needs; the mode options (what to
 do: download, tag, evaluate, resume, sweep) are parsed beside it but are not part of a run. The
 parser (`build_parser`), the sets above, `--print-config`, the `config.yaml` of every run folder
-and the README's option table all follow from these declarations. Experiment files are YAML
-with the options' names as keys (`lr: 0.001`), read by `experiments.cli` (checked as flags are).
+and the option reference (docs/reference/options.md) all follow from these declarations.
+Experiment files are YAML with the options' names as keys (`lr: 0.001`), read by `experiments.cli`
+(checked as flags are).
 
 Model-specific defaults (batch size, Mel settings, segments per clip) live in the model
 registry; here those options default to None, "the model's value".
@@ -250,7 +251,7 @@ class DataOptions:
 
 @dataclass(frozen=True)
 class MelOptions:
-    """Mel frontend (computed on the batch's device) and segments; None means the model's value."""
+    """Mel frontend and segments: computed on the batch's device; None means the model's value."""
 
     n_fft: int | None = option(None, "FFT window (mel_cnn, lstm_mel: 2048)", type=int, valid="[2, inf)",
                                known_as=("fft", "win_length", "window", "fft_size"))
@@ -314,9 +315,9 @@ class OptimOptions:
 class RecipeOptions:
     """training recipe: --recipe sets these and the optimisation options it names; options given explicitly win."""
 
-    recipe: str | None = option(None, "named defaults for optimiser, schedule, crops and augmentation (README "
-                                "\"Recipes\"); options given explicitly override it; default: the model's (paper for "
-                                "the paper's models, won2020 for Won et al.'s)", choices=tuple(RECIPES),
+    recipe: str | None = option(None, "named defaults for optimiser, schedule, crops and augmentation "
+                                "(docs/recipes.md); options given explicitly override it; default: the model's "
+                                "(paper for the paper's models, won2020 for Won et al.'s)", choices=tuple(RECIPES),
                                 identity=False, tunable=False,
                                 essential="paper, won2020 or modern: optimiser, schedule and augmentation defaults")
     schedule: str = option("paper", "learning-rate schedule: 'paper' (local + global decay, --local-decay, "
@@ -542,7 +543,7 @@ class TaggingOptions:
 
 @dataclass(frozen=True)
 class SweepOptions:
-    """sweeps (Optuna; run options given on the command line or in --config files are fixed for all trials)."""
+    """sweeps (Optuna): run options given on the command line or in --config files are fixed for all trials."""
 
     sweep: str | None = option(None, "tune MODEL's search space (sweeps/spaces.py; lstm_mel: FFT, hop, Mel bands, "
                                "segments per clip, lr, global decay): runs trials until the study has --trials, then "
@@ -643,27 +644,65 @@ def default_text(f: dataclasses.Field) -> str:
     return "the model's" if f.default is None and f.name in MelOptions.__annotations__ else str(f.default)
 
 
+def _group_heading(group) -> tuple[str, str]:
+    """(heading, description) of a group, from its docstring's 'heading: description.'."""
+    title, _, description = (group.__doc__ or group.__name__).partition(":")
+    title, description = title.strip().rstrip("."), description.strip()
+    return title[:1].upper() + title[1:], description[:1].upper() + description[1:]
+
+
+def _table_default(f: dataclasses.Field) -> str:
+    """The default as the option table shows it: whether a flag is given, else the value (code) or a phrase."""
+    if f.metadata["action"] == "store_false":  # --no-progress sets progress=False: the flag is off by default
+        return "off" if f.default else "on"
+    text = default_text(f)
+    if f.default is None:
+        return "the model's" if text == "the model's" else "—"
+    return text if text in ("on", "off") else f"`{text}`"
+
+
+def _markdown_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("<", "&lt;")
+
+
 def option_table() -> str:
-    """The README's option table (Markdown), generated from the declarations."""
-    rows = ["| option | group | default | identity | tunable | what it does |", "|---|---|---|---|---|---|"]
+    """The option reference (Markdown), generated from the declarations: one table per group of options.
+
+    The identity and tunable columns appear for run options only; the mode, tagging, sweep and
+    comparison options are never part of a run's identity or a sweep's space.
+    """
+    sections = []
     for group in ALL_GROUPS:
-        title = (group.__doc__ or "").split(":")[0].strip().rstrip(".")
-        for f in declared_fields(group):
-            run_option = f.name in RUN_OPTION_NAMES
-            identity = ("yes" if f.metadata["identity"] else "no") if run_option else ""
-            tunable = ("yes" if f.metadata["tunable"] else "no") if run_option else ""
-            choices = f" ({' / '.join(map(str, f.metadata['choices']))})" if f.metadata["choices"] else ""
-            text = f.metadata["help"].replace("|", "\\|") + choices
-            rows.append(f"| `{flag_of(f)}` | {title} | {default_text(f)} | {identity} | {tunable} | {text} |")
-    return "\n".join(rows)
+        heading, description = _group_heading(group)
+        group_fields = declared_fields(group)
+        run_group = all(f.name in RUN_OPTION_NAMES for f in group_fields)
+        lines = [f"## {heading}", ""]
+        if description:
+            lines += [description, ""]
+        if run_group:
+            lines += ["| option | default | identity | tunable | what it does |", "|---|---|---|---|---|"]
+        else:
+            lines += ["| option | default | what it does |", "|---|---|---|"]
+        for f in group_fields:
+            text = _markdown_cell(f.metadata["help"])
+            if f.metadata["choices"]:
+                text += "; choices: " + ", ".join(f"`{c}`" for c in f.metadata["choices"])
+            cells = [f"`{flag_of(f)}`", _table_default(f)]
+            if run_group:
+                cells += ["yes" if f.metadata["identity"] else "no", "yes" if f.metadata["tunable"] else "no"]
+            lines.append("| " + " | ".join([*cells, text]) + " |")
+        sections.append("\n".join(lines))
+    return "\n\n".join(sections)
 
 
+OPTION_PAGE = "docs/reference/options.md"
+"""The page holding the generated option reference, relative to the repository root."""
 TABLE_START = "<!-- options table: generated by experiments.options.option_table() -->"
 TABLE_END = "<!-- end options table -->"
 
 
-def update_readme(path: str | Path) -> bool:
-    """Rewrite the option table between the README's markers; True when it changed."""
+def update_option_page(path: str | Path = OPTION_PAGE) -> bool:
+    """Rewrite the option reference between the page's markers; True when it changed."""
     path = Path(path)
     text = path.read_text()
     head, rest = text.split(TABLE_START, 1)
@@ -674,8 +713,7 @@ def update_readme(path: str | Path) -> bool:
     return new != text
 
 
-if __name__ == "__main__":  # python -m experiments.options README.md: refresh the README's option table
+if __name__ == "__main__":  # python -m experiments.options [PAGE], from the repository root: refresh the page
     import sys
 
-    print("updated" if update_readme(sys.argv[1] if len(sys.argv) > 1 else "README.md") else "up to date")
-
+    print("updated" if update_option_page(sys.argv[1] if len(sys.argv) > 1 else OPTION_PAGE) else "up to date")

@@ -1,7 +1,7 @@
 """Decode every MTAT clip once into one on-disk int16 array, then read it fast.
 
-Decoding MP3s in every epoch would cost an epoch over MTAT minutes of CPU (the README's
-Benchmarks section has the decode rate). `prepare_cache` decodes each clip once, in parallel
+Decoding MP3s in every epoch would cost an epoch over MTAT minutes of CPU (docs/benchmarks.md
+has the decode rate). `prepare_cache` decodes each clip once, in parallel
 worker processes, into a cache folder:
 
 ``waveforms.int16``

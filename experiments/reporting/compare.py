@@ -355,7 +355,7 @@ def _markdown(rows: list[dict], meta: dict) -> str:
     lines += ["", "ROC-AUC and PR-AUC: macro means over the tags with a positive and a negative test clip; "
               "mean ± standard deviation over seeds when a row has several. TPR / FPR: means over tags at the "
               "per-tag thresholds chosen on validation (TPR = 1 - FPR there). p: two-sided paired bootstrap "
-              "p-value of \"no difference\" (see README, \"Comparing models\")."]
+              "p-value of \"no difference\" (see docs/evaluation.md, \"Comparing models\")."]
     lines += [""] + list(meta["notes"]) if meta["notes"] else []
     return "\n".join(lines).rstrip("\n") + "\n"
 

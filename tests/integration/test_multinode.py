@@ -1,6 +1,6 @@
 """Multi-node DDP without SLURM, on localhost: two "nodes" of one CPU process each (gloo).
 
-Launched the two ways a cluster without a scheduler does it, with the commands the README gives:
+Launched the two ways a cluster without a scheduler does it, with the commands docs/distributed.md gives:
 - once per node with Lightning's general-cluster variables (`MASTER_ADDR`, `MASTER_PORT`,
   `NODE_RANK`; no `LOCAL_RANK`, `WORLD_SIZE` or `RANK`: Lightning derives the world size from
   `--num-nodes x --devices` and starts any further processes of a node itself);

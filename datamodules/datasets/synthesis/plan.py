@@ -9,7 +9,7 @@ in MTAT.
 
 The label statistics imitate MTAT's: multi-label (typically 2-6 tags per tagged clip),
 imbalanced (guitar the most frequent tag), genre-instrument correlations, annotations that miss
-some audible concepts, and some clips with no tag at all (`NO_TAG_PROBABILITY`). The README gives
+some audible concepts, and some clips with no tag at all (`NO_TAG_PROBABILITY`). docs/data.md gives
 the measured figures; tests/unit/datamodules/datasets/mtat/test_standin.py checks their ranges and that the tags are
 learnable from the audio.
 """

@@ -111,11 +111,20 @@ def test_saved_options_round_trip_and_refuse_unknown_keys():
     assert yaml.safe_load(dump_yaml(options))["lr"] == 0.05
 
 
-def _readme_commands() -> list[tuple[list[str], str | None]]:
-    text = (REPO_ROOT / "README.md").read_text()
-    blocks = re.findall(r"```(?:bash|sh|console)?\n(.*?)```", text, re.S)
+def _documented_pages() -> list[Path]:
+    """Where commands are documented: the README and every page of the documentation site."""
+    return [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").rglob("*.md"))]
+
+
+def _documented_commands(path: Path) -> list[tuple[list[str], str | None]]:
+    """The `python run.py ...` lines of the page's shell code blocks: (arguments, file a `>` redirects to)."""
+    text = path.read_text()
+    # every fenced block, so that a block in another language is consumed whole, never read as prose
+    blocks = re.findall(r"^```(\w*)\n(.*?)^```", text, re.S | re.M)
     commands = []
-    for block in blocks:
+    for language, block in blocks:
+        if language not in ("", "bash", "sh", "console"):
+            continue
         joined = re.sub(r"\\\n\s*", " ", block)
         variables = dict(re.findall(r'^(\w+)="([^"]*)"$', joined, re.M))  # D="--data synthetic ..."
         for name, value in variables.items():
@@ -130,32 +139,35 @@ def _readme_commands() -> list[tuple[list[str], str | None]]:
     return commands
 
 
-def test_every_readme_command_parses(tmp_path, monkeypatch, capsys):
-    """Each `python run.py ...` line of the README parses; `--print-config > FILE` lines are run, so the
-    commands that read FILE back parse what the suite really printed (other --config files, e.g. in a
-    run folder that does not exist here, get a one-line stand-in)."""
+def test_every_documented_command_parses(tmp_path, monkeypatch, capsys):
+    """Each `python run.py ...` line of the README and of the docs pages parses; `--print-config > FILE`
+    lines are run, so the commands that read FILE back parse what the suite really printed (other
+    --config files, e.g. in a run folder that does not exist here, get a one-line stand-in)."""
     monkeypatch.chdir(tmp_path)
-    commands = _readme_commands()
-    assert len(commands) >= 10  # the README documents many commands; a regex gone wrong finds none
-    for argv, redirect in commands:
-        for i, word in enumerate(argv[:-1]):
-            if word == "--config" and not Path(argv[i + 1]).exists():
-                Path(argv[i + 1]).parent.mkdir(parents=True, exist_ok=True)
-                Path(argv[i + 1]).write_text("model: mel_cnn\n")
-        if "--print-config" in argv and redirect:
-            assert run.main(argv) == 0
-            Path(redirect).write_text(capsys.readouterr().out)
-        else:
-            parse_command(argv)  # SystemExit(2) on an unknown flag or a bad value
+    found = {path.relative_to(REPO_ROOT).as_posix(): _documented_commands(path) for path in _documented_pages()}
+    commands = [command for page_commands in found.values() for command in page_commands]
+    # the pages document many commands; a regex gone wrong finds none
+    assert len(commands) >= 30 and found["README.md"], {page: len(c) for page, c in found.items()}
+    for page, page_commands in found.items():
+        for argv, redirect in page_commands:
+            for i, word in enumerate(argv[:-1]):
+                if word == "--config" and not Path(argv[i + 1]).exists():
+                    Path(argv[i + 1]).parent.mkdir(parents=True, exist_ok=True)
+                    Path(argv[i + 1]).write_text("model: mel_cnn\n")
+            if "--print-config" in argv and redirect:
+                assert run.main(argv) == 0, (page, argv)
+                Path(redirect).write_text(capsys.readouterr().out)
+            else:
+                parse_command(argv)  # SystemExit(2) on an unknown flag or a bad value
 
 
-def test_readme_option_table_matches_the_declarations():
-    text = (REPO_ROOT / "README.md").read_text()
+def test_option_reference_matches_the_declarations():
+    text = (REPO_ROOT / config.OPTION_PAGE).read_text()
     start, end = config.TABLE_START, config.TABLE_END
-    assert start in text and end in text, "the README's option table markers are missing"
+    assert start in text and end in text, f"the option table markers are missing from {config.OPTION_PAGE}"
     table = text.split(start, 1)[1].split(end, 1)[0].strip()
-    assert table == config.option_table(), ("the README option table is out of date: run "
-                                            "`python -m experiments.options README.md`")
+    assert table == config.option_table(), (f"{config.OPTION_PAGE} is out of date: run "
+                                            "`python -m experiments.options` from the repository root")
 
 
 def test_run_options_groups_are_disjoint_and_cover_run_options():

@@ -57,7 +57,7 @@ def test_load_from_checkpoint_restores_a_trained_module_without_the_data(tmp_pat
 
 @pytest.mark.slow
 def test_a_module_trains_with_a_plain_trainer_and_the_datamodule(tmp_path, tiny_cache):
-    """The README's "Using a module directly" example, on the tiny generated data."""
+    """docs/architecture.md's "Using a module directly" example, on the tiny generated data."""
     hp = default_hparams("lstm_mel", clip_samples=TINY_CLIP_SAMPLES)
     datamodule = MTATDataModule(data_dir="synthetic", cache_root=str(tiny_cache.cache_dir), layout=hp["layout"],
                                 frontend=hp["frontend"], batch_size=16, num_workers=0,

@@ -112,7 +112,7 @@ def test_parameter_counts_match_the_layer_tables(model):
 
 
 def test_published_count_values():
-    """The closed forms above, as numbers (for the README): 787,159 is musicnn's TensorFlow trainable count."""
+    """The closed forms above, as numbers (for docs/models.md): 787,159 is musicnn's TensorFlow trainable count."""
     assert {m: c for m, c in EXPECTED_COUNTS.items()} == {
         "fcn": (447_732, 448_758), "crnn": (394_100, 394_806), "musicnn": (787_159, 792_079),
         "sample_cnn_se": (24_742_706, 24_749_618)}

@@ -102,7 +102,7 @@ def test_parameter_count_matches_the_layer_table(name, expected):
 
 
 def test_counts_at_the_published_settings():
-    """The numbers the README quotes (128-wide networks, 50 tags), from the closed forms above."""
+    """The numbers docs/models.md quotes (128-wide networks, 50 tags), from the closed forms above."""
     assert short_chunk_cnn_count() == 3_687_348
     assert short_chunk_resnet_count() == 12_104_244
     assert harmonic_cnn_count() == 3_631_551
