@@ -171,3 +171,10 @@ def test_startup_quick(work_dir, tmp_path):
     payload = run_benchmark("startup", work_dir, tmp_path)
     assert set(payload["results"]) >= {"--help", "bad value (--lr -0.01)", "plan"}
     positive_numbers({name: result["ratio_to_lightning_import"] for name, result in payload["results"].items()})
+
+
+@pytest.mark.slow
+def test_flagship_quick(work_dir, tmp_path):
+    payload = run_benchmark("flagship", work_dir, tmp_path)
+    assert payload["plan_seconds"] < payload["total_seconds"]
+    assert payload["counts"] == {"COMPLETE": 2} and 0 <= payload["best"]["test_roc_auc"] <= 1
