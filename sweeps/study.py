@@ -327,7 +327,12 @@ def _claims_before(study: optuna.Study, number: int) -> int:
     return sum(1 for t in study.get_trials(deepcopy=False, states=CLAIMS) if t.number < number)
 
 
-def run_worker(ctx: SweepContext, log=print) -> SweepOutcome:
+def say(line: str) -> None:
+    """A sweep's progress line, on stderr (stdout holds the summary)."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def run_worker(ctx: SweepContext, log=say) -> SweepOutcome:
     """Run trials until the study has `settings.trials` counted trials or the timeout passes."""
     settings = ctx.settings
     outcome = SweepOutcome(ctx.study.study_name, ctx.folder, ctx.target.describe())
@@ -410,8 +415,8 @@ def _run_one(ctx: SweepContext, trial: optuna.Trial, trial_id: int):
               file=sys.stderr)
         return TrialState.FAIL, None, error
     shown = f"{value:.4f}" if value is not None else "n/a"
-    print(f"sweep: trial {trial.number} {told.name.lower()} (best {OBJECTIVE} {shown}) {trial.params}"
-          + (f": {error}" if state == TrialState.FAIL else ""), flush=True)
+    say(f"sweep: trial {trial.number} {told.name.lower()} (best {OBJECTIVE} {shown}) {trial.params}"
+        + (f": {error}" if state == TrialState.FAIL else ""))
     return told, value, error
 
 
@@ -474,13 +479,14 @@ def prepare_sweep(options: RunOptions, settings: SweepSettings, fixed=()) -> Swe
                         WorkerId.current())
 
 
-def run_sweep(options: RunOptions, settings: SweepOptions, fixed=(), log=print) -> SweepOutcome:
+def run_sweep(options: RunOptions, settings: SweepOptions, fixed=(), log=say) -> SweepOutcome:
     """`run.py --sweep MODEL`: one worker of the study, then the study's report.
 
     `options`: the training options every trial shares (run.py's, without the sweep group);
     `settings`: run.py's sweep group; `fixed`: the option names given on the command line or in
     --config files, which leave the search space.
     """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # its "Trial N finished ..." lines: the worker says its own
     training = options
     if settings.sweep_report:
         return report_only(training, settings, fixed, log)
@@ -495,7 +501,7 @@ def run_sweep(options: RunOptions, settings: SweepOptions, fixed=(), log=print) 
     return outcome
 
 
-def report_only(options: RunOptions, settings: SweepSettings, fixed=(), log=print) -> SweepOutcome:
+def report_only(options: RunOptions, settings: SweepSettings, fixed=(), log=say) -> SweepOutcome:
     """`--sweep-report`: the report of an existing study, no training."""
     if settings.study_name:
         name = settings.study_name

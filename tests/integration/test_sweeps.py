@@ -475,7 +475,7 @@ def test_a_killed_worker_leaves_a_recoverable_study_and_its_trial_is_retried(swe
 
     with _one_thread():  # the same command: recovers the trial and finishes the study
         assert run.main(args) == 0
-    assert "trial 0 was stale" in capsys.readouterr().out
+    assert "trial 0 was stale" in capsys.readouterr().err
     study = _load(tmp_path, "kill", storage)
     killed, retry = study.trials
     assert killed.state == TrialState.FAIL and "is gone" in killed.user_attrs["fail_reason"]

@@ -119,7 +119,7 @@ def test_failed_online_start_falls_back_to_offline(tmp_path, monkeypatch, capsys
     assert "invalid API key" in captured.err  # this server's answer: the start went where WANDB_BASE_URL points
     run_id = (run_dir / loggers.RUN_ID_FILE).read_text().strip()
     (folder,) = loggers.offline_run_dirs(run_dir, run_id)
-    assert command == f"wandb sync {folder}" and command in captured.out
+    assert command == f"wandb sync {folder}" and command in captured.err
     logged = read_offline_run(folder)
     assert values(logged["history"], "some/metric") == [1.5] and logged["config"]["model"] == "x"
 
