@@ -121,6 +121,8 @@ UNACTIONABLE_WARNINGS = (
     (r"The number of training batches \(\d+\) is smaller than the logging interval", r"lightning\.pytorch"),
     # --num-workers is the suite's choice (its default is sized to the machine); the hint names Lightning's argument
     (r"The '\w+' does not have many workers", r"lightning\.pytorch"),
+    # a resumed run's own checkpoints (the suite resumes when RUN_DIR/checkpoints/last.ckpt exists, saved with the best)
+    (r"Checkpoint directory .* exists and is not empty", r"lightning\.pytorch"),
     # Lightning's own use of a torch API that torch deprecates: nothing for the user to change
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", r"lightning\.pytorch"),
 )

@@ -241,11 +241,13 @@ def test_default_run_logs_everything_offline(cache_dir, tmp_path, capsys):
     data = tiny_data_args(cache_dir, clips=120, figures=True, mel_backend=None)  # the default nnAudio
     code = run.main(["--model", "mel_cnn", *data, *TINY_MEL_ARGS["mel_cnn"], "--max-epochs", "2",
                      "--log-every-n-steps", "2", "--run-dir", str(run_dir)])  # no --logger: W&B, offline without login
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert code == 0
     run_id = (run_dir / loggers.RUN_ID_FILE).read_text().strip()
     (folder,) = loggers.offline_run_dirs(run_dir, run_id)
-    assert f"wandb sync {folder}" in out
+    # one line on stderr names the sync command; no wandb banner, run summary or history sparklines
+    assert f"W&B: logged offline; upload with: wandb sync {folder}\n" in err and (out + err).count("wandb sync") == 1
+    assert "wandb:" not in out + err and "Run history" not in out + err
     logged = read_offline_run(folder)
     history, config = logged["history"], logged["config"]
     metrics = read_metrics(run_dir)
