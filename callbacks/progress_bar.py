@@ -1,8 +1,8 @@
 """The training progress bar: one line on stderr that keeps the epoch, the loss and the validation ROC-AUC legible.
 
 Lightning's `TQDMProgressBar` writes to stdout (where the results go) and appends every
-`prog_bar` metric as `name=value`, padded: at 120 columns its postfix left the bar one character
-wide. This bar writes to stderr and reads, e.g.
+`prog_bar` metric as `name=value`, padded: at a usual terminal width its postfix squeezed the bar
+to a single character. This bar writes to stderr and reads, e.g.
 
     epoch 3/100 ▕██████      ▏ 120/300 loss 0.412 val AUC 0.781 00:42<01:03
 
