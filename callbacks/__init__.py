@@ -6,6 +6,7 @@
 * `callbacks.schedules`: the schedules' names (read by the command line without importing Lightning);
 * `callbacks.rng_state`: RNG states in checkpoints, for exact resume; `callbacks.step_seeds`: every training
   step's random numbers from (seed, epoch, batch, rank);
+* `callbacks.progress_bar`: the training bar on stderr, fitted to the terminal, and `tell` for lines above it;
 * `callbacks.ema`, `callbacks.history`, `callbacks.sync_buffers`, `callbacks.test_predictions`.
 
 Nothing is imported here: importing one callback module must not load the others (or Lightning, for

@@ -30,6 +30,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 
+from callbacks.progress_bar import tell
 from callbacks.schedules import GLOBAL_DECAY_SCHEDULES, LOCAL_DECAY_FORMULAS
 from infrastructure.errors import ConfigError
 
@@ -390,7 +391,7 @@ class GlobalDecayRestart(Callback):
 
     def _say(self, trainer: pl.Trainer, message: str) -> None:
         if self.verbose and trainer.is_global_zero:
-            print(f"GlobalDecayRestart: {message}", flush=True)
+            tell(f"GlobalDecayRestart: {message}")
 
     def _restore_best(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.best_weights is None:

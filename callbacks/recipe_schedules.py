@@ -28,6 +28,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 
 from callbacks.lr_decay import GlobalDecayRestart, _warn_setting_mismatch
+from callbacks.progress_bar import tell
 from infrastructure.errors import ConfigError
 
 
@@ -101,7 +102,7 @@ class Won2020Stages(GlobalDecayRestart):
 
     def _say(self, trainer: pl.Trainer, message: str) -> None:
         if self.verbose and trainer.is_global_zero:
-            print(f"Won2020Stages: {message}", flush=True)
+            tell(f"Won2020Stages: {message}")
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         pl_module.log("train/stage", float(self.stage), on_step=False, on_epoch=True, batch_size=1, sync_dist=True)

@@ -18,6 +18,7 @@ and a plain `--reproduce NAME` afterwards finds them all finished and writes the
 from __future__ import annotations
 
 import shlex
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -242,11 +243,11 @@ def reproduce(name: str, seeds_text: str, argv: list[str], *, run_dir_of: Callab
             raise ConfigError(f"--task-index {task_index}: {name} with seeds {seeds_text} has runs 0 to {len(planned) - 1}")
         planned = [planned[task_index]]
     for run in planned:
-        print(f"[{run.index}] {run.model} seed {run.seed}: {run.command()}", flush=True)
+        print(f"[{run.index}] {run.model} seed {run.seed}: {run.command()}", file=sys.stderr, flush=True)
         code = train(list(run.argv))
         if code != 0:
             print(f"error: run {run.index} ({run.model}, seed {run.seed}) failed; rerun the same command to continue "
-                  "(finished runs are kept)")
+                  "(finished runs are kept)", file=sys.stderr)
             return code
     if task_index is not None:
         return 0

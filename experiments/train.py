@@ -148,11 +148,13 @@ def run_experiment(options: RunOptions, extra_callbacks: tuple[Callback, ...] = 
         # Rerunning the command of a finished run (a requeued job, a sweep retry) changes nothing.
         check_same_run(run_dir, resolved)
         metrics = json.loads((run_dir / "metrics.json").read_text())
-        print(f"{run_dir} already holds this finished run; pass another --run-dir to train again")
+        print(f"{run_dir} already holds this finished run; pass another --run-dir to train again", file=sys.stderr)
         best = Path(metrics["best_checkpoint"]) if metrics.get("best_checkpoint") else None
         return RunOutcome(run_dir, best, metrics)
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume_from is not None:
+        if is_global_zero():
+            print(f"resuming {run_dir} from {resume_from.relative_to(run_dir)}", file=sys.stderr, flush=True)
         warn_if_scale_changed(run_dir, check_same_run(run_dir, resolved), resolved)
         say_if_resume_inexact(options, run_dir)
     save_run_config(run_dir, resolved, options, info.tags)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback
 
+from callbacks.progress_bar import TaggingProgressBar
 from callbacks.sync_buffers import SyncModelBuffers
 from experiments.checks import check_chunk_network
 from experiments.options import DEFAULT_LOG_EVERY_N_STEPS, PRECISIONS, STRATEGIES, RunOptions
@@ -111,14 +114,51 @@ def check_run_options(options: RunOptions) -> None:
     check_chunk_network(options)  # a chunk model's network is known before the data: refuse impossible sizes now
 
 
+LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
+# Lightning warnings that tell a user of this suite nothing to act on, as (message start, module it is attributed to).
+UNACTIONABLE_WARNINGS = (
+    # the suite logs per epoch too; a short (or --limit-train-batches) epoch is no problem
+    (r"The number of training batches \(\d+\) is smaller than the logging interval", r"lightning\.pytorch"),
+    # --num-workers is the suite's choice (its default is sized to the machine); the hint names Lightning's argument
+    (r"The '\w+' does not have many workers", r"lightning\.pytorch"),
+    # a resumed run's own checkpoints (the suite resumes when RUN_DIR/checkpoints/last.ckpt exists, saved with the best)
+    (r"Checkpoint directory .* exists and is not empty", r"lightning\.pytorch"),
+    # Lightning's own use of a torch API that torch deprecates: nothing for the user to change
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", r"lightning\.pytorch"),
+)
+SRUN_WARNING = r"The `srun` command is available on your system but is not used"
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's chatter at its source, keeping the warnings that mean something is wrong.
+
+    Lightning prints info lines through its `lightning.pytorch` / `lightning.fabric` loggers at INFO
+    (`rank_zero_info`: "GPU available: ...", "TPU available: ...", its "💡 Tip: ..." advertisements,
+    "`Trainer.fit` stopped: ...", "Restoring states from the checkpoint ..."): those loggers are
+    set to WARNING. Its warnings go through the `warnings` module: the few listed in
+    `UNACTIONABLE_WARNINGS` are ignored, every other one (ours included) is still shown. The warning
+    that `srun` exists but is not used is ignored outside a SLURM job only: inside an allocation it
+    flags a real mistake (a multi-process run started without srun hangs), elsewhere it fires on every
+    machine that merely has SLURM's client installed. The per-run model table is off in the Trainer
+    (`enable_model_summary=False`; `--summary` prints the network). Safe to call more than once.
+    """
+    for name in LIGHTNING_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for message, module in UNACTIONABLE_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, module=module)
+    if not os.environ.get("SLURM_JOB_ID"):
+        warnings.filterwarnings("ignore", message=SRUN_WARNING)
+
+
 def build_trainer(options: RunOptions, run_dir: Path, callbacks: list[Callback], logger) -> pl.Trainer:
+    quiet_lightning()
     if options.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     log_every = int(options.log_every_n_steps or DEFAULT_LOG_EVERY_N_STEPS)
     callbacks = [*callbacks, SyncModelBuffers()]
     if options.progress:
         # Refreshing the bar reads the logged loss, a host sync: as often as the logger, not every step.
-        callbacks.append(TQDMProgressBar(refresh_rate=log_every))
+        callbacks.append(TaggingProgressBar(refresh_rate=log_every))
     return pl.Trainer(
         default_root_dir=run_dir, max_epochs=options.max_epochs, accelerator=options.accelerator,
         devices=options.devices, num_nodes=options.num_nodes, strategy=build_strategy(options),
@@ -128,7 +168,7 @@ def build_trainer(options: RunOptions, run_dir: Path, callbacks: list[Callback],
         use_distributed_sampler=False,  # MTATDataModule shards by rank itself (exact evaluation)
         limit_train_batches=options.limit_train_batches, limit_val_batches=options.limit_val_batches,
         limit_test_batches=options.limit_test_batches, num_sanity_val_steps=SANITY_VAL_STEPS,
-        enable_progress_bar=options.progress, gradient_clip_val=options.gradient_clip or None,
+        enable_progress_bar=options.progress, enable_model_summary=False, gradient_clip_val=options.gradient_clip or None,
         log_every_n_steps=log_every)
 
 def close_process_group() -> None:

@@ -124,7 +124,12 @@ def format_plan(model: str, options: RunOptions, settings: SweepOptions, choices
 
 
 def say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    """One line on stderr, above any progress bar being drawn there (tqdm's write, once tqdm is in use)."""
+    tqdm = sys.modules.get("tqdm")
+    if tqdm is not None:
+        tqdm.tqdm.write(line, file=sys.stderr)
+    else:
+        print(line, file=sys.stderr, flush=True)
 
 
 @dataclass

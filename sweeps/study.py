@@ -525,6 +525,7 @@ def run_sweep(options: RunOptions, settings: SweepOptions, fixed=(), log=say) ->
     `settings`: run.py's sweep group; `fixed`: the option names given on the command line or in
     --config files, which leave the search space.
     """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # its "Trial N finished ..." lines: the worker says its own
     training = options
     if settings.sweep_report:
         return report_only(training, settings, fixed, log)

@@ -425,14 +425,14 @@ def _log_wandb(rows: list[dict], out: Path) -> None:
     """The comparison as a W&B table, only when logged in and online (never an offline run for a table)."""
     import os
 
-    from experiments.reporting.loggers import DEFAULT_PROJECT, choose_wandb_mode
+    from experiments.reporting.loggers import DEFAULT_PROJECT, choose_wandb_mode, wandb_settings
 
     if choose_wandb_mode().mode != "online":
         return
     import wandb
 
     run = wandb.init(project=os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT, job_type="comparison",
-                     name=f"comparison-{out.name}", dir=str(out))
+                     name=f"comparison-{out.name}", dir=str(out), settings=wandb_settings("online"))
     try:
         columns = [c for c in CSV_COLUMNS + PUBLISHED_COLUMNS if c in rows[0]]
         run.log({"comparison": wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in rows])})

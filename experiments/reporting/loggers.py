@@ -148,16 +148,33 @@ def wandb_run_id(run_dir: Path) -> str:
     return run_id
 
 
-def _wandb_logger(options, run_dir: Path, mode: str, config: dict | None):
+def wandb_settings(mode: str):
+    """wandb's settings for a run of this suite: a bounded start, and no banner or end-of-run summary.
+
+    `quiet` drops wandb's version line, its "View project" links and the history/summary panel it
+    prints when a run finishes. Offline, wandb would still print where the run is saved at the start
+    and its sync hint at the end, which the suite's own lines (`build_logger`, `finish_logger`)
+    already say: `silent` there. Both concern wandb's printer only: its warnings
+    (a step logged out of order, a failed upload) are still shown.
+    """
     import wandb
+
+    return wandb.Settings(init_timeout=INIT_TIMEOUT_S, quiet=True, silent=mode == "offline")
+
+
+def _wandb_logger(options, run_dir: Path, mode: str, config: dict | None):
     from lightning.pytorch.loggers import WandbLogger
 
     group = options.wandb_group
-    return WandbLogger(
+    logger = WandbLogger(
         name=run_dir.name, save_dir=str(run_dir), id=wandb_run_id(run_dir),
         project=options.wandb_project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT,
         group=group, job_type="sweep-trial" if group else "train", mode=mode, config=config,
-        settings=wandb.Settings(init_timeout=INIT_TIMEOUT_S), log_model=False)
+        settings=wandb_settings(mode), log_model=False)
+    # Lightning passes `anonymous=None` to wandb.init, which wandb 0.31 answers with a warning that the
+    # setting "has no effect": not passing it changes nothing else.
+    getattr(logger, "_wandb_init", {}).pop("anonymous", None)
+    return logger
 
 
 def build_logger(options, run_dir: Path, config: dict | None = None):
@@ -223,7 +240,7 @@ def sync_command(run_dir: Path, run_id: str) -> str | None:
 def finish_logger(logger, *, failed: bool = False) -> str | None:
     """Close the W&B run (flushes its files; a sweep's next trial starts a new run).
 
-    Prints and returns the `wandb sync` command when the run was written offline. Other loggers
+    Prints (one line, on stderr) and returns the `wandb sync` command when the run was written offline. Other loggers
     need nothing here. Safe to call on every rank and more than once.
     """
     command = None
@@ -238,7 +255,7 @@ def finish_logger(logger, *, failed: bool = False) -> str | None:
         if mode == "offline":
             command = sync_command(save_dir, run_id)
             if command:
-                print(f"W&B: the run was logged offline; upload it with:\n  {command}", flush=True)
+                print(f"W&B: logged offline; upload with: {command}", file=sys.stderr, flush=True)
     return command
 
 

@@ -64,7 +64,7 @@ def ddp_run(cache_dir, tmp_path_factory):
                "--global-decay", str(GLOBAL_DECAY), "--run-dir", str(run_dir)]
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    return SimpleNamespace(cache=cache_dir, run_dir=run_dir, stdout=result.stdout)
+    return SimpleNamespace(cache=cache_dir, run_dir=run_dir, stdout=result.stdout, stderr=result.stderr)
 
 
 @pytest.mark.slow
@@ -178,7 +178,7 @@ def test_ddp_ranks_take_the_same_global_decay_decisions(ddp_run):
     assert restarts == [float(int(r)) for r in restarts] and max(restarts) == 1.0
     expected = [LR * GLOBAL_DECAY ** int(r) for r in restarts]  # paper schedule, first restart: x g
     assert rates == pytest.approx(expected, rel=1e-6)
-    assert ddp_run.stdout.count("restart 1/1") == 1  # decided (and printed) once, by rank 0
+    assert ddp_run.stderr.count("restart 1/1") == 1  # decided (and printed, on stderr) once, by rank 0
     last = torch.load(ddp_run.run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     (state,) = [s for k, s in last["callbacks"].items() if k.startswith("GlobalDecayRestart")]
     assert state["restarts"] == 1

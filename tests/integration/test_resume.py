@@ -245,7 +245,7 @@ def test_rerunning_a_finished_run_changes_nothing(tiny_cache, tmp_path, capsys):
     before = (tmp_path / "run" / "metrics.json").read_bytes()
     capsys.readouterr()
     assert run.main(args) == 0
-    assert "already holds this finished run" in capsys.readouterr().out
+    assert "already holds this finished run" in capsys.readouterr().err
     assert (tmp_path / "run" / "metrics.json").read_bytes() == before
     # the same folder with other settings is refused, not mixed
     assert run.main([*args, "--lr", "0.5"]) == 2

@@ -119,7 +119,7 @@ def test_failed_online_start_falls_back_to_offline(tmp_path, monkeypatch, capsys
     assert "invalid API key" in captured.err  # this server's answer: the start went where WANDB_BASE_URL points
     run_id = (run_dir / loggers.RUN_ID_FILE).read_text().strip()
     (folder,) = loggers.offline_run_dirs(run_dir, run_id)
-    assert command == f"wandb sync {folder}" and command in captured.out
+    assert command == f"wandb sync {folder}" and command in captured.err
     logged = read_offline_run(folder)
     assert values(logged["history"], "some/metric") == [1.5] and logged["config"]["model"] == "x"
 
@@ -241,11 +241,13 @@ def test_default_run_logs_everything_offline(cache_dir, tmp_path, capsys):
     data = tiny_data_args(cache_dir, clips=120, figures=True, mel_backend=None)  # the default nnAudio
     code = run.main(["--model", "mel_cnn", *data, *TINY_MEL_ARGS["mel_cnn"], "--max-epochs", "2",
                      "--log-every-n-steps", "2", "--run-dir", str(run_dir)])  # no --logger: W&B, offline without login
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert code == 0
     run_id = (run_dir / loggers.RUN_ID_FILE).read_text().strip()
     (folder,) = loggers.offline_run_dirs(run_dir, run_id)
-    assert f"wandb sync {folder}" in out
+    # one line on stderr names the sync command; no wandb banner, run summary or history sparklines
+    assert f"W&B: logged offline; upload with: wandb sync {folder}\n" in err and (out + err).count("wandb sync") == 1
+    assert "wandb:" not in out + err and "Run history" not in out + err
     logged = read_offline_run(folder)
     history, config = logged["history"], logged["config"]
     metrics = read_metrics(run_dir)

@@ -181,8 +181,8 @@ def test_global_decay_restarts_restore_best_and_lower_rate(schedule, rates, caps
 
     assert float(trainer.callback_metrics["train/restarts"]) == 2.0
     assert float(trainer.callback_metrics["train/global_lr"]) == pytest.approx(rates[1][0])
-    out = capsys.readouterr().out
-    assert "restart 1/2" in out and "restart 2/2" in out and "stopping" in out
+    err = capsys.readouterr().err  # progress messages: stderr
+    assert "restart 1/2" in err and "restart 2/2" in err and "stopping" in err
 
 
 def test_global_decay_paper_schedule_compounds():

@@ -208,7 +208,7 @@ def test_reproduce_table4_end_to_end(table4, capsys):
     # rerunning reuses the finished runs and rewrites the same table
     capsys.readouterr()
     assert run.main(argv) == 0
-    assert capsys.readouterr().out.count("already holds this finished run") == 3
+    assert capsys.readouterr().err.count("already holds this finished run") == 3
     assert (root / "runs" / "reproduce" / "table4" / "comparison.md").read_text() == md
 
 

@@ -194,8 +194,8 @@ def test_won2020_stages_reload_the_best_weights_and_switch_optimiser_at_their_ep
     assert fresh.stage == 3 and fresh.best_epoch == 7 and weights_equal(fresh.best_weights, stages.best_weights)
     built = fresh.optimizer_for(model, None)
     assert type(built).__name__ == "SGD" and built.param_groups[0]["lr"] == 1e-5
-    out = capsys.readouterr().out
-    assert "Won2020Stages: epoch 2: stage 1: reloaded the weights of epoch 1" in out and "lr 1e-05" in out
+    err = capsys.readouterr().err  # progress messages: stderr
+    assert "Won2020Stages: epoch 2: stage 1: reloaded the weights of epoch 1" in err and "lr 1e-05" in err
 
 
 # ---- augmentation ----------------------------------------------------------------------------------------
