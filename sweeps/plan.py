@@ -34,7 +34,18 @@ STAND_IN_SWEEP: dict[str, object] = {
     # saturates the LSTM: see --input-norm); the paper's SGD at 0.01 on raw dB needs far more epochs
     "optimizer": "adam", "lr": 1e-3, "input_norm": True,
 }
-"""Options a bare sweep of the generated stand-in sets, unless given (on the command line or in a --config file)."""
+"""Options a bare sweep of the generated stand-in sets, unless given (on the command line or in a --config file),
+where they apply (`_applies`)."""
+
+
+def _applies(name: str, options: RunOptions) -> bool:
+    """The optimiser is the stand-in's choice only under the paper's recipe (another recipe brings its own);
+    the input normalisation is lstm_mel's option."""
+    if name in ("optimizer", "lr"):
+        return options.recipe == "paper"
+    if name == "input_norm":
+        return options.model == "lstm_mel"
+    return True
 
 
 @dataclass(frozen=True)
@@ -62,7 +73,7 @@ def stand_in_defaults(options: RunOptions, settings: SweepOptions, given: set[st
         return options, settings, []
     kept = set(given) | _tuned(settings.sweep_space)
     choices = [Choice(name, value, _usual(name, options, settings)) for name, value in STAND_IN_SWEEP.items()
-               if name not in kept and _usual(name, options, settings) != value]
+               if name not in kept and _applies(name, options) and _usual(name, options, settings) != value]
     run_changes = {c.name: c.value for c in choices if hasattr(options, c.name)}
     sweep_changes = {c.name: c.value for c in choices if not hasattr(options, c.name)}
     if sweep_changes:
