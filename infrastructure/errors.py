@@ -16,3 +16,11 @@ class DataError(SuiteError):
 
 class ConfigError(SuiteError):
     """An option or combination of options that cannot work (e.g. too few Mel frames)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a stage of the command; `message` says what is kept and how to continue."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from datamodules.store.ragged import TrackSkipped
+from datamodules.decoding import AudioDecodeError
 
 
 def generated_decoder(path):
@@ -16,7 +16,7 @@ def generated_decoder(path):
     seed, n = path.split(":")
     if seed == "bad":
         yield np.ones(1000, dtype=np.int16)
-        raise TrackSkipped("decode_error", "fails halfway")
+        raise AudioDecodeError(path, "decode_error", "fails halfway")
     rng = np.random.default_rng(int(seed))
     n, done = int(n), 0
     while done < n:
