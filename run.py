@@ -14,6 +14,7 @@ Problems you can fix (missing files, bad options) end with one line on stderr an
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ from pathlib import Path
 from experiments.cli import given_run_options
 from experiments.interruptions import RunStopped
 from experiments.options import RUN_OPTION_NAMES
-from infrastructure.errors import ConfigError, SuiteError
+from infrastructure.errors import ConfigError, Interrupted, SuiteError
 
 USAGE_ERROR = 2
 
@@ -78,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     except RunStopped as stop:  # SIGTERM or a killed loader worker: the run folder stays resumable
         print(stop.message, file=sys.stderr)
         return stop.code
+    except Interrupted as stop:  # Ctrl-C in a data stage: it says what is kept and how to continue
+        print(f"interrupted: {stop.message}", file=sys.stderr)
+        gc.freeze()  # the interpreter's last garbage collection over torch's objects would take seconds at exit
+        return 130
     except KeyboardInterrupt:
         print("interrupted: rerun the same command (or --resume RUN_DIR) to continue from the last checkpoint",
               file=sys.stderr)

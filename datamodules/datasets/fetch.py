@@ -31,6 +31,18 @@ VERIFIED_STAMP = ".verified.json"
 _BLOCK = 1 << 20
 
 
+def download_folder(dest_dir: str | Path) -> Path:
+    """``dest_dir``, created if needed; DataError when it cannot be created or written to."""
+    dest = Path(dest_dir)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"download folder {dest}: cannot create it: {exc.strerror or exc}") from exc
+    if not os.access(dest, os.W_OK):
+        raise DataError(f"download folder {dest} is not writable")
+    return dest
+
+
 def byte_progress(label: str, total: int | None, initial: int, enabled: bool):
     """A byte progress bar on stderr (none when not ``enabled``)."""
     from tqdm.auto import tqdm

@@ -248,8 +248,8 @@ def write_store(folder: Path, layout: Layout, fingerprint: str, n_rows: int, *,
                         write_bytes_atomic(partial / name, content)
                 write_json_atomic(partial / MANIFEST_FILE, files[MANIFEST_FILE], sort_keys=True)
             _move_into_place(partial, folder, layout)
-    except KeyboardInterrupt as stop:
-        done = journal.done if journal is not None else 0
+    except KeyboardInterrupt as stop:  # counted on disk: Ctrl-C may have come between a commit's write and its end
+        done = len(read_journal(partial / JOURNAL_FILE, n_rows, layout.appends)) if journal is not None else 0
         raise Interrupted(f"decoding: {done} of {n_rows} {layout.unit} are in the store's journal at "
                           f"{partial / JOURNAL_FILE} (kept); rerun the same command to continue decoding") from stop
     except BrokenProcessPool as exc:

@@ -5,6 +5,8 @@ A separate module because the SIGKILL test's writer runs in another interpreter 
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from datamodules.decoding import AudioDecodeError
@@ -23,6 +25,12 @@ def generated_decoder(path):
         size = min(100_000, n - done)
         yield rng.integers(-32768, 32768, size=size, dtype=np.int16)
         done += size
+
+
+def slow_decoder(path):
+    """`generated_decoder`, after 0.05 s: slow enough for a test to interrupt a store being written."""
+    time.sleep(0.05)
+    yield from generated_decoder(path)
 
 
 ITEMS = [(f"k{i}", f"{i}:{(i * 7919) % 60000 + 500}") for i in range(40)] + [("bad", "bad:0")] + \

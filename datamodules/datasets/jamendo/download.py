@@ -36,7 +36,7 @@ import tarfile
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
-from datamodules.datasets.fetch import byte_progress, ensure_file, load_stamp, save_stamp
+from datamodules.datasets.fetch import byte_progress, download_folder, ensure_file, load_stamp, save_stamp
 from datamodules.datasets.jamendo.checks import CHECKSUM_DIR, CHECKSUM_FILES, read_checksum_list
 from infrastructure.errors import ConfigError, DataError
 
@@ -148,13 +148,7 @@ def download_jamendo(
     unknown = [n for n in names if n not in table]
     if unknown:
         raise ConfigError(f"MTG-Jamendo archives not in the checksum list: {', '.join(unknown[:5])}")
-    dest = Path(dest_dir)
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataError(f"download folder {dest}: cannot create it: {exc.strerror or exc}") from exc
-    if not os.access(dest, os.W_OK):
-        raise DataError(f"download folder {dest} is not writable")
+    dest = download_folder(dest_dir)
     stamp = load_stamp(dest)
     unpacked = load_stamp(dest, UNPACKED_STAMP)
     failures: list[str] = []

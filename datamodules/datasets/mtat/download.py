@@ -32,7 +32,7 @@ import zipfile
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
-from datamodules.datasets.fetch import byte_progress, ensure_file, load_stamp
+from datamodules.datasets.fetch import byte_progress, download_folder, ensure_file, load_stamp
 from datamodules.datasets.mtat.checks import MTAT_SHA256, ZIP_PART_PATTERN
 from infrastructure.errors import DataError
 
@@ -126,14 +126,8 @@ def download_mtat(
         DataError: unreachable server, interrupted transfer (rerun resumes), checksum mismatch
             (file kept as ``.corrupt``), unsafe or invalid zip, unwritable ``dest_dir``.
     """
-    dest = Path(dest_dir)
+    dest = download_folder(dest_dir)
     checksums = dict(MTAT_SHA256 if checksums is None else checksums)
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataError(f"download folder {dest}: cannot create it: {exc.strerror or exc}") from exc
-    if not os.access(dest, os.W_OK):
-        raise DataError(f"download folder {dest} is not writable")
     parts = sorted(name for name in checksums if ZIP_PART_PATTERN.match(name))
     audio_done = (dest / AUDIO_DIR).is_dir()
     stamp = load_stamp(dest)
