@@ -40,9 +40,6 @@ from datamodules.datasets.fetch import byte_progress, download_folder, ensure_fi
 from datamodules.datasets.jamendo.checks import CHECKSUM_DIR, CHECKSUM_FILES, read_checksum_list
 from infrastructure.errors import ConfigError, DataError
 
-__all__ = ["CHECKSUM_DIR", "CHECKSUM_FILES", "UNPACKED_STAMP", "download_jamendo", "read_checksum_list",
-           "unpack_archive"]
-
 JAMENDO_BASE_URL = "https://cdn.freesound.org/mtg-jamendo/raw_30s/"
 """Where the MTG-Jamendo audio archives are served; the quality's folder (`QUALITY_FOLDERS`) is
 appended. Not reachable from the machines this suite is tested on: check it before a real run."""

@@ -31,7 +31,6 @@ from datamodules.datasets.mtat.vocabulary import TAG_VOCABULARIES, build_vocabul
 from infrastructure.audio import MTAT_CLIP_SAMPLES
 from infrastructure.errors import DataError
 
-__all__ = ["SPLITS", "SYNTHETIC", "TAG_VOCABULARIES", "MTATReader", "SyntheticMTATReader", "mtat_reader"]
 
 def find_audio_root(data_dir: str | Path) -> Path:
     """Return the folder that holds the ``0``..``f`` MP3 sub-folders of a dataset.

@@ -12,7 +12,8 @@ import pytest
 
 from datamodules.datasets import fetch
 from datamodules.datasets.mtat import download
-from datamodules.datasets.mtat.download import MTAT_SHA256, download_mtat
+from datamodules.datasets.mtat.checks import MTAT_SHA256
+from datamodules.datasets.mtat.download import download_mtat
 from infrastructure.errors import DataError
 from tests.support.paths import SHARED_DIR
 
