@@ -227,7 +227,8 @@ class MTATDataModule(pl.LightningDataModule):
 
     # ---- one-time work --------------------------------------------------------------------
     def prepare_data(self) -> None:
-        """The reader's one-time work (e.g. generating the synthetic dataset), then every clip decoded once into the store."""
+        """The reader's one-time work (e.g. generating the synthetic dataset), then every clip decoded once into
+        the store."""
         try:
             self.cache_root.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryFile(dir=self.cache_root):

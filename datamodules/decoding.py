@@ -7,14 +7,14 @@ and length). They share the decoding through soundfile (MP3, WAV, FLAC, OGG/Vorb
 ...; no FFmpeg), the statuses (`DECODE_STATUSES`), the error type and the conversion to the
 store's int16 (`float_to_int16`); they differ in policy, chosen per decoder:
 
-* ``resample``: tagging resamples any rate to 16 kHz (torchaudio); the cache stores the file's own
+* ``resample``: tagging resamples any rate to 16 kHz (torchaudio); the store keeps the file's own
   samples, so a file at another rate is an error (status ``wrong_rate``).
 * ``strict``: tagging takes a user's file as it declares itself: fewer samples decoded than the
   file declares (a truncated MP3 decodes without error but short), a WAV whose data is shorter
   than its header says, no samples at all, or NaN/infinite samples are errors, and what
   libmpg123 prints on stderr from C while decoding is captured and shown only as part of such an
-  error. The cache judges a clip's length itself (it accepts a small tolerance around the
-  expected clip length, whatever the header declares) and leaves the decoder's messages on stderr.
+  error. The fixed-length store judges a clip's length itself (it accepts a small tolerance around
+  the expected clip length, whatever the header declares) and leaves the decoder's messages on stderr.
 * ``keep_frames`` (per call): bounded memory for a file of unknown true length: at most this many
   frames are kept, in a buffer the decoder reuses from call to call (a fresh clip-sized buffer per
   file costs page faults and zeroing comparable to a third of an MP3 decode); the frames after
@@ -27,11 +27,11 @@ the length.
 
 The decoder always seeks to its start frame before reading, as ``soundfile.read`` does: after a
 seek libsndfile's MP3 path returns values that differ by 1 ulp from a read of a freshly opened
-file, so seeking every time makes every reader of a file (cache, tagging, ``soundfile.read``)
+file, so seeking every time makes every reader of a file (store, tagging, ``soundfile.read``)
 get the same samples.
 
 Errors are `AudioDecodeError` (a `DataError`, so run.py prints it as one line): its ``status`` is
-one of `DECODE_STATUSES` (the cache records it per clip), its ``detail`` the reason without the
+one of `DECODE_STATUSES` (the store records it per row), its ``detail`` the reason without the
 path, and its message ``"<path>: <detail>"``. Options that cannot work (a negative start) raise
 `ConfigError`.
 """
@@ -210,7 +210,8 @@ class AudioDecoder:
         sample_rate: rate of the decoded samples (Hz).
         resample: resample files at other rates (torchaudio); False: they raise status ``wrong_rate``.
         strict: check the decoded audio against what the file declares, and capture the C
-            decoder's stderr into the errors (tagging); False leaves the length to the caller (the cache).
+            decoder's stderr into the errors (tagging); False leaves the length to the caller (the
+            fixed-length store).
     """
 
     def __init__(self, sample_rate: int = SAMPLE_RATE, *, resample: bool = True, strict: bool = True):

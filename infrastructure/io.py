@@ -144,7 +144,8 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
 
 
 def pwrite_all(fd: int, data, offset: int) -> None:
-    """Write all of ``data`` (bytes or a buffer) at ``offset`` of the open file ``fd`` (``os.pwrite`` may write less)."""
+    """Write all of ``data`` (bytes or a buffer) at ``offset`` of the open file ``fd`` (one ``os.pwrite`` may
+    write less)."""
     view = memoryview(data).cast("B")
     while view:
         written = os.pwrite(fd, view, offset)

@@ -134,7 +134,8 @@ def _reject_corrupt(path: Path, expected: str, actual: str) -> DataError:
     )
 
 
-def ensure_file(dest: Path, name: str, expected: str, base_url: str, stamp: dict, progress: bool, timeout: float) -> None:
+def ensure_file(dest: Path, name: str, expected: str, base_url: str, stamp: dict, progress: bool,
+                timeout: float) -> None:
     """Make ``dest/name`` a verified copy of ``base_url/name``."""
     final = dest / name
     if final.exists():

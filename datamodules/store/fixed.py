@@ -64,7 +64,7 @@ class ClipDecoder:
     samples of ``clip_samples`` it is zero-padded or trimmed, beyond it is ``wrong_length``). A worker
     keeps one decoder for its whole chunk, so the float buffer is allocated once; the ``samples`` of a
     returned `DecodedClip` is a view into the decoder's buffer, valid until the next `decode`. Rows equal
-    ``soundfile.read(path, dtype="float32")`` scaled by `float_to_int16`.
+    the float32 samples soundfile reads from the whole file, scaled by `float_to_int16`.
     """
 
     def __init__(self, clip_samples: int) -> None:

@@ -224,7 +224,8 @@ def open_store(folder: str | Path) -> WaveformStore:
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataError(f"{folder} is not a complete waveform store: the folder does not exist (prepare the data first)")
+        raise DataError(f"{folder} is not a complete waveform store: the folder does not exist (prepare the data "
+                        "first)")
     manifest = valid_manifest(folder)
     if manifest is None:
         state = "an interrupted preparation" if (folder / PARTIAL_DIR).exists() else "no complete store"

@@ -26,7 +26,7 @@ from datamodules.datasets.mtat.standin import generate_synthetic_mtat, synthetic
 from datamodules.store.fixed import ROW_DELAY_ENV, prepare_cache
 from datamodules.store.format import INDEX_FILE, JOURNAL_FILE, MANIFEST_FILE, PARTIAL_DIR, WAVEFORMS_FILE
 from datamodules.store.ragged import write_ragged_store
-from tests.support.helpers import TEST_MEL_BACKEND, TINY_MEL_ARGS
+from tests.support.helpers import TEST_MEL_BACKEND
 from tests.support.interrupting import Stopped, interrupt
 from tests.support.paths import REPO_ROOT
 from tests.support.ragged_items import ITEMS, generated_decoder
@@ -36,6 +36,7 @@ pytestmark = pytest.mark.slow
 N_CLIPS = 160
 """Five chunks of 32 rows to decode: Ctrl-C lands after the first is journaled, with the others in flight."""
 CLIP_SAMPLES = 16_000
+"""1 s clips (mel_cnn at hop 256: 63 frames), so that generating and decoding them takes little time."""
 N_TRACKS = 30
 MTAT_ARGS = ["--data", "synthetic", "--synthetic-clips", str(N_CLIPS), "--synthetic-clip-samples", str(CLIP_SAMPLES)]
 JAMENDO_ARGS = ["--dataset", "mtg-jamendo", "--data", "synthetic", "--synthetic-tracks", str(N_TRACKS),
@@ -54,7 +55,7 @@ def _env(**extra: str) -> dict:
 
 
 def _command(cache: Path, run_dir: Path, data_args: list[str]) -> list[str]:
-    return [sys.executable, "run.py", "--model", "mel_cnn", *TINY_MEL_ARGS["mel_cnn"], *data_args,
+    return [sys.executable, "run.py", "--model", "mel_cnn", "--hop-length", "256", "--n-mels", "96", *data_args,
             "--cache-dir", str(cache), "--prepare-workers", "2", "--num-workers", "0", "--no-figures",
             "--logger", "none", "--no-progress", "--mel-backend", TEST_MEL_BACKEND, "--max-epochs", "1",
             "--limit-train-batches", "2", "--limit-val-batches", "1", "--limit-test-batches", "1",
@@ -63,6 +64,7 @@ def _command(cache: Path, run_dir: Path, data_args: list[str]) -> list[str]:
 
 def _stopped_cleanly(stop: Stopped, last_line: str) -> re.Match:
     """The checks every interrupted stage passes; the match of its last stderr line against ``last_line``."""
+    print(f"ended {stop.seconds:.2f} s after Ctrl-C")  # shown with pytest -s
     assert stop.returncode == 130, stop.stderr
     assert stop.seconds < 2, f"{stop.seconds:.2f} s from Ctrl-C to the end of the command"
     assert "Traceback" not in stop.stderr, stop.stderr
@@ -162,7 +164,8 @@ def test_ctrl_c_while_decoding_into_a_ragged_store_with_workers(tmp_path):
     stop = interrupt([sys.executable, str(script), str(target)], env=_env(),
                      began=lambda: journal.is_file() and journal.stat().st_size > 0)
     match = _stopped_cleanly(stop, rf"interrupted: decoding: (\d+) of {len(ITEMS)} tracks are in the store's journal "
-                                   rf"at {re.escape(str(journal))} \(kept\); rerun the same command to continue decoding")
+                                   rf"at {re.escape(str(journal))} \(kept\); rerun the same command to continue "
+                                   r"decoding")
     committed = len(journal.read_text().splitlines())
     assert int(match[1]) == committed and 0 < committed < len(ITEMS)
     decoded = []

@@ -11,8 +11,8 @@ set a model is trained on (`TAG_VOCABULARIES`).
 Numbers on the real file, and how they differ from the paper
 ------------------------------------------------------------
 The real ``annotations_final.csv`` has 25,863 clips and 188 raw tags (the paper says 25,860
-songs and 190 tags, apparently counting the ``clip_id`` and ``mp3_path`` columns as tags). Raw ``guitar`` has 4,852 clips
-(paper: 4,851) and the 50th most frequent raw tag is ``choral`` with 490.
+songs and 190 tags, apparently counting the ``clip_id`` and ``mp3_path`` columns as tags). Raw ``guitar`` has
+4,852 clips (paper: 4,851) and the 50th most frequent raw tag is ``choral`` with 490.
 
 With the 29 synonym groups below, the 188 raw tags merge into **135** tags, and the 50 most
 frequent merged tags hold **88.5 %** of the labels. The paper reports 125 tags and 90 %. Its

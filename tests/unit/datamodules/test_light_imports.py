@@ -14,9 +14,10 @@ from tests.support.paths import REPO_ROOT
 HEAVY = ("torch", "lightning", "pandas", "soundfile", "tqdm", "scipy")
 
 
-@pytest.mark.parametrize("module", ["datamodules.datasets.mtat.reader", "datamodules.datasets.mtat.standin",
-                                    "datamodules.datasets.jamendo.reader", "datamodules.datasets.jamendo.splits",
-                                    "datamodules.datasets.jamendo.standin", "datamodules.segments", "datamodules.store"])
+@pytest.mark.parametrize("module", [
+    "datamodules.datasets.mtat.reader", "datamodules.datasets.mtat.standin", "datamodules.datasets.jamendo.reader",
+    "datamodules.datasets.jamendo.splits", "datamodules.datasets.jamendo.standin", "datamodules.segments",
+    "datamodules.store"])
 def test_module_imports_nothing_heavy(module):
     code = (f"import sys, {module}; "
             f"print(' '.join(name for name in {HEAVY!r} if name in sys.modules))")

@@ -1,5 +1,5 @@
-"""Tests of the ragged layout of datamodules/store/ (and the decoder's blocks): contents, resampling in blocks, excerpts, skipped
-tracks, resumption after a kill (simulated in-process and a real SIGKILL), bounded memory."""
+"""Tests of the ragged layout of datamodules/store/ (and of the decoder's blocks): contents, resampling in blocks,
+excerpts, skipped tracks, resumption after a kill (simulated in-process and a real SIGKILL), bounded memory."""
 
 import os
 import signal

@@ -197,7 +197,8 @@ def test_vocabulary_errors(small, tmp_path):
         vocabulary.build_vocabulary(small, "merged")
     with pytest.raises(ConfigError, match="n_tags"):
         vocabulary.build_vocabulary(small, "paper", n_tags=0)
-    ann = annotations.read_annotations(write_annotations(tmp_path / "a.csv", ["clip_id", "foo", "mp3_path"], [[1, 1, "0/a.mp3"]]))
+    ann = annotations.read_annotations(write_annotations(tmp_path / "a.csv", ["clip_id", "foo", "mp3_path"],
+                                                         [[1, 1, "0/a.mp3"]]))
     with pytest.raises(ConfigError, match="none of its tags"):
         vocabulary.build_vocabulary(ann, "standard")
 
@@ -208,7 +209,8 @@ def test_folder_split_on_small_dataset(small):
 
 
 def test_folder_split_rejects_paths_outside_hex_folders(tmp_path):
-    ann = annotations.read_annotations(write_annotations(tmp_path / "a.csv", ["clip_id", "t", "mp3_path"], [[1, 1, "g/a.mp3"]]))
+    ann = annotations.read_annotations(write_annotations(tmp_path / "a.csv", ["clip_id", "t", "mp3_path"],
+                                                         [[1, 1, "g/a.mp3"]]))
     with pytest.raises(DataError, match="g/a.mp3"):
         splits.split_rows(ann, "folder")
 
