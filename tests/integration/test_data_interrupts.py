@@ -29,7 +29,7 @@ from datamodules.store.ragged import write_ragged_store
 from tests.support.helpers import TEST_MEL_BACKEND
 from tests.support.interrupting import Stopped, interrupt
 from tests.support.paths import REPO_ROOT
-from tests.support.ragged_items import ITEMS, generated_decoder
+from tests.support.ragged_items import ITEMS, generated_decoder, recording_decoder
 
 pytestmark = pytest.mark.slow
 
@@ -145,7 +145,7 @@ _RAGGED_WRITER = textwrap.dedent("""
     import sys
     from datamodules.store.ragged import write_ragged_store
     from infrastructure.errors import Interrupted
-    from tests.support.ragged_items import ITEMS, generated_decoder, slow_decoder
+    from tests.support.ragged_items import ITEMS, slow_decoder
 
     if __name__ == "__main__":
         try:
@@ -169,14 +169,9 @@ def test_ctrl_c_while_decoding_into_a_ragged_store_with_workers(tmp_path):
     committed = len(journal.read_text().splitlines())
     assert int(match[1]) == committed and 0 < committed < len(ITEMS)
     decoded = []
-
-    def recording(path):
-        decoded.append(path)
-        yield from generated_decoder(path)
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        write_ragged_store(target, ITEMS, decoder=recording, commit_bytes=150_000)  # the rerun, in this process
+        write_ragged_store(target, ITEMS, decoder=recording_decoder(decoded), commit_bytes=150_000)  # the rerun, in this process
         write_ragged_store(tmp_path / "reference", ITEMS, decoder=generated_decoder, commit_bytes=150_000)
     assert decoded == [path for _, path in ITEMS[committed:]], "the rerun must continue after the journaled tracks"
     for name in (WAVEFORMS_FILE, INDEX_FILE, "offsets.npy", MANIFEST_FILE):

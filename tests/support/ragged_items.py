@@ -33,5 +33,13 @@ def slow_decoder(path):
     yield from generated_decoder(path)
 
 
+def recording_decoder(decoded: list):
+    """`generated_decoder`, appending each path it is asked for to ``decoded`` (in this process only)."""
+    def decoder(path):
+        decoded.append(path)
+        yield from generated_decoder(path)
+    return decoder
+
+
 ITEMS = [(f"k{i}", f"{i}:{(i * 7919) % 60000 + 500}") for i in range(40)] + [("bad", "bad:0")] + \
         [(f"m{i}", f"{100 + i}:{(i * 104729) % 90000 + 1}") for i in range(20)]

@@ -35,7 +35,7 @@ from datamodules.store.format import PARTIAL_DIR
 from datamodules.store.ragged import RaggedSpec, write_ragged_store
 from datamodules.store.reader import FixedStore, RaggedStore, open_store
 from tests.support.paths import REPO_ROOT
-from tests.support.ragged_items import generated_decoder
+from tests.support.ragged_items import generated_decoder, recording_decoder
 
 OLD = REPO_ROOT / "tests" / "support" / "old_stores"
 AUDIO = OLD / "audio"
@@ -126,14 +126,9 @@ def test_an_old_ragged_store_opens_and_is_reused_without_decoding(tmp_path):
 def test_an_old_interrupted_ragged_store_resumes_from_its_journal(tmp_path):
     folder = _copy("ragged-interrupted", tmp_path)
     decoded = []
-
-    def recording(path):
-        decoded.append(path)
-        yield from generated_decoder(path)
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        write_ragged_store(folder, RAGGED_ITEMS, decoder=recording, **RAGGED_OPTIONS)
+        write_ragged_store(folder, RAGGED_ITEMS, decoder=recording_decoder(decoded), **RAGGED_OPTIONS)
     assert decoded == ["4:300", "5:1200"], "the four journaled tracks were done before the kill"
     assert _contents(folder, "ragged") == _contents(OLD / "ragged", "ragged")
 
