@@ -14,13 +14,14 @@ Problems you can fix (missing files, bad options) end with one line on stderr an
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 from pathlib import Path
 
 from experiments.cli import given_run_options
 from experiments.options import RUN_OPTION_NAMES
-from infrastructure.errors import ConfigError, RunStopped, SuiteError
+from infrastructure.errors import ConfigError, Interrupted, RunStopped, SuiteError
 
 USAGE_ERROR = 2
 
@@ -74,12 +75,18 @@ def main(argv: list[str] | None = None) -> int:
     except SuiteError as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
         return USAGE_ERROR
-    except RunStopped as stop:  # SIGTERM or a killed loader worker: the run folder stays resumable
+    except RunStopped as stop:  # Ctrl-C or SIGTERM in training, a killed loader worker: the run folder stays resumable
         print(stop.message, file=sys.stderr)
+        gc.freeze()  # the interpreter's last garbage collection over torch's objects would take seconds at exit
         return stop.code
-    except KeyboardInterrupt:
-        print("interrupted: rerun the same command (or --resume RUN_DIR) to continue from the last checkpoint",
+    except Interrupted as stop:  # Ctrl-C in a data stage: it says what is kept and how to continue
+        print(f"interrupted: {stop.message}", file=sys.stderr)
+        gc.freeze()
+        return 130
+    except KeyboardInterrupt:  # Ctrl-C anywhere else: nothing of this command was kept half-done
+        print("interrupted (Ctrl-C): nothing half-written was kept; rerun the same command to start it again",
               file=sys.stderr)
+        gc.freeze()
         return 130
 
 

@@ -349,7 +349,8 @@ def expanded_dataset(source: Path, target: Path, rows: int) -> Path:
     symbolic link in folder ``HEX[i % 16]``, so the folder split keeps MTAT's proportions.
     ``source``'s ``synthetic.json`` clip length is carried over. Reuses a complete ``target``.
     """
-    from datamodules.datasets.mtat.reader import find_audio_root, read_annotations
+    from datamodules.datasets.mtat.annotations import read_annotations
+    from datamodules.datasets.mtat.reader import find_audio_root
 
     source, target = Path(source).resolve(), Path(target).resolve()
     done = target / "expanded.json"

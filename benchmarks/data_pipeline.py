@@ -109,7 +109,8 @@ def suite_prepare(data_dir: Path, cache_root: Path, setup, workers: int) -> CpuC
 
 
 def measure_prepare(args, data_dir: Path, work: Path, setup) -> tuple[dict, Path, Path]:
-    from datamodules.datasets.mtat.reader import find_audio_root, read_annotations
+    from datamodules.datasets.mtat.annotations import read_annotations
+    from datamodules.datasets.mtat.reader import find_audio_root
 
     annotations = read_annotations(data_dir / "annotations_final.csv")
     root = find_audio_root(data_dir)

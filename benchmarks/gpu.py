@@ -172,12 +172,11 @@ def measure_epoch(args, work: Path, data_dir: Path, device) -> dict:
 
     setup = model_setup(args.epoch_model, args.clip_samples,
                         training.QUICK_MEL.get(args.epoch_model) if args.quick else None)
-    from datamodules.store import open_cache
     from infrastructure.errors import DataError
 
     dm = data_module(data_dir, work, setup)
     try:
-        open_cache(dm.cache_dir)
+        dm.open_prepared()
         prepared_before = True
     except DataError:
         prepared_before = False

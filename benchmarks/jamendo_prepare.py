@@ -84,7 +84,7 @@ def _decode_track(path: str) -> int:
     """The store's per-track decoding, on the whole file at once: read, mono, 16 kHz, int16."""
     import soundfile as sf
 
-    from datamodules.store.rows import float_to_int16
+    from datamodules.decoding import float_to_int16
     from infrastructure.audio import SAMPLE_RATE
 
     data, rate = sf.read(path, dtype="float32", always_2d=True)
@@ -115,9 +115,7 @@ def measure(key: str, data_dir: str, cache_root: str, workers: int) -> dict:
         else:
             datamodule.prepare_data()
     if key != "decode_1core":
-        from datamodules.store.ragged import open_ragged_store
-
-        store = open_ragged_store(datamodule.cache_dir)
+        store = datamodule.open_prepared()
         samples = int(store.lengths.sum())
         assert all(e.status == "ok" for e in store.index), "a generated track was skipped"
     return {"wall": clock.wall, "cpu": clock.cpu, "others_cores": clock.others_cores, "idle_cores": clock.idle_cores,

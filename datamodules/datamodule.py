@@ -1,8 +1,8 @@
 """MTATDataModule: segments of cached waveforms in, log-Mel (or waveform) batches on the device out.
 
 `prepare_data` does the one-time work (generating the synthetic dataset when asked for, decoding
-every MP3 once into the waveform cache); `setup` only reads (annotations, vocabulary, split,
-cache). Batches leave the loader as int16 waveforms (half the host-to-device traffic of float32)
+every file once into the waveform store); `setup` only reads (annotations, vocabulary, split,
+store). Batches leave the loader as int16 waveforms (half the host-to-device traffic of float32)
 and become float waveforms, and then log-Mel spectrograms, on the batch's device in
 `on_after_batch_transfer`, so Mel settings are hyperparameters that need no re-preprocessing.
 
@@ -11,14 +11,16 @@ the order and the random crops of an epoch follow from (seed, epoch) alone, so a
 exactly the batches an uninterrupted one would, on one device or many; evaluation splits the
 segments across ranks without padding duplicates, so clip-level metrics are exact under DDP.
 
-Nothing here reads a dataset's files: a `datamodules.datasets.base.DatasetReader` provides the clips,
-their length, vocabularies and splits (by default the MTAT-layout reader of ``data_dir``,
-`datamodules.datasets.mtat.reader.mtat_reader`), so another dataset plugs in through ``reader=``.
+Nothing here reads a dataset's files or knows a store's layout: a `datamodules.datasets.base.DatasetReader`
+provides the clips, their length, vocabularies and splits, and the spec of the store that holds them
+(`datamodules.datasets.base.StoreSpec`: MTAT's fixed-length rows, MTG-Jamendo's ragged tracks); by default
+the reader is the MTAT-layout reader of ``data_dir`` (`datamodules.datasets.mtat.reader.mtat_reader`), and
+another dataset plugs in through ``reader=``. Every dataset is read the same way: segments of a store's
+rows (`SegmentDataset`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -35,9 +37,7 @@ from datamodules.datasets.mtat.standin import DEFAULT_N_CLIPS
 from datamodules.frontend import MelConfig, build_frontend
 from datamodules.sampling import EpochSampler, loader_generator
 from datamodules.segments import SegmentLayout
-from datamodules.store import open_cache, prepare_cache
-from datamodules.store.ragged import open_ragged_store, write_ragged_store
-from datamodules.tracks import TrackSegmentDataset
+from datamodules.store.reader import WaveformStore, open_store
 from infrastructure.audio import INT16_SCALE, MTAT_CLIP_SAMPLES
 from infrastructure.errors import ConfigError, DataError
 
@@ -86,50 +86,63 @@ def default_num_workers(processes_on_node: int = 1) -> int:
 
 
 class SegmentDataset(Dataset):
-    """Item `clip_position * per_clip + k`: segment k of a clip, read from the waveform cache.
+    """Item `position * per_clip + k`: segment k of a clip (or track), read from the waveform store.
 
-    Returns a dict with `waveform` (int16, segment_samples), `target` (float32, n_tags),
-    `clip` (the clip's annotations row) and `segment` (k). Indexed with `(item, epoch)` pairs
-    from `EpochSampler`; a plain int means epoch 0. Random crops come from a generator keyed by
-    (seed, epoch, item), never from the worker's global generators: persistent workers are
-    seeded once when they start, which is epoch 0 in one run and the resumed epoch in a resumed
-    one, so anything random here must be keyed the same way for a resume to be exact.
+    Returns a dict with `waveform` (int16, segment_samples), `target` (float32, n_tags), `clip` (the
+    clip's row in the reader's clips) and `segment` (k). Indexed with `(item, epoch)` pairs from
+    `EpochSampler`; a plain int means epoch 0.
+
+    Where a segment starts depends on its row's stored length (``lengths``: one clip length for MTAT,
+    each track's own for MTG-Jamendo):
+
+    * training with random crops: anywhere in the row, drawn from a generator keyed by (seed, epoch,
+      item), never from the worker's global generators: persistent workers are seeded once when they
+      start, which is epoch 0 in one run and the resumed epoch in a resumed one, so anything random
+      here must be keyed the same way for a resume to be exact (``layout.random_crops`` crops per row
+      in an epoch, else ``segments_per_clip``);
+    * evaluation (and training on fixed segments): ``segments_per_clip`` segments spread evenly from the
+      row's start to its end (`SegmentLayout.track_starts`, which is `SegmentLayout.starts` wherever the
+      segment fits), whose predictions the module averages per row.
+
+    A row shorter than a segment is zero-padded at its end (every segment of it then starts at 0): a
+    fixed-length store refuses such segments (`datamodules.store.fixed.FixedSpec.check_segments`); the real
+    MTG-Jamendo has no track shorter than 30 s, so it only matters for short chunks of its stand-in.
     """
 
-    def __init__(self, cache_dir: Path, rows: np.ndarray, labels: np.ndarray, layout: SegmentLayout,
-                 clip_samples: int, random_crop: bool, seed: int):
-        self.cache_dir = Path(cache_dir)
+    def __init__(self, store_dir: Path, rows: np.ndarray, labels: np.ndarray, lengths: np.ndarray,
+                 layout: SegmentLayout, random_crop: bool, seed: int):
+        self.store_dir = Path(store_dir)
         self.rows = np.asarray(rows, dtype=np.int64)
-        self.labels = np.asarray(labels, dtype=np.float32)  # one row per annotations row
-        self.layout, self.clip_samples = layout, clip_samples
-        self.random_crop, self.seed = random_crop, seed
+        self.labels = np.asarray(labels, dtype=np.float32)  # one row per store row
+        self.lengths = np.asarray(lengths, dtype=np.int64)  # stored samples per store row
+        self.layout, self.random_crop, self.seed = layout, random_crop, seed
         self.per_clip = layout.items_per_clip(random_crop)
-        self.starts = layout.starts(clip_samples)
-        self._cache = None  # opened lazily in each worker process
+        self._store: WaveformStore | None = None  # opened lazily in each worker process
 
     def __len__(self) -> int:
         return len(self.rows) * self.per_clip
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_cache"] = None
+        state["_store"] = None
         return state
 
-    def _waveforms(self) -> np.ndarray:
-        if self._cache is None:
-            self._cache = open_cache(self.cache_dir)
-        return self._cache.waveforms
+    def start(self, item: int, epoch: int = 0) -> int:
+        """Where item ``item`` of epoch ``epoch`` starts in its row (samples)."""
+        position, segment = divmod(int(item), self.per_clip)
+        length = int(self.lengths[self.rows[position]])
+        if self.random_crop:
+            room = max(0, length - self.layout.segment_samples)
+            return int(np.random.default_rng([self.seed, epoch, int(item)]).integers(0, room + 1))
+        return int(self.layout.track_starts(length)[segment])
 
     def __getitem__(self, key) -> dict[str, torch.Tensor]:
         item, epoch = key if isinstance(key, tuple) else (key, 0)
-        clip_position, segment = divmod(int(item), self.per_clip)
-        row = int(self.rows[clip_position])
-        if self.random_crop:
-            room = self.clip_samples - self.layout.segment_samples
-            start = int(np.random.default_rng([self.seed, epoch, item]).integers(0, room + 1))
-        else:
-            start = int(self.starts[segment])
-        samples = np.array(self._waveforms()[row, start : start + self.layout.segment_samples])
+        position, segment = divmod(int(item), self.per_clip)
+        row = int(self.rows[position])
+        if self._store is None:
+            self._store = open_store(self.store_dir)
+        samples = self._store.segment(row, self.start(item, epoch), self.layout.segment_samples)
         return {
             "waveform": torch.from_numpy(samples),
             "target": torch.from_numpy(self.labels[row]),
@@ -143,7 +156,7 @@ class MTATDataModule(pl.LightningDataModule):
 
     Args:
         data_dir: a folder laid out like MTAT (annotations_final.csv + mp3/<0-f>/), or "synthetic".
-        cache_root: where the waveform cache (and the synthetic dataset) live.
+        cache_root: where the waveform store (and the synthetic dataset) live.
         vocabulary: tag vocabulary, "paper" (merged synonyms, top n_tags) or "standard" (the literature's top 50).
         n_tags: how many tags the vocabulary keeps (a dataset with fewer keeps all it has).
         split: "folder" (MTAT folders 0-b / c / d-f) or "clean" (the Lee/Won lists).
@@ -153,7 +166,7 @@ class MTATDataModule(pl.LightningDataModule):
         num_workers: loader worker processes (None: `default_num_workers`, from the cores of each training process).
         seed: drives the epoch order and random crops.
         synthetic: size, clip length and seed of the generated dataset (with data_dir="synthetic").
-        prepare_workers: decoding processes for the cache (None: all cores).
+        prepare_workers: decoding processes for the store (None: the usable cores).
         reader: the dataset to read (`datamodules.datasets.base.DatasetReader`); None: the MTAT-layout
             reader of ``data_dir`` (`datamodules.datasets.mtat.reader.mtat_reader`). ``vocabulary`` and ``split``
             name one of the reader's vocabularies and splits.
@@ -190,37 +203,24 @@ class MTATDataModule(pl.LightningDataModule):
         return self.reader.data_dir
 
     @property
-    def variable_length(self) -> bool:
-        """Tracks of different lengths (MTG-Jamendo): a ragged store and `TrackSegmentDataset` instead of MTAT's rectangle."""
-        return bool(getattr(self.reader, "variable_length", False))
-
-    @property
     def cache_dir(self) -> Path:
-        if self.variable_length:
-            # Named by the folder, quality, excerpt and the tracks themselves: split sets of a subset that
-            # hold the same tracks share one store, other subsets or excerpt lengths get their own.
-            ids = np.asarray(self.reader.read().clip_ids, dtype=np.int64)
-            key = f"{self.data_dir}|{self.reader.store_name()}|".encode() + ids.tobytes()
-            digest = hashlib.sha1(key).hexdigest()[:12]
-            return self.cache_root / "tracks" / f"{self.data_dir.name}-{self.reader.store_name()}-{digest}"
-        digest = hashlib.sha1(str(self.data_dir).encode()).hexdigest()[:12]
-        return self.cache_root / "waveforms" / f"{self.data_dir.name}-{digest}"
+        """The folder of the dataset's waveform store (the reader's store spec names it)."""
+        return self.reader.store_spec().folder(self.cache_root, self.reader)
 
-    def open_prepared(self):
-        """The prepared waveform cache (MTAT) or track store (MTG-Jamendo); DataError when it is not ready."""
-        return open_ragged_store(self.cache_dir) if self.variable_length else open_cache(self.cache_dir)
+    def open_prepared(self) -> WaveformStore:
+        """The prepared waveform store; DataError when it is not ready."""
+        return open_store(self.cache_dir)
 
     def example_waveform(self, row: int) -> np.ndarray:
-        """The int16 audio of clip ``row`` a figure shows: the whole MTAT clip, or the middle clip-length part of a track."""
+        """The int16 audio of row ``row`` a figure shows: its middle clip-length part (an MTAT clip: all of it)."""
         store = self.open_prepared()
-        if not self.variable_length:
-            return store.waveforms[row]
         length, window = int(store.lengths[row]), self.reader.clip_samples()
-        return store.read(row, max(0, (length - window) // 2), min(length, window))
+        return store.segment(row, max(0, (length - window) // 2), min(length, window))
 
     # ---- one-time work --------------------------------------------------------------------
     def prepare_data(self) -> None:
-        """The reader's one-time work (e.g. generating the synthetic dataset), then every clip decoded once into the cache."""
+        """The reader's one-time work (e.g. generating the synthetic dataset), then every clip decoded once into
+        the store."""
         try:
             self.cache_root.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryFile(dir=self.cache_root):
@@ -233,26 +233,9 @@ class MTATDataModule(pl.LightningDataModule):
         # Vocabulary and split problems show up now, not after the (long) decoding.
         clips.vocabulary(self.hparams.vocabulary, self.hparams.n_tags)
         clips.split(self.hparams.split)
-        if self.variable_length:
-            self._prepare_tracks(clips)
-            return
-        prepare_cache(self.reader.audio_root(), clips.audio_paths, clips.clip_ids, self.cache_dir,
-                      self.reader.clip_samples(), workers=self.hparams.prepare_workers,
-                      progress=self.hparams.progress)
-
-    def _prepare_tracks(self, clips) -> None:
-        """Decode every track once into the ragged store (resumable; skipped tracks warned about and recorded)."""
-        from tqdm.auto import tqdm
-
-        root = self.reader.audio_root()
-        items = [(str(int(key)), str(root / path)) for key, path in zip(clips.clip_ids, clips.audio_paths)]
-        with tqdm(total=len(items), desc=f"decoding tracks -> {self.cache_dir.name}", unit="track",
-                  disable=not self.hparams.progress) as bar:
-            def advance(done: int) -> None:
-                bar.update(done - bar.n)
-
-            write_ragged_store(self.cache_dir, items, excerpt_samples=self.reader.excerpt_samples,
-                               workers=self.hparams.prepare_workers or usable_cores(), on_commit=advance)
+        self.reader.store_spec().write(self.cache_dir, clips, self.reader.audio_root(),
+                                       workers=self.hparams.prepare_workers or usable_cores(),
+                                       progress=self.hparams.progress)
 
     def dataset_info(self) -> DatasetInfo:
         """Clip length and tag list of the prepared dataset (what the model is built from)."""
@@ -269,40 +252,23 @@ class MTATDataModule(pl.LightningDataModule):
         if self._datasets:
             return
         clips = self.reader.read()
-        clip_samples = self.reader.clip_samples()
-        if not self.variable_length:  # tracks of any length: a chunk longer than one is zero-padded
-            self.layout.check_fits(clip_samples)
+        spec = self.reader.store_spec()
+        spec.check_segments(self.layout)
         vocabulary = clips.vocabulary(self.hparams.vocabulary, self.hparams.n_tags)
         self.tags = tuple(vocabulary.tags)
-        if self.variable_length:
-            self._setup_tracks(clips, vocabulary)
-            return
-        cache = open_cache(self.cache_dir)
-        if cache.clip_samples != clip_samples:
-            raise DataError(f"{self.cache_dir}: cache holds {cache.clip_samples}-sample clips, "
-                            f"the dataset {clip_samples}; delete the cache folder to rebuild it")
-        usable = np.zeros(len(clips.clip_ids), dtype=bool)
-        usable[cache.ok_rows] = True
-        for name, rows in clips.split(self.hparams.split).items():
-            rows = np.asarray(rows)[usable[np.asarray(rows)]]
-            if len(rows) == 0:
-                raise DataError(f"{self.data_dir}: the {self.hparams.split!r} split has no decodable {name} clips")
-            self._datasets[name] = SegmentDataset(
-                self.cache_dir, rows, vocabulary.labels, self.layout, clip_samples,
-                random_crop=(name == "train" and self.layout.train_crop == "random"), seed=self.hparams.seed)
-
-    def _setup_tracks(self, clips, vocabulary) -> None:
-        store = open_ragged_store(self.cache_dir)
+        store = open_store(self.cache_dir)
+        spec.check(store)
         if store.keys != [str(int(key)) for key in clips.clip_ids]:
-            raise DataError(f"{self.cache_dir}: the track store holds other tracks than {self.data_dir}'s split files; "
-                            "delete the folder to rebuild it")
+            raise DataError(f"{self.cache_dir}: the waveform store holds other {store.layout.unit} than "
+                            f"{self.data_dir} lists; delete the folder to rebuild it")
         usable = np.zeros(len(clips.clip_ids), dtype=bool)
         usable[store.ok_rows] = True
         for name, rows in clips.split(self.hparams.split).items():
             rows = np.asarray(rows)[usable[np.asarray(rows)]]
             if len(rows) == 0:
-                raise DataError(f"{self.data_dir}: split {self.hparams.split} has no decodable {name} tracks")
-            self._datasets[name] = TrackSegmentDataset(
+                raise DataError(f"{self.data_dir}: the {self.hparams.split!r} split has no decodable {name} "
+                                f"{store.layout.unit}")
+            self._datasets[name] = SegmentDataset(
                 self.cache_dir, rows, vocabulary.labels, store.lengths, self.layout,
                 random_crop=(name == "train" and self.layout.train_crop == "random"), seed=self.hparams.seed)
 

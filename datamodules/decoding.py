@@ -1,31 +1,37 @@
-"""One audio decoder for the whole suite: a file in, mono float32 at 16 kHz out, or one clear error.
+"""One audio decoder for the whole suite: a file in, mono audio at 16 kHz out, or one clear error.
 
-Both users of audio files go through `AudioDecoder`: the waveform cache (`datamodules.store`,
-MTAT's MP3s, thousands per second across workers) and tagging (`--tag`, a user's files of any
-format, rate and length). They share the file checks, the decoding through soundfile (MP3, WAV,
-FLAC, OGG/Vorbis/Opus, AIFF, ...; no FFmpeg) and the error messages; they differ in policy,
-chosen per decoder:
+Every user of audio files goes through `AudioDecoder`: the waveform store (`datamodules.store`:
+MTAT's clips as fixed-length rows, thousands per second across workers, and MTG-Jamendo's
+full-length tracks, streamed in blocks) and tagging (`--tag`, a user's files of any format, rate
+and length). They share the decoding through soundfile (MP3, WAV, FLAC, OGG/Vorbis/Opus, AIFF,
+...; no FFmpeg), the statuses (`DECODE_STATUSES`), the error type and the conversion to the
+store's int16 (`float_to_int16`); they differ in policy, chosen per decoder:
 
-* ``resample``: tagging resamples any rate to 16 kHz (torchaudio); the cache stores the file's own
+* ``resample``: tagging resamples any rate to 16 kHz (torchaudio); the store keeps the file's own
   samples, so a file at another rate is an error (status ``wrong_rate``).
 * ``strict``: tagging takes a user's file as it declares itself: fewer samples decoded than the
   file declares (a truncated MP3 decodes without error but short), a WAV whose data is shorter
   than its header says, no samples at all, or NaN/infinite samples are errors, and what
   libmpg123 prints on stderr from C while decoding is captured and shown only as part of such an
-  error. The cache judges a clip's length itself (it accepts a small tolerance around the
-  expected clip length, whatever the header declares) and leaves the decoder's messages on stderr.
+  error. The fixed-length store judges a clip's length itself (it accepts a small tolerance around
+  the expected clip length, whatever the header declares) and leaves the decoder's messages on stderr.
 * ``keep_frames`` (per call): bounded memory for a file of unknown true length: at most this many
   frames are kept, in a buffer the decoder reuses from call to call (a fresh clip-sized buffer per
   file costs page faults and zeroing comparable to a third of an MP3 decode); the frames after
   them are decoded and counted only.
 
+`AudioDecoder.decode` returns a whole file (or an excerpt) as float32; `AudioDecoder.blocks` streams a
+file of any length as int16 blocks at the decoder's rate, resampled block by block with
+``scipy.signal.resample_poly`` (what the ragged store keeps), so memory holds one block whatever
+the length.
+
 The decoder always seeks to its start frame before reading, as ``soundfile.read`` does: after a
 seek libsndfile's MP3 path returns values that differ by 1 ulp from a read of a freshly opened
-file, so seeking every time makes every reader of a file (cache, tagging, ``soundfile.read``)
+file, so seeking every time makes every reader of a file (store, tagging, ``soundfile.read``)
 get the same samples.
 
 Errors are `AudioDecodeError` (a `DataError`, so run.py prints it as one line): its ``status`` is
-one of `DECODE_STATUSES` (the cache records it per clip), its ``detail`` the reason without the
+one of `DECODE_STATUSES` (the store records it per row), its ``detail`` the reason without the
 path, and its message ``"<path>: <detail>"``. Options that cannot work (a negative start) raise
 `ConfigError`.
 """
@@ -33,24 +39,39 @@ path, and its message ``"<path>: <detail>"``. Options that cannot work (a negati
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
-from infrastructure.audio import SAMPLE_RATE
+from infrastructure.audio import INT16_SCALE, SAMPLE_RATE
 from infrastructure.errors import ConfigError, DataError
 
-DECODE_STATUSES = ("missing", "empty", "decode_error", "wrong_length", "wrong_rate")
-"""Why a file could not be decoded: no such (regular) file; a zero-byte file; the decoder refused
-it (or it holds NaN/inf); fewer samples than declared or asked for; a rate other than the
-decoder's (without resampling)."""
+DECODE_STATUSES = ("missing", "empty", "decode_error", "wrong_length", "wrong_rate", "truncated")
+"""Why a file could not be used, the one vocabulary of the suite (the store adds ``pending`` and ``ok``,
+`datamodules.store.format.STATUSES`): no such (regular) file; a zero-byte file, or one without
+samples; the decoder refused it (or it holds NaN/inf); a length other than declared or expected
+(a fixed-length row off by more than `LENGTH_TOLERANCE`); a rate other than the decoder's
+(without resampling); a stream that ends more than `LENGTH_TOLERANCE` frames before the length
+its header announces (`AudioDecoder.blocks`: a cut-off MP3 decodes without error, only short)."""
+
+LENGTH_TOLERANCE = 1152
+"""Frames a decoded file may differ from the length expected of it: two MPEG-2 layer III frames
+(576 samples each at 16 kHz)."""
+
+DEFAULT_BLOCK_SAMPLES = 30 * SAMPLE_RATE
+"""Output samples `AudioDecoder.blocks` yields per block (30 s: 0.96 MB of int16)."""
+
+SAMPLE_DTYPE = np.dtype("<i2")
+"""The store's samples: little-endian int16 (`float_to_int16`)."""
 
 _READ_BLOCK = 1 << 16
 _HEADER_MISMATCH = re.compile(r"^\s*data\s*:\s*\d+\s*\(should be \d+\)", re.MULTILINE)
@@ -108,6 +129,26 @@ class DecodedAudio:
     def start_s(self) -> float:
         """Where the excerpt starts in the file (s)."""
         return self.start_frame / self.source_rate
+
+
+def float_to_int16(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Map float audio in [-1, 1] to int16 the way the store keeps it (round(x * 32768), clipped).
+
+    Works in float32: scaling by 2^15 is exact in float32, so the result equals the float64
+    computation at a fraction of its cost (this conversion runs once per decoded sample). With
+    ``out`` (int16, same length) the result is written there and ``x`` (float32) is used as
+    scratch space and overwritten; without it ``x`` is left alone.
+    """
+    if out is None:
+        scaled = np.multiply(x, np.float32(INT16_SCALE), dtype=np.float32)
+    else:
+        scaled = np.multiply(x, np.float32(INT16_SCALE), out=x)
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, -32768, 32767, out=scaled)
+    if out is None:
+        return scaled.astype(SAMPLE_DTYPE)
+    np.copyto(out, scaled, casting="unsafe")
+    return out
 
 
 def check_audio_file(path: str | Path) -> int:
@@ -169,7 +210,8 @@ class AudioDecoder:
         sample_rate: rate of the decoded samples (Hz).
         resample: resample files at other rates (torchaudio); False: they raise status ``wrong_rate``.
         strict: check the decoded audio against what the file declares, and capture the C
-            decoder's stderr into the errors (tagging); False leaves the length to the caller (the cache).
+            decoder's stderr into the errors (tagging); False leaves the length to the caller (the
+            fixed-length store).
     """
 
     def __init__(self, sample_rate: int = SAMPLE_RATE, *, resample: bool = True, strict: bool = True):
@@ -256,6 +298,65 @@ class AudioDecoder:
             mono = np.ascontiguousarray(mono, dtype=np.float32)
         return DecodedAudio(mono, self.sample_rate, rate, channels, frames, first, decoded)
 
+    def blocks(self, path: str | Path, *, excerpt_samples: int | None = None,
+               block_samples: int = DEFAULT_BLOCK_SAMPLES) -> Iterator[np.ndarray]:
+        """Yield the file at ``path`` as mono int16 blocks at the decoder's rate (only its middle
+        ``excerpt_samples`` when given and shorter than the file): what the ragged store keeps.
+
+        Resampling (any rate, whatever ``resample`` says) is `scipy.signal.resample_poly` by ``up/down =
+        sample_rate/source_rate``. A block covers whole groups of ``up`` output samples, i.e. source frames
+        at multiples of ``down``, where the polyphase filter of a whole-file call is aligned the same way;
+        each block is resampled with enough source frames on either side for the filter's support (its
+        ``10 * max(up, down)`` taps at the upsampled rate), so the blocks join into what one call on the
+        whole file gives, to float rounding. Memory: one block and its margins, whatever the file's
+        length. An excerpt is read by seeking (sample-exact in libsndfile), never decoding the rest.
+        The checks are the store's own (not `check_audio_file`'s), as the store's index records them.
+
+        Raises:
+            AudioDecodeError: status ``missing`` or ``empty`` (a zero-byte file, or no frames), or
+                ``truncated`` (the stream ends more than `LENGTH_TOLERANCE` frames early).
+            RuntimeError: libsndfile refused the file (the store records ``decode_error`` with its text).
+        """
+        try:
+            size = os.stat(path).st_size
+        except OSError:
+            raise AudioDecodeError(path, "missing", "no such file") from None
+        if size == 0:
+            raise AudioDecodeError(path, "empty", "zero-byte file")
+        with sf.SoundFile(str(path)) as handle:
+            source_rate, frames = handle.samplerate, handle.frames
+            if frames <= 0:
+                raise AudioDecodeError(path, "empty", "no audio frames")
+            ratio = Fraction(self.sample_rate, source_rate)
+            up, down = ratio.numerator, ratio.denominator
+            total = -(-frames * up // down)  # resample_poly's output length: ceil(frames * up / down)
+            start, stop = _middle(total, excerpt_samples)
+            # Margin, in groups of `down` source frames, covering the filter's half-length.
+            margin = 0 if up == down == 1 else math.ceil(10 * max(up, down) / up / down) + 1
+            step = max(up, (block_samples // up) * up)
+            position = start
+            while position < stop:
+                end = min(stop, (position // up) * up + step)
+                first_group = max(0, position // up - margin)
+                last_group = -(-end // up) + margin
+                src_start = first_group * down
+                src_stop = min(frames, last_group * down)
+                handle.seek(src_start)
+                data = handle.read(frames=src_stop - src_start, dtype="float32", always_2d=True)
+                if len(data) < src_stop - src_start - LENGTH_TOLERANCE:
+                    raise AudioDecodeError(path, "truncated", f"decoded {src_start + len(data)} of {frames} frames")
+                mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+                if up != down:
+                    from scipy.signal import resample_poly  # imported only when needed: ~1-4 s here
+
+                    mono = resample_poly(mono, up, down).astype(np.float32, copy=False)
+                offset = first_group * up
+                piece = mono[position - offset:end - offset]
+                if len(piece) < end - position:  # short read within the tolerance: pad the last block
+                    piece = np.concatenate([piece, np.zeros(end - position - len(piece), np.float32)])
+                yield float_to_int16(np.ascontiguousarray(piece, dtype=np.float32))
+                position = end
+
     @staticmethod
     def _check_complete(path: Path, frames: int, data: np.ndarray, wanted: int, rate: int, extra: str,
                         decoder_lines: Sequence[str]) -> None:
@@ -271,6 +372,14 @@ class AudioDecoder:
         if _HEADER_MISMATCH.search(extra or ""):
             raise AudioDecodeError(path, "wrong_length",
                                    "truncated: the audio data is shorter than the file's header declares", len(data))
+
+
+def _middle(total: int, excerpt_samples: int | None) -> tuple[int, int]:
+    """The samples kept of ``total``: all, or the middle ``excerpt_samples``."""
+    if excerpt_samples is None or total <= excerpt_samples:
+        return 0, total
+    start = (total - excerpt_samples) // 2
+    return start, start + excerpt_samples
 
 
 def decode_audio(path: str | Path, *, start_s: float = 0.0, duration_s: float | None = None,

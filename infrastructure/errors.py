@@ -29,3 +29,11 @@ class RunStopped(SystemExit):
     def __init__(self, message: str, code: int):
         super().__init__(code)
         self.message = message
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a stage of the command; `message` says what is kept and how to continue."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message

@@ -13,6 +13,7 @@ callbacks, lightning_modules and sweeps can use it without importing upwards.
   the old file or the complete new one, never half of one, and the new one survives a power
   loss once the call returns: the data goes to a temporary file in the same folder, is fsynced,
   renamed over the target, and the folder is fsynced (so the rename itself is durable).
+* `pwrite_all`: all of a buffer written at an offset of an open file (what ``os.pwrite`` alone does not promise).
 * `local_rank`, `global_rank`, `is_global_zero`: the process's rank from the launcher's
   environment (Lightning / torchrun: ``LOCAL_RANK``, ``RANK``; SLURM: ``SLURM_LOCALID``,
   ``SLURM_PROCID``), for decisions taken before a Trainer exists.
@@ -27,7 +28,6 @@ import json
 import math
 import os
 import secrets
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -143,6 +143,16 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     return path
 
 
+def pwrite_all(fd: int, data, offset: int) -> None:
+    """Write all of ``data`` (bytes or a buffer) at ``offset`` of the open file ``fd`` (one ``os.pwrite`` may
+    write less)."""
+    view = memoryview(data).cast("B")
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """`write_bytes_atomic` of ``text`` as UTF-8."""
     return write_bytes_atomic(path, text.encode("utf-8"))
@@ -191,16 +201,3 @@ def global_rank() -> int:
 def is_global_zero() -> bool:
     """True on the job's first process (global and local rank 0), also before any Trainer exists."""
     return global_rank() == 0 and local_rank() == 0
-
-
-# ------------------------------------------------------------------------------------------------
-# Worker processes
-# ------------------------------------------------------------------------------------------------
-def spawn_can_import_main() -> bool:
-    """False when ``spawn``ed workers could not re-import ``__main__`` (a script read from stdin).
-
-    Pools of spawned workers re-import the main module; callers then do the work in this process
-    instead of failing.
-    """
-    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-    return main_file is None or os.path.exists(main_file)

@@ -1,107 +1,65 @@
-"""Decode every MTAT clip once into one on-disk int16 array, then read it fast.
+"""One waveform store: every clip or track decoded once into one on-disk int16 file, then read fast.
 
 Decoding MP3s in every epoch would cost an epoch over MTAT minutes of CPU (docs/benchmarks.md
-has the decode rate). `prepare_cache` decodes each clip once, in parallel
-worker processes, into a cache folder:
+has the decode rate). A store decodes each file once, in parallel worker processes, into a
+folder; the data module then reads segments of it through a memory map. It has two layouts of the
+same format (`datamodules.store.format.Layout`), chosen by the dataset reader:
 
-``waveforms.int16``
-    raw little-endian int16, shape (n_rows, clip_samples), row i = annotation row i, samples
-    scaled by `INT16_SCALE` (float x -> round(x * 32768) clipped to int16). Rows that failed
-    to decode are all zeros and are never served.
-``index.csv``
-    one line per row: ``row, clip_id, mp3_path, status, decoded_samples``.
-``manifest.json``
-    ``format_version, clip_samples, sample_rate, n_rows, n_ok, dtype, fingerprint``: written
-    last; a folder without a valid manifest is not a cache.
+* fixed-length (`datamodules.store.fixed`, MTAT): every row exactly ``clip_samples`` long, row i at
+  ``i * clip_samples``; a row that failed is zeros and never served;
+* ragged (`datamodules.store.ragged`, MTG-Jamendo): tracks of any length one after the other, row i at
+  ``offsets[i]:offsets[i + 1]``; a skipped track is empty.
 
-`open_cache` returns a `WaveformCache` that maps ``waveforms.int16`` read-only on first access
-in each process (it pickles without the mapping, so it works in DataLoader workers and DDP).
+Files of a finished store::
 
-Statuses (`STATUSES`)
----------------------
-``ok``
-    decoded; within `LENGTH_TOLERANCE` samples of ``clip_samples`` (zero-padded or trimmed to
-    exactly ``clip_samples``; the decoded length is recorded). Stereo is averaged to mono.
-``missing`` / ``empty``
-    no file / a zero-byte file (three MP3s of the official MTAT download are zero bytes).
-``decode_error``
-    libsndfile refused the file. It reports garbage files with the misleading text "File does
-    not exist or is not a regular file", so the status is decided from our own checks first
-    (`datamodules.decoding`).
-``wrong_length``
-    decoded length off by more than `LENGTH_TOLERANCE` (a truncated MP3 decodes without error
-    but short).
-``wrong_rate``
-    sample rate other than `SAMPLE_RATE`.
+    waveforms.int16   raw little-endian int16 samples, scaled by INT16_SCALE (round(x * 32768), clipped)
+    offsets.npy       ragged only: int64 (n_rows + 1,)
+    index.csv         one line per input row: fixed ``row, clip_id, mp3_path, status, decoded_samples``
+                      (comma-separated); ragged ``row, key, path, status, samples, detail`` (tab-separated)
+    manifest.json     format_version, sample_rate, n_ok, dtype, fingerprint, and fixed ``n_rows,
+                      clip_samples`` / ragged ``n_tracks, total_samples, excerpt_samples``: written last;
+                      a folder without a valid manifest is not a store
 
-Every status but ``ok`` is a skipped clip: zero-filled, excluded from `WaveformCache.ok_rows`,
-and listed in one warning at the end of the preparation.
+`datamodules.store.reader.open_store` opens either; the memory map opens on first access in each
+process and the store pickles without it (DataLoader workers, DDP).
 
-Interruption, resumption, atomicity
------------------------------------
-Work happens in ``cache_dir/partial/``: ``inputs.json`` (fingerprint of the inputs),
-``waveforms.int16`` (pre-sized sparse file that workers write rows into with ``pwrite``) and
-``progress.npy`` (status and decoded length per row, status 0 = pending). A worker writes a
-chunk's rows; the main process fsyncs the waveform file before it marks them in
-``progress.npy`` (one fsync for every chunk finished so far, while the workers decode on), which
-it replaces atomically (write tmp, fsync, ``os.replace``). A process killed at any point (SIGKILL
-included) loses at most the chunks in flight; the next call redoes them, and since decoding is
-deterministic the result is byte-identical to an uninterrupted run. When every row is done the
-index and the manifest are written into ``partial/``, the old cache's manifest (if any) is
-removed, and the files are renamed into ``cache_dir`` with the manifest last; a rerun after a
-kill during these renames completes them. A cache whose fingerprint differs from the current
-inputs is rebuilt from scratch in ``partial/`` (never mixed) and stays usable for `open_cache`
-until the new one is ready to replace it. A lock file (``cache_dir/.lock``) keeps
-two processes (e.g. DDP ranks) from preparing the same folder at once (`infrastructure.io.file_lock`).
+Statuses (`datamodules.store.format.STATUSES`, one vocabulary with the decoder's): ``ok``; ``missing``
+(no file); ``empty`` (a zero-byte file; three MP3s of the official MTAT download are zero bytes);
+``decode_error`` (libsndfile refused the file; it reports garbage files with the misleading text "File
+does not exist or is not a regular file", so the status is decided from our own checks first);
+``wrong_length`` (fixed: decoded length off by more than `datamodules.decoding.LENGTH_TOLERANCE`, e.g. a
+truncated MP3, which decodes without error but short; within it a row is zero-padded or trimmed);
+``wrong_rate`` (fixed: a sample rate other than 16 kHz; the ragged layout resamples); ``truncated``
+(ragged: the stream ends before the length its header announces). Every status but ``ok`` is a
+skipped row, recorded in the index and named in one warning at the end of the writing.
 
-The fingerprint covers the format version, clip length, sample rate and, per row, the clip id,
-mp3 path and MP3 file size (so replacing a broken MP3 with a good one triggers a rebuild, while
-re-extracting the same zip does not). The audio root's location is not part of it: a dataset
-folder can move without invalidating its cache.
+Interruption, resumption, atomicity (`datamodules.store.journal.write_store`, the same for both layouts)
+-------------------------------------------------------------------------------------------------------
+Work happens in ``folder/partial/``: ``inputs.json`` (the fingerprint of the inputs),
+``waveforms.int16`` (fixed: pre-sized sparse, rows written in place by the workers; ragged: appended
+in row order) and ``journal.tsv``, one line per finished row (``row, status, samples, detail``). The
+waveform file is fsynced before the lines of the rows written since are appended to the journal and
+fsynced (fixed: after every chunk; ragged: every ``commit_bytes`` of audio), so the journal never names
+audio that is not on disk. A process killed at any point (SIGKILL included) loses at most the rows not
+journaled; the next call keeps the journaled ones (ragged: the waveform file is cut to the samples they
+account for) and decodes the rest, and since decoding is deterministic the result is byte-identical to an
+uninterrupted run. Ctrl-C stops the workers at once and says how many rows the journal keeps. When every
+row is done the index (and offsets) and the manifest are written into ``partial/``, the old store's
+manifest (if any) is removed, and the files are renamed into ``folder`` with the manifest last; a rerun
+after a kill during these renames completes them. A store whose fingerprint differs from the current
+inputs is rebuilt from scratch in ``partial/`` (never mixed) and stays readable until the new one
+replaces it. A lock file (``folder/.lock``) keeps two processes (e.g. DDP ranks) from writing the same
+store at once (`infrastructure.io.file_lock`).
 
-Modules
--------
-`datamodules.store.format` (file names, statuses, fingerprint, manifest), `datamodules.store.rows`
-(one MP3 to one row), `datamodules.store.prepare` (`prepare_cache`), `datamodules.store.reader`
-(`open_cache`, `WaveformCache`).
+The fingerprint covers the format version, the rate, the clip length (fixed) or excerpt (ragged) and,
+per row, its key, path and file size (so replacing a broken file with a good one triggers a rebuild,
+while re-extracting the same archive does not). A fixed-length store records paths relative to the
+audio root, so a dataset folder can move without invalidating it.
+
+Modules (none is imported here: import the one you need)
+-------------------------------------------------------
+`datamodules.store.format` (file names, statuses, layouts, fingerprint, manifest),
+`datamodules.store.journal` (writing either layout), `datamodules.store.fixed` and
+`datamodules.store.ragged` (each layout's writer and the spec a dataset reader hands the data module),
+`datamodules.store.reader` (`open_store` and the store classes).
 """
-
-from datamodules.store.format import (
-                                      CACHE_FORMAT_VERSION,
-                                      INDEX_COLUMNS,
-                                      INDEX_FILE,
-                                      MANIFEST_FILE,
-                                      STATUSES,
-                                      WAVEFORMS_FILE,
-                                      cache_fingerprint,
-                                      read_index,
-)
-from datamodules.store.prepare import DEFAULT_CHUNK_ROWS, prepare_cache
-from datamodules.store.reader import WaveformCache, open_cache
-from datamodules.store.rows import (
-                                      LENGTH_TOLERANCE,
-                                      ClipDecoder,
-                                      DecodedClip,
-                                      decode_clip,
-                                      float_to_int16,
-)
-
-__all__ = [
-                                      "CACHE_FORMAT_VERSION",
-                                      "DEFAULT_CHUNK_ROWS",
-                                      "INDEX_COLUMNS",
-                                      "INDEX_FILE",
-                                      "LENGTH_TOLERANCE",
-                                      "MANIFEST_FILE",
-                                      "STATUSES",
-                                      "WAVEFORMS_FILE",
-                                      "ClipDecoder",
-                                      "DecodedClip",
-                                      "WaveformCache",
-                                      "cache_fingerprint",
-                                      "decode_clip",
-                                      "float_to_int16",
-                                      "open_cache",
-                                      "prepare_cache",
-                                      "read_index",
-]

@@ -7,10 +7,10 @@ MTG-Jamendo's audio is published as 100 TAR archives per quality, one per audio 
 into DIR gives the layout the split TSVs' PATH column refers to (`datamodules.datasets.jamendo.splits`).
 The metadata repository lists the SHA-256 of every archive (``<sha256> <name>`` per line); those
 two lists ship in ``datamodules/datasets/jamendo/checksums/`` (copied unchanged from
-``MTG/mtg-jamendo-dataset`` ``data/download/``).
+``MTG/mtg-jamendo-dataset`` ``data/download/``; `datamodules.datasets.jamendo.checks` reads them).
 
 `download_jamendo` fetches each archive from ``base_url`` (default `JAMENDO_BASE_URL` + the
-quality's folder; ``file://`` works, for mirrors and tests), with `datamodules.datasets.mtat.download`'s
+quality's folder; ``file://`` works, for mirrors and tests), with `datamodules.datasets.fetch`'s
 machinery: resumable ``NAME.part`` with HTTP Range, SHA-256 check, a mismatching file renamed
 ``NAME.corrupt`` (kept for inspection, never reused) and fetched afresh on the next run,
 verified files remembered in ``DIR/.verified.json``. A verified archive is unpacked member by
@@ -29,7 +29,6 @@ exactly those.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -37,7 +36,8 @@ import tarfile
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
-from datamodules.datasets.mtat.download import _byte_progress, _ensure_file, _load_stamp, _save_stamp
+from datamodules.datasets.fetch import byte_progress, download_folder, ensure_file, load_stamp, save_stamp
+from datamodules.datasets.jamendo.checks import CHECKSUM_DIR, CHECKSUM_FILES, read_checksum_list
 from infrastructure.errors import ConfigError, DataError
 
 JAMENDO_BASE_URL = "https://cdn.freesound.org/mtg-jamendo/raw_30s/"
@@ -45,52 +45,11 @@ JAMENDO_BASE_URL = "https://cdn.freesound.org/mtg-jamendo/raw_30s/"
 appended. Not reachable from the machines this suite is tested on: check it before a real run."""
 
 QUALITY_FOLDERS = {"low": "audio-low", "full": "audio"}
-CHECKSUM_FILES = {"low": "raw_30s_audio-low_sha256_tars.txt", "full": "raw_30s_audio_sha256_tars.txt"}
-CHECKSUM_DIR = Path(__file__).resolve().parent / "checksums"
 
 UNPACKED_STAMP = ".unpacked.json"
 """Archives completely unpacked (name -> SHA-256): never fetched or unpacked again."""
 
-_LINE_RE = re.compile(r"^([0-9a-fA-F]{64}) +(\S+\.tar)$")
 _BLOCK = 1 << 20
-
-
-def read_checksum_list(path: str | Path) -> dict[str, str]:
-    """``{archive name: sha256}`` of a ``<sha256> <name>.tar`` list; `DataError` with file and
-    line for anything else (blank lines are allowed)."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read the archive checksum list: {exc}") from exc
-    table: dict[str, str] = {}
-    for line_no, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        match = _LINE_RE.match(line.strip())
-        if match is None:
-            raise DataError(f"{path}, line {line_no}: expected '<64 hex digits> <name>.tar', got {line.strip()[:80]!r}")
-        digest, name = match.group(1).lower(), match.group(2)
-        if "/" in name or name in table:
-            raise DataError(f"{path}, line {line_no}: archive name {name!r} has a '/' or is listed twice")
-        table[name] = digest
-    if not table:
-        raise DataError(f"{path}: no archives listed")
-    return table
-
-
-def _load_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _save_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f"{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _checked_members(archive: tarfile.TarFile, tar_path: Path) -> list[tarfile.TarInfo]:
@@ -129,7 +88,7 @@ def unpack_archive(dest: Path, tar_path: Path, progress: bool = False) -> int:
     try:
         with tarfile.open(tar_path, "r:") as archive:
             members = _checked_members(archive, tar_path)
-            bar = _byte_progress(f"unpacking {tar_path.name}", sum(m.size for m in members), 0, progress)
+            bar = byte_progress(f"unpacking {tar_path.name}", sum(m.size for m in members), 0, progress)
             try:
                 for member in members:
                     target = dest / member.name
@@ -186,29 +145,23 @@ def download_jamendo(
     unknown = [n for n in names if n not in table]
     if unknown:
         raise ConfigError(f"MTG-Jamendo archives not in the checksum list: {', '.join(unknown[:5])}")
-    dest = Path(dest_dir)
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataError(f"download folder {dest}: cannot create it: {exc.strerror or exc}") from exc
-    if not os.access(dest, os.W_OK):
-        raise DataError(f"download folder {dest} is not writable")
-    stamp = _load_stamp(dest)
-    unpacked = _load_json(dest / UNPACKED_STAMP)
+    dest = download_folder(dest_dir)
+    stamp = load_stamp(dest)
+    unpacked = load_stamp(dest, UNPACKED_STAMP)
     failures: list[str] = []
     for name in names:
         expected = table[name]
         if unpacked.get(name) == expected:
             continue
         try:
-            _ensure_file(dest, name, expected, base_url, stamp, progress, timeout)
+            ensure_file(dest, name, expected, base_url, stamp, progress, timeout)
             unpack_archive(dest, dest / name, progress)
             unpacked[name] = expected
-            _save_json(dest / UNPACKED_STAMP, unpacked)
+            save_stamp(dest, unpacked, UNPACKED_STAMP)
             if not keep_archives:
                 (dest / name).unlink()
                 stamp.pop(name, None)
-                _save_stamp(dest, stamp)
+                save_stamp(dest, stamp)
         except DataError as exc:
             failures.append(f"{name}: {exc}")
         except OSError as exc:

@@ -7,10 +7,10 @@ the tracks of that split set, one row each, **sorted by track number**, so every
 subset that holds the same tracks (the five top-50 splits do) maps to the same rows and hence to
 the same waveform store: changing ``--jamendo-split`` does not decode the audio again.
 
-Unlike MTAT's readers it is ``variable_length``: the data module stores its tracks in a
-`datamodules.store.ragged` (one int16 array plus offsets) instead of MTAT's rectangle, and
-`clip_samples` is not a track length but the window whole-clip models read (MTAT's 29.1 s clip by
-default, so mel_cnn, lstm_mel and sample_cnn run unchanged; chunk models use their own chunk).
+Its tracks differ in length, so its store is a ragged one (`store_spec`: `datamodules.store.ragged.RaggedSpec`,
+one int16 array plus offsets) instead of MTAT's rectangle, and `clip_samples` is not a track length but
+the window whole-clip models read (MTAT's 29.1 s clip by default, so mel_cnn, lstm_mel and sample_cnn run
+unchanged; chunk models use their own chunk).
 
 `SyntheticJamendoReader` is the generated stand-in (`datamodules.datasets.jamendo.standin`), generated
 into the cache folder on first use, like `datamodules.datasets.mtat.reader.SyntheticMTATReader`.
@@ -83,8 +83,6 @@ class JamendoClips:
 class JamendoReader:
     """An MTG-Jamendo folder as distributed (split TSVs + audio folders 00-99); see the module docstring."""
 
-    variable_length = True
-
     def __init__(self, data_dir: str | Path, *, split: int = DEFAULT_SPLIT, subset: str = DEFAULT_SUBSET,
                  quality: str = DEFAULT_QUALITY, excerpt_samples: int | None = None,
                  clip_samples: int = MTAT_CLIP_SAMPLES, meta_dir: str | Path | None = None):
@@ -131,10 +129,12 @@ class JamendoReader:
     def clip_samples(self) -> int:
         return self._clip_samples
 
-    def store_name(self) -> str:
-        """What names this reader's waveform store besides the folder: audio quality and excerpt."""
+    def store_spec(self):
+        """A ragged store, named (besides the folder and its tracks) by the audio quality and the excerpt."""
+        from datamodules.store.ragged import RaggedSpec
+
         excerpt = "whole" if self.excerpt_samples is None else f"excerpt{self.excerpt_samples}"
-        return f"{self.quality}-{excerpt}"
+        return RaggedSpec(self.excerpt_samples, f"{self.quality}-{excerpt}")
 
 
 class SyntheticJamendoReader(JamendoReader):

@@ -40,12 +40,7 @@ would not exercise the MP3 decoding the real data needs, and the real file names
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import sys
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -59,17 +54,20 @@ from datamodules.datasets.jamendo.splits import (
     split_file_name,
     track_relative_path,
 )
-from datamodules.datasets.mtat.standin import _check_int
+from datamodules.datasets.synthesis.generation import StandInFolder, check_option
 from datamodules.datasets.synthesis.plan import ClipPlan, clip_rng, plan_clip
 from datamodules.datasets.synthesis.render import render_clip
 from infrastructure.audio import SAMPLE_RATE
-from infrastructure.errors import ConfigError, DataError
-from infrastructure.io import file_lock, spawn_can_import_main, write_bytes_atomic
+from infrastructure.errors import ConfigError
+from infrastructure.io import atomic_path, write_bytes_atomic
 
 GENERATOR_VERSION = 1
 METADATA_FILE = "synthetic-jamendo.json"
 PARTIAL_FILE = ".synthetic-jamendo-partial.json"
 LOCK_FILE = ".synthetic-jamendo.lock"
+FOLDER = StandInFolder(title="synthetic MTG-Jamendo", dataset="MTG-Jamendo", metadata_file=METADATA_FILE,
+                       partial_file=PARTIAL_FILE, lock_file=LOCK_FILE, unit="tracks", audio_glob="[0-9][0-9]/*.mp3")
+"""How the stand-in's folder is generated and reused (`datamodules.datasets.synthesis.generation`)."""
 
 DEFAULT_N_TRACKS = 200
 DEFAULT_MIN_SECONDS = 20.0
@@ -209,36 +207,14 @@ def _tsv_bytes(rows: list[list[str]]) -> bytes:
 
 
 def _write_tracks(out_dir: str, seed: int, items: list[tuple[int, int]]) -> int:
-    """Render and encode ``(index, n_samples)`` tracks, each MP3 written atomically."""
+    """Render and encode ``(index, n_samples)`` tracks, each MP3 written atomically; returns how many."""
     import soundfile as sf
 
     for index, n_samples in items:
-        path = Path(out_dir) / track_relative_path(track_number(index), "low")
         _, audio = render_track(seed, index, n_samples)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.mp3")
-        sf.write(tmp, audio, SAMPLE_RATE, format="MP3")
-        os.replace(tmp, path)
+        with atomic_path(Path(out_dir) / track_relative_path(track_number(index), "low")) as tmp:
+            sf.write(tmp, audio, SAMPLE_RATE, format="MP3")
     return len(items)
-
-
-def _encode_all(out_dir: Path, seed: int, todo: list[tuple[int, int]], workers: int, progress: bool) -> None:
-    if not todo:
-        return
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(todo), desc=f"synthetic MTG-Jamendo -> {out_dir.name}", unit="track",
-               file=sys.stderr, disable=not progress)
-    try:
-        if workers == 1 or len(todo) < 4 or not spawn_can_import_main():
-            for item in todo:
-                bar.update(_write_tracks(str(out_dir), seed, [item]))
-            return
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(_write_tracks, str(out_dir), seed, [item]) for item in todo]
-            for future in futures:
-                bar.update(future.result())
-    finally:
-        bar.close()
 
 
 def generate_synthetic_jamendo(out_dir: str | Path, n_tracks: int = DEFAULT_N_TRACKS, seed: int = 0,
@@ -254,12 +230,12 @@ def generate_synthetic_jamendo(out_dir: str | Path, n_tracks: int = DEFAULT_N_TR
         ConfigError: invalid options, a complete stand-in with other parameters, or a folder
             holding files this generator did not write.
     """
-    n_tracks = _check_int("n_tracks", n_tracks, 3)
-    seed = _check_int("seed", seed, 0)
-    n_splits = _check_int("n_splits", n_splits, 1)
+    n_tracks = check_option("n_tracks", n_tracks, 3)
+    seed = check_option("seed", seed, 0)
+    n_splits = check_option("n_splits", n_splits, 1)
     if n_splits > 5:
         raise ConfigError(f"synthetic MTG-Jamendo option n_splits must be at most 5, got {n_splits}")
-    workers = (os.cpu_count() or 1) if workers is None else _check_int("workers", workers, 1)
+    workers = (os.cpu_count() or 1) if workers is None else check_option("workers", workers, 1)
     try:
         min_seconds, max_seconds = float(min_seconds), float(max_seconds)
     except (TypeError, ValueError):
@@ -270,34 +246,10 @@ def generate_synthetic_jamendo(out_dir: str | Path, n_tracks: int = DEFAULT_N_TR
     out_dir = Path(out_dir).expanduser().resolve()
     params = {"n_tracks": n_tracks, "seed": seed, "min_seconds": min_seconds, "max_seconds": max_seconds,
               "n_splits": n_splits, "sample_rate": SAMPLE_RATE, "generator_version": GENERATOR_VERSION}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with file_lock(out_dir / LOCK_FILE):
-        meta_path = out_dir / METADATA_FILE
-        if meta_path.exists():
-            try:
-                meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise DataError(f"{meta_path}: cannot read synthetic MTG-Jamendo metadata: {exc}") from exc
-            found = {k: meta.get(k) for k in params} if isinstance(meta, dict) else None
-            if found == params:
-                return out_dir
-            raise ConfigError(f"{out_dir}: holds a synthetic MTG-Jamendo with other parameters {found}; asked "
-                              f"for {params}. Use another folder or delete this one.")
-        folders = [out_dir / f"{i:02d}" for i in range(100)]
-        partial = out_dir / PARTIAL_FILE
-        if partial.exists():
-            try:
-                previous = json.loads(partial.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                previous = None
-            if previous != params:  # other parameters: its MP3s and TSVs cannot be reused
-                for folder in folders + [out_dir / "splits"]:
-                    shutil.rmtree(folder, ignore_errors=True)
-        elif any(folder.exists() for folder in folders + [out_dir / "splits"]):
-            raise ConfigError(f"{out_dir}: already holds MTG-Jamendo files that were not written by the "
-                              "synthetic generator; refusing to overwrite them. Use an empty folder.")
-        write_bytes_atomic(partial, json.dumps(params, indent=1).encode())
-
+    folders = [out_dir / f"{i:02d}" for i in range(100)]
+    with FOLDER.generating(out_dir, n_tracks):
+        if not FOLDER.start(out_dir, params, folders + [out_dir / "splits"]):
+            return out_dir
         lengths = [track_samples(seed, i, min_seconds, max_seconds) for i in range(n_tracks)]
         plans = [plan_clip(seed, i) for i in range(n_tracks)]
         tags = [track_tags(seed, i, plans[i]) for i in range(n_tracks)]
@@ -325,14 +277,11 @@ def generate_synthetic_jamendo(out_dir: str | Path, n_tracks: int = DEFAULT_N_TR
 
         for folder in folders:
             folder.mkdir(exist_ok=True)
-            for stale in folder.glob(".*.tmp-*"):
-                stale.unlink(missing_ok=True)
         todo = [(i, lengths[i]) for i in range(n_tracks)
                 if not (out_dir / track_relative_path(track_number(i), "low")).is_file()]
-        _encode_all(out_dir, seed, todo, workers, progress)
-        meta = dict(params, tags=list(TAGS), quality="low")
-        write_bytes_atomic(meta_path, json.dumps(meta, indent=1).encode())
-        partial.unlink(missing_ok=True)
+        FOLDER.encode(out_dir, _write_tracks, [(str(out_dir), seed, [item]) for item in todo], n_tracks,
+                      n_tracks - len(todo), workers=workers if len(todo) >= 4 else 1, progress=progress)
+        FOLDER.finish(out_dir, dict(params, tags=list(TAGS), quality="low"))
     return out_dir
 
 

@@ -10,9 +10,9 @@ the parts into ``mp3.zip`` and unpacks it into ``DIR/mp3/`` (the layout
     DIR/mp3.zip.001 .002 .003   (verified parts; safe to delete once DIR/mp3/ exists)
     DIR/mp3/0/... DIR/mp3/f/... (the MP3s)
 
-Resumption: an unfinished file is kept as ``NAME.part`` and continued with an HTTP Range
-request (a server that ignores Range sends the whole file again, which is then restarted).
-Verified files are not fetched again; once ``DIR/mp3/`` exists (it appears by an atomic
+Resumption (`datamodules.datasets.fetch`): an unfinished file is kept as ``NAME.part`` and continued
+with an HTTP Range request (a server that ignores Range sends the whole file again, which is then
+restarted). Verified files are not fetched again; once ``DIR/mp3/`` exists (it appears by an atomic
 rename after a complete extraction) the parts are no longer needed and not checked. The joined
 ``mp3.zip`` is deleted after extraction (it is a byte copy of the three parts).
 
@@ -24,154 +24,24 @@ anything is extracted.
 
 from __future__ import annotations
 
-import hashlib
-import http.client
-import json
 import os
 import re
 import shutil
 import stat
-import sys
-import urllib.error
-import urllib.parse
-import urllib.request
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
-from tqdm.auto import tqdm
-
+from datamodules.datasets.fetch import byte_progress, download_folder, ensure_file, load_stamp
+from datamodules.datasets.mtat.checks import MTAT_SHA256, ZIP_PART_PATTERN
 from infrastructure.errors import DataError
-from infrastructure.io import write_text_atomic
 
 MTAT_BASE_URL = "https://mirg.city.ac.uk/datasets/magnatagatune/"
 """Where MagnaTagATune is published (City, University of London)."""
 
-MTAT_SHA256: Mapping[str, str] = {
-    "mp3.zip.001": "f857fe185968773058cc71662c2ef5d8f2d4b7338e3c122cfd52f82dcb9760b9",
-    "mp3.zip.002": "fc2e1ec441755556ed1398b1808f1b08b6034372f8bc27394510c0c58cdb52ce",
-    "mp3.zip.003": "83a689824c17e82f6eb81cdbc4e4ca239a4cfc1fb41f1a5c80b861caec90450f",
-    "annotations_final.csv": "99b94e95825d4fa576386a5367b9c96e0ec636e9f9c240aceb492f4728f68c3c",
-    "clip_info_final.csv": "cb6108a10d3a91f0bfd7d2fbec2382559d15f20c8d28093f14e12162a47a3e78",
-}
-"""Published SHA-256 of every file fetched, by file name (download order)."""
-
-ZIP_PART_PATTERN = re.compile(r"^mp3\.zip\.\d{3}$")
-"""Names of the zip parts among the files of a checksum table (joined in name order)."""
-
 JOINED_ZIP = "mp3.zip"
 AUDIO_DIR = "mp3"
-VERIFIED_STAMP = ".verified.json"
-"""Records (size, mtime, sha256) of files already verified, so reruns need not re-hash 3 GB."""
-
 _BLOCK = 1 << 20
-
-
-def _byte_progress(label: str, total: int | None, initial: int, enabled: bool) -> tqdm:
-    """A byte progress bar on stderr (none when not ``enabled``)."""
-    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
-                file=sys.stderr, disable=not enabled)
-
-
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(_BLOCK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _file_url(base_url: str, name: str) -> str:
-    return urllib.parse.urljoin(base_url if base_url.endswith("/") else base_url + "/", name)
-
-
-def _load_stamp(dest: Path) -> dict:
-    try:
-        stamp = json.loads((dest / VERIFIED_STAMP).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return stamp if isinstance(stamp, dict) else {}
-
-
-def _save_stamp(dest: Path, stamp: dict) -> None:
-    write_text_atomic(dest / VERIFIED_STAMP, json.dumps(stamp, indent=2, sort_keys=True))
-
-
-def _stat_key(path: Path) -> list[int]:
-    info = path.stat()
-    return [info.st_size, info.st_mtime_ns]
-
-
-def _fetch(url: str, part: Path, progress: bool, timeout: float) -> None:
-    """Download ``url`` into ``part``, continuing an existing ``part`` with a Range request."""
-    have = part.stat().st_size if part.exists() else 0
-    headers = {"Range": f"bytes={have}-"} if have else {}
-    try:
-        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
-    except urllib.error.HTTPError as exc:
-        if exc.code == 416 and have:  # nothing left to send: the part is complete (or too long)
-            return
-        raise DataError(f"{url}: download failed: HTTP {exc.code} {exc.reason}") from exc
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise DataError(f"{url}: cannot download ({reason}); check the address or your connection") from exc
-    with response:
-        status = getattr(response, "status", None)
-        content_range = response.headers.get("Content-Range", "")
-        if have and status == 206 and content_range.startswith(f"bytes {have}-"):
-            mode = "ab"
-        else:  # server ignored the Range header (or a fresh start): take the whole file
-            mode, have = "wb", 0
-        length = response.headers.get("Content-Length")
-        total = have + int(length) if length and length.isdigit() else None
-        bar = _byte_progress(part.name.removesuffix(".part"), total, have, progress)
-        try:
-            with open(part, mode) as handle:
-                for block in iter(lambda: response.read(_BLOCK), b""):
-                    handle.write(block)
-                    bar.update(len(block))
-            # http.client returns b"" (no error) when the connection closes early: count bytes.
-            if total is not None and part.stat().st_size < total:
-                raise ConnectionError(f"connection closed, {total} bytes announced")
-        except (OSError, http.client.HTTPException) as exc:
-            raise DataError(
-                f"{url}: download interrupted after {part.stat().st_size} bytes ({exc}); "
-                f"{part} is kept and a rerun resumes it"
-            ) from exc
-        finally:
-            bar.close()
-
-
-def _reject_corrupt(path: Path, expected: str, actual: str) -> DataError:
-    """Move a file with the wrong checksum to ``NAME.corrupt`` and build the error to raise."""
-    name = path.name.removesuffix(".part")
-    corrupt = path.with_name(f"{name}.corrupt")
-    os.replace(path, corrupt)
-    return DataError(
-        f"{path.parent / name}: SHA-256 mismatch (expected {expected}, got {actual}); the file is "
-        f"kept as {corrupt} for inspection and will be downloaded afresh on the next run"
-    )
-
-
-def _ensure_file(dest: Path, name: str, expected: str, base_url: str, stamp: dict, progress: bool, timeout: float) -> None:
-    """Make ``dest/name`` a verified copy of ``base_url/name``."""
-    final = dest / name
-    if final.exists():
-        if stamp.get(name) == [*_stat_key(final), expected]:
-            return
-        actual = sha256_of(final)
-        if actual != expected:
-            raise _reject_corrupt(final, expected, actual)
-    else:
-        part = dest / f"{name}.part"
-        _fetch(_file_url(base_url, name), part, progress, timeout)
-        actual = sha256_of(part)
-        if actual != expected:
-            raise _reject_corrupt(part, expected, actual)
-        os.replace(part, final)
-    stamp[name] = [*_stat_key(final), expected]
-    _save_stamp(dest, stamp)
 
 
 def _join_parts(dest: Path, parts: list[str]) -> Path:
@@ -220,7 +90,7 @@ def _extract(dest: Path, joined: Path, progress: bool) -> None:
             members = _safe_members(archive, joined)
             staging.mkdir()
             root = staging.resolve()
-            bar = _byte_progress("unpacking", sum(m.file_size for m in members), 0, progress)
+            bar = byte_progress("unpacking", sum(m.file_size for m in members), 0, progress)
             try:
                 for info in members:
                     target = (staging / info.filename).resolve()
@@ -256,22 +126,16 @@ def download_mtat(
         DataError: unreachable server, interrupted transfer (rerun resumes), checksum mismatch
             (file kept as ``.corrupt``), unsafe or invalid zip, unwritable ``dest_dir``.
     """
-    dest = Path(dest_dir)
+    dest = download_folder(dest_dir)
     checksums = dict(MTAT_SHA256 if checksums is None else checksums)
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataError(f"download folder {dest}: cannot create it: {exc.strerror or exc}") from exc
-    if not os.access(dest, os.W_OK):
-        raise DataError(f"download folder {dest} is not writable")
     parts = sorted(name for name in checksums if ZIP_PART_PATTERN.match(name))
     audio_done = (dest / AUDIO_DIR).is_dir()
-    stamp = _load_stamp(dest)
+    stamp = load_stamp(dest)
     try:
         for name, expected in checksums.items():
             if name in parts and audio_done:
                 continue
-            _ensure_file(dest, name, expected.lower(), base_url, stamp, progress, timeout)
+            ensure_file(dest, name, expected.lower(), base_url, stamp, progress, timeout)
         if parts and not audio_done:
             joined = _join_parts(dest, parts)
             _extract(dest, joined, progress)

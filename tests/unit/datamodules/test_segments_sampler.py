@@ -42,8 +42,9 @@ def test_layout_errors_are_clear():
 
 def _clips_dataset(layout: SegmentLayout, random_crop: bool, seed: int = 5) -> SegmentDataset:
     waveforms = (np.arange(3)[:, None] * 10_000 + np.arange(8_000)[None, :]).astype(np.int16)  # clip c: c*1e4 + t
-    data = SegmentDataset("/unused", np.arange(3), np.eye(3, dtype=np.float32), layout, 8_000, random_crop, seed)
-    data._cache = SimpleNamespace(waveforms=waveforms)
+    data = SegmentDataset("/unused", np.arange(3), np.eye(3, dtype=np.float32), np.full(3, 8_000), layout, random_crop,
+                          seed)
+    data._store = SimpleNamespace(segment=lambda row, start, length: waveforms[row, start:start + length])
     return data
 
 

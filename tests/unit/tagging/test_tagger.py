@@ -17,7 +17,8 @@ from PIL import Image
 
 import run
 from datamodules.datamodule import MTATDataModule
-from datamodules.datasets.mtat.reader import find_audio_root, read_annotations
+from datamodules.datasets.mtat.annotations import read_annotations
+from datamodules.datasets.mtat.reader import find_audio_root
 from datamodules.datasets.synthesis.plan import ClipPlan
 from datamodules.datasets.synthesis.render import render_clip
 from datamodules.frontend import MelConfig

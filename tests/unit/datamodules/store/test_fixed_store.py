@@ -1,4 +1,4 @@
-"""Tests of datamodules/store/: statuses, exact contents, resumption after SIGKILL,
+"""Tests of the fixed-length layout of datamodules/store/: statuses, exact contents, resumption after SIGKILL,
 atomic finish, rebuild on changed inputs, lazy reopening in other processes, bounded memory.
 
 The dataset is a few tiny generated MP3s (1 s at 16 kHz, clip_samples=16000).
@@ -20,13 +20,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from datamodules.store import (
-    LENGTH_TOLERANCE,
-    float_to_int16,
-    open_cache,
-    prepare_cache,
-)
-from datamodules.store import prepare as cache
+from datamodules.decoding import LENGTH_TOLERANCE, float_to_int16
+from datamodules.store import fixed as cache
+from datamodules.store.fixed import prepare_cache
+from datamodules.store.reader import open_store
+from infrastructure import workers
 from infrastructure.audio import SAMPLE_RATE
 from infrastructure.errors import ConfigError, DataError
 from tests.support.paths import REPO_ROOT
@@ -93,6 +91,16 @@ def prepare_quietly(*args, **kwargs):
         return prepare_cache(*args, **kwargs)
 
 
+def journaled(folder: Path) -> np.ndarray:
+    """Per row: whether the journal of the preparation in ``folder`` records it (complete lines only)."""
+    done = np.zeros(len(LAYOUT), dtype=bool)
+    journal = folder / "partial" / "journal.tsv"
+    if journal.exists():
+        for line in journal.read_text().split("\n")[:-1]:
+            done[int(line.split("\t")[0])] = True
+    return done
+
+
 def cache_bytes(folder: Path) -> tuple[bytes, bytes]:
     return (folder / "waveforms.int16").read_bytes(), (folder / "index.csv").read_bytes()
 
@@ -117,7 +125,7 @@ def reference(dataset, tmp_path_factory):
 
 def test_statuses_and_decoded_lengths(reference):
     folder, _ = reference
-    c = open_cache(folder)
+    c = open_store(folder)
     assert list(c.index["status"]) == [status for _, _, status, _ in LAYOUT]
     assert list(c.index["decoded_samples"]) == [n for *_, n in LAYOUT]
     assert list(c.index["mp3_path"]) == [rel for rel, *_ in LAYOUT]
@@ -143,7 +151,7 @@ def test_one_warning_lists_every_skipped_clip(reference):
 
 def test_rows_equal_direct_decoding(dataset, reference):
     root, paths, _ = dataset
-    c = open_cache(reference[0])
+    c = open_store(reference[0])
     for row, (rel, _kind, status, _) in enumerate(LAYOUT):
         if status == "ok":
             np.testing.assert_array_equal(c.waveforms[row], expected_row(root / rel), err_msg=rel)
@@ -198,9 +206,7 @@ def test_chunks_respect_chunk_rows_and_persist_progress(dataset, tmp_path, monke
     folder = tmp_path / "c"
 
     def spy(audio_root, waveforms_path, clip_samples, rows, mp3_paths):
-        progress_file = folder / "partial" / "progress.npy"
-        done_before = int((np.load(progress_file)[:, 0] != 0).sum()) if progress_file.exists() else 0
-        seen.append((list(rows), done_before))
+        seen.append((list(rows), int(journaled(folder).sum())))
         return original(audio_root, waveforms_path, clip_samples, rows, mp3_paths)
 
     monkeypatch.setattr(cache, "_process_chunk", spy)
@@ -214,7 +220,7 @@ KILL_SCRIPT = textwrap.dedent(
     """
     import sys, warnings
     sys.path.insert(0, {repo!r})
-    from datamodules.store import prepare_cache
+    from datamodules.store.fixed import prepare_cache
     if __name__ == "__main__":
         warnings.simplefilter("ignore")
         prepare_cache({root!r}, {paths!r}, {ids!r}, {folder!r}, {clip}, workers={workers},
@@ -231,18 +237,17 @@ def _run_and_kill(dataset, folder: Path, workers: int, extra_wait: float) -> Non
     env = dict(os.environ, **{cache.ROW_DELAY_ENV: "0.08"})
     proc = subprocess.Popen([sys.executable, "-c", script], env=env, start_new_session=True,
                             stderr=subprocess.DEVNULL)
-    progress = folder / "partial" / "progress.npy"
     deadline = time.monotonic() + 60
     try:
-        while not progress.exists():
+        while not journaled(folder).any():
             assert proc.poll() is None, "preparation ended before it could be killed"
-            assert time.monotonic() < deadline, "no progress file appeared"
+            assert time.monotonic() < deadline, "no row was journaled"
             time.sleep(0.01)
         time.sleep(extra_wait)  # land in the middle of a later chunk
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    done = int((np.load(progress)[:, 0] != 0).sum())
+    done = int(journaled(folder).sum())
     assert 0 < done < len(LAYOUT), f"kill was not mid-way ({done} rows done)"
 
 
@@ -252,9 +257,9 @@ def test_sigkill_then_rerun_is_byte_identical(dataset, reference, tmp_path, monk
     _run_and_kill(dataset, folder, workers, extra_wait)
     assert not (folder / "manifest.json").exists()
     with pytest.raises(DataError, match="interrupted preparation"):
-        open_cache(folder)
+        open_store(folder)
     root, paths, ids = dataset
-    status_at_kill = np.load(folder / "partial" / "progress.npy")[:, 0]
+    done_at_kill = journaled(folder)
     processed = []
     original = cache._process_chunk
 
@@ -268,13 +273,13 @@ def test_sigkill_then_rerun_is_byte_identical(dataset, reference, tmp_path, monk
         warnings.simplefilter("always")
         prepare_cache(root, paths, ids, folder, CLIP, workers=workers, progress=False, chunk_rows=3)
     if workers == 1:  # the rerun decodes exactly the chunks not finished before the kill
-        unfinished = [r for r in range(len(LAYOUT)) if status_at_kill[r - r % 3: r - r % 3 + 3].min() == 0]
+        unfinished = [r for r in range(len(LAYOUT)) if not done_at_kill[r - r % 3: r - r % 3 + 3].all()]
         assert processed == unfinished and len(processed) < len(LAYOUT)
     assert cache_bytes(folder) == cache_bytes(reference[0])
     assert not (folder / "partial").exists()
     # the warning after the resumed run still lists the skipped clips of the first run
     assert len(caught) == 1 and "0/missing.mp3 (missing)" in str(caught[0].message)
-    assert open_cache(folder).ok_rows.tolist() == open_cache(reference[0]).ok_rows.tolist()
+    assert open_store(folder).ok_rows.tolist() == open_store(reference[0]).ok_rows.tolist()
 
 
 def test_kill_during_final_renames_is_completed_by_rerun(dataset, reference, tmp_path, monkeypatch):
@@ -293,7 +298,7 @@ def test_kill_during_final_renames_is_completed_by_rerun(dataset, reference, tmp
     monkeypatch.setattr(cache.os, "replace", real_replace)
     assert (folder / "waveforms.int16").exists() and not (folder / "manifest.json").exists()
     with pytest.raises(DataError):
-        open_cache(folder)
+        open_store(folder)
     prepare_quietly(root, paths, ids, folder, CLIP, workers=1, progress=False)
     assert cache_bytes(folder) == cache_bytes(reference[0])
     assert not (folder / "partial").exists()
@@ -319,15 +324,15 @@ def test_changed_inputs_rebuild_and_old_cache_survives_failure(dataset, tmp_path
     with pytest.raises(DataError, match="rerun continues"):
         prepare_quietly(audio, paths, ids, folder, CLIP, workers=1, progress=False)
     assert cache_bytes(folder) == old, "a failed rebuild must not touch the previous cache"
-    assert open_cache(folder).index["status"][missing_row] == "missing"
+    assert open_store(folder).index["status"][missing_row] == "missing"
     monkeypatch.undo()
     prepare_quietly(audio, paths, ids, folder, CLIP, workers=1, progress=False)
-    c = open_cache(folder)
+    c = open_store(folder)
     assert c.index["status"][missing_row] == "ok"
     np.testing.assert_array_equal(c.waveforms[missing_row], expected_row(audio / "0/missing.mp3"))
     # a different clip length is a different cache too
     prepare_quietly(audio, paths, ids, folder, CLIP // 2, workers=1, progress=False)
-    assert open_cache(folder).clip_samples == CLIP // 2
+    assert open_store(folder).clip_samples == CLIP // 2
 
 
 def test_partial_of_other_inputs_is_discarded_not_mixed(dataset, tmp_path):
@@ -337,28 +342,28 @@ def test_partial_of_other_inputs_is_discarded_not_mixed(dataset, tmp_path):
     other_ids = [i + 1 for i in ids]
     _run_and_kill((root, paths, other_ids), folder, workers=1, extra_wait=0.0)
     prepare_quietly(root, paths, ids, folder, CLIP, workers=1, progress=False, chunk_rows=3)
-    assert open_cache(folder).index["clip_id"].tolist() == ids
+    assert open_store(folder).index["clip_id"].tolist() == ids
 
 
 def test_open_cache_refuses_absent_or_damaged(reference, tmp_path):
     with pytest.raises(DataError, match="does not exist"):
-        open_cache(tmp_path / "nothing")
+        open_store(tmp_path / "nothing")
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="incomplete or invalid"):
-        open_cache(tmp_path / "empty")
+        open_store(tmp_path / "empty")
     damaged = tmp_path / "damaged"
     damaged.mkdir()
     for name in ("waveforms.int16", "index.csv", "manifest.json"):
         (damaged / name).write_bytes((reference[0] / name).read_bytes())
-    assert len(open_cache(damaged)) == len(LAYOUT)
+    assert len(open_store(damaged)) == len(LAYOUT)
     with open(damaged / "waveforms.int16", "r+b") as handle:  # truncated data file
         handle.truncate(100)
     with pytest.raises(DataError, match=str(damaged)):
-        open_cache(damaged)
+        open_store(damaged)
     (damaged / "waveforms.int16").write_bytes((reference[0] / "waveforms.int16").read_bytes())
     (damaged / "manifest.json").write_text("{not json")
     with pytest.raises(DataError, match="incomplete or invalid"):
-        open_cache(damaged)
+        open_store(damaged)
 
 
 def test_unwritable_cache_folder(dataset, tmp_path):
@@ -403,7 +408,7 @@ def _sum_rows(pickled_cache: bytes) -> list[int]:
 
 
 def test_cache_pickles_and_reopens_lazily_in_other_processes(reference):
-    c = open_cache(reference[0])
+    c = open_store(reference[0])
     expected = [int(c.waveforms[row].astype(np.int64).sum()) for row in c.ok_rows]  # memmap now open
     data = pickle.dumps(c)
     assert len(data) < 100_000, "the pickle must not carry the waveforms"
@@ -417,7 +422,7 @@ MEMORY_SCRIPT = textwrap.dedent(
     """
     import resource, sys, warnings
     sys.path.insert(0, {repo!r})
-    from datamodules.store import prepare_cache
+    from datamodules.store.fixed import prepare_cache
     warnings.simplefilter("ignore")
     n = {n}
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -452,6 +457,6 @@ def test_script_from_stdin_decodes_in_process(dataset, reference, tmp_path, monk
     def no_pool(*args, **kwargs):
         raise AssertionError("a process pool must not be started")
 
-    monkeypatch.setattr(cache, "ProcessPoolExecutor", no_pool)
+    monkeypatch.setattr(workers, "ProcessPoolExecutor", no_pool)
     prepare_quietly(root, paths, ids, tmp_path / "c", CLIP, workers=2, progress=False, chunk_rows=3)
     assert cache_bytes(tmp_path / "c") == cache_bytes(reference[0])

@@ -1,5 +1,5 @@
-"""Tests of datamodules/store/ragged.py: contents, resampling in blocks, excerpts, skipped
-tracks, resumption after a kill (simulated in-process and a real SIGKILL), bounded memory."""
+"""Tests of the ragged layout of datamodules/store/ (and of the decoder's blocks): contents, resampling in blocks,
+excerpts, skipped tracks, resumption after a kill (simulated in-process and a real SIGKILL), bounded memory."""
 
 import os
 import signal
@@ -14,18 +14,10 @@ import pytest
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from datamodules.store import float_to_int16
-from datamodules.store.ragged import (
-    INDEX_FILE,
-    JOURNAL_FILE,
-    MANIFEST_FILE,
-    PARTIAL_DIR,
-    WAVEFORMS_FILE,
-    TrackSkipped,
-    decode_audio,
-    open_ragged_store,
-    write_ragged_store,
-)
+from datamodules.decoding import AudioDecodeError, AudioDecoder, float_to_int16
+from datamodules.store.format import INDEX_FILE, JOURNAL_FILE, MANIFEST_FILE, PARTIAL_DIR, WAVEFORMS_FILE
+from datamodules.store.ragged import write_ragged_store
+from datamodules.store.reader import open_store
 from infrastructure.errors import ConfigError, DataError
 from tests.support.paths import REPO_ROOT
 from tests.support.ragged_items import ITEMS, generated_decoder
@@ -63,8 +55,8 @@ def test_store_holds_tracks_of_different_lengths_and_skips_bad_ones(tmp_path):
         if store.index[row].status == "ok":
             expected = float_to_int16(sf.read(path, dtype="float32")[0])
             assert np.array_equal(store.track(row), expected), key
-    assert store.read(1, 39990, 20)[10:].tolist() == [0] * 10
-    assert np.array_equal(store.read(1, 100, 50), store.track(1)[100:150])
+    assert store.segment(1, 39990, 20)[10:].tolist() == [0] * 10
+    assert np.array_equal(store.segment(1, 100, 50), store.track(1)[100:150])
     assert store.keys[4] == "garbage" and "Error" in store.index[4].detail
     assert not (tmp_path / "store" / PARTIAL_DIR).exists()
     # A second call with the same inputs reuses the store without rewriting it.
@@ -98,18 +90,18 @@ def test_block_resampling_equals_whole_track_resampling(tmp_path, rate, channels
     mono = x.mean(axis=1, dtype=np.float32) if channels == 2 else x
     g = np.gcd(16000, rate)
     whole = float_to_int16(resample_poly(mono, 16000 // g, rate // g).astype(np.float32))
-    blocks = list(decode_audio(path, block_samples=4000))
+    blocks = list(AudioDecoder().blocks(path, block_samples=4000))
     assert len(blocks) > 10
     joined = np.concatenate(blocks)
     assert len(joined) == len(whole) == -(-len(x) * 16000 // rate)
     assert np.abs(joined.astype(np.int32) - whole).max() <= 1
     # The middle 1 s, read by seeking, is the same part of the whole track.
-    excerpt = np.concatenate(list(decode_audio(path, excerpt_samples=16000, block_samples=5000)))
+    excerpt = np.concatenate(list(AudioDecoder().blocks(path, excerpt_samples=16000, block_samples=5000)))
     start = (len(whole) - 16000) // 2
     assert len(excerpt) == 16000
     assert np.abs(excerpt.astype(np.int32) - whole[start:start + 16000]).max() <= 1
     # An excerpt longer than the track keeps the whole track.
-    assert len(np.concatenate(list(decode_audio(path, excerpt_samples=10**7)))) == len(whole)
+    assert len(np.concatenate(list(AudioDecoder().blocks(path, excerpt_samples=10**7)))) == len(whole)
 
 
 def test_parallel_decoding_writes_the_same_store_byte_for_byte(tmp_path):
@@ -150,8 +142,8 @@ def test_truncated_mp3_is_skipped(tmp_path):
     sf.write(path, tone(16000 * 6, 16000), 16000, format="MP3")
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(TrackSkipped) as info:
-        list(decode_audio(str(path)))
+    with pytest.raises(AudioDecodeError) as info:
+        list(AudioDecoder().blocks(str(path)))
     assert info.value.status == "truncated"
 
 
@@ -208,17 +200,17 @@ def test_a_failing_disk_stops_the_store_in_one_line_and_a_rerun_loses_nothing(tm
     items = [(f"t{i}", write_wav(tmp_path / f"{i}.wav", tone(n, 16000, seed=i), 16000))
              for i, n in enumerate([9000, 12000, 7000, 15000])]
     reference = write_ragged_store(tmp_path / "ref", items, commit_bytes=1)
-    real = ragged_store._pwrite_all
+    real = ragged_store.pwrite_all
 
     def disk_full_at_the_third_track(fd, data, offset):
         if offset >= (9000 + 12000) * 2:  # bytes: int16 samples of the first two tracks
             raise OSError(28, "No space left on device")
         real(fd, data, offset)
 
-    monkeypatch.setattr(ragged_store, "_pwrite_all", disk_full_at_the_third_track)
+    monkeypatch.setattr(ragged_store, "pwrite_all", disk_full_at_the_third_track)
     with pytest.raises(DataError, match=r"writing the samples of .*2\.wav failed .*No space left on device.*rerun"):
         write_ragged_store(tmp_path / "store", items, commit_bytes=1, workers=workers)
-    monkeypatch.setattr(ragged_store, "_pwrite_all", real)
+    monkeypatch.setattr(ragged_store, "pwrite_all", real)
     store = write_ragged_store(tmp_path / "store", items, commit_bytes=1, workers=workers)
     assert [e.status for e in store.index] == ["ok"] * 4  # not recorded as the track's decode error
     assert (tmp_path / "store" / WAVEFORMS_FILE).read_bytes() == (tmp_path / "ref" / WAVEFORMS_FILE).read_bytes()
@@ -245,7 +237,7 @@ def test_bad_options_and_unfinished_store(tmp_path):
     with pytest.raises(ConfigError, match="excerpt_samples"):
         write_ragged_store(tmp_path / "s", [("a", "1:10")], decoder=generated_decoder, excerpt_samples=0)
     with pytest.raises(DataError, match="not a complete waveform store"):
-        open_ragged_store(tmp_path / "nothing")
+        open_store(tmp_path / "nothing")
 
 
 _KILL_SCRIPT = """
@@ -341,7 +333,7 @@ def test_decoding_a_long_track_keeps_one_block_in_memory(tmp_path):
     tracemalloc.start()
     try:
         store = write_ragged_store(tmp_path / "store", [("long", str(path))],
-                                   decoder=lambda p: decode_audio(p, block_samples=5 * 16000))
+                                   decoder=lambda p: AudioDecoder().blocks(p, block_samples=5 * 16000))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

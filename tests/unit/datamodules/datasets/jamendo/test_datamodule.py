@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 
 import run
+from datamodules.datamodule import SegmentDataset
 from datamodules.datasets.jamendo.reader import JamendoReader
 from datamodules.datasets.jamendo.splits import read_split
 from datamodules.segments import SegmentLayout
-from datamodules.store.ragged import open_ragged_store, write_ragged_store
-from datamodules.tracks import TrackSegmentDataset
+from datamodules.store.ragged import write_ragged_store
+from datamodules.store.reader import open_store
 from experiments.options import RunOptions
 from infrastructure.errors import ConfigError
 from lightning_modules.registry import MODELS
@@ -95,8 +96,8 @@ def test_evaluation_chunks_spread_over_the_whole_track_and_short_tracks_are_zero
     lengths = [20_000, 1_000, 5_000]
     folder = _store(tmp_path, lengths)
     layout = SegmentLayout(2_000, 4, "random")
-    store = open_ragged_store(folder)
-    data = TrackSegmentDataset(folder, np.arange(3), np.eye(3), store.lengths, layout, random_crop=False, seed=0)
+    store = open_store(folder)
+    data = SegmentDataset(folder, np.arange(3), np.eye(3), store.lengths, layout, random_crop=False, seed=0)
     assert len(data) == 12
     starts = [data.start(i) for i in range(4)]
     assert starts == [0, 6000, 12000, 18000]  # first at the start, last ends at the track's end
@@ -111,22 +112,22 @@ def test_evaluation_chunks_spread_over_the_whole_track_and_short_tracks_are_zero
 
 def test_training_chunks_start_anywhere_and_follow_from_seed_epoch_and_item(tmp_path):
     folder = _store(tmp_path, [50_000, 3_000])
-    store = open_ragged_store(folder)
+    store = open_store(folder)
     layout = SegmentLayout(4_000, 1, "random")
-    data = TrackSegmentDataset(folder, np.arange(2), np.eye(2), store.lengths, layout, random_crop=True, seed=3)
+    data = SegmentDataset(folder, np.arange(2), np.eye(2), store.lengths, layout, random_crop=True, seed=3)
     starts = [data.start(0, epoch) for epoch in range(200)]
     assert min(starts) >= 0 and max(starts) <= 46_000
     assert max(starts) - min(starts) > 30_000  # the whole track, not its middle
     assert starts == [data.start(0, epoch) for epoch in range(200)]  # a resumed run reads the same chunks
-    again = TrackSegmentDataset(folder, np.arange(2), np.eye(2), store.lengths, layout, random_crop=True, seed=4)
+    again = SegmentDataset(folder, np.arange(2), np.eye(2), store.lengths, layout, random_crop=True, seed=4)
     assert starts != [again.start(0, epoch) for epoch in range(200)]
     assert data.start(1, 5) == 0 and len(data[(1, 5)]["waveform"]) == 4_000  # shorter than a chunk: padded
     first = data[(0, 7)]["waveform"].numpy()
     assert np.array_equal(first, (np.arange(4_000) + data.start(0, 7)) % 30000)
     # Won's epoch (won2020's --random-crops-per-clip 1): one chunk per track, whatever evaluation averages
     won = SegmentLayout(4_000, 8, "random", random_crops=1)
-    train = TrackSegmentDataset(folder, np.arange(2), np.eye(2), store.lengths, won, random_crop=True, seed=3)
-    evaluation = TrackSegmentDataset(folder, np.arange(2), np.eye(2), store.lengths, won, random_crop=False, seed=3)
+    train = SegmentDataset(folder, np.arange(2), np.eye(2), store.lengths, won, random_crop=True, seed=3)
+    evaluation = SegmentDataset(folder, np.arange(2), np.eye(2), store.lengths, won, random_crop=False, seed=3)
     assert (len(train), len(evaluation)) == (2, 16) and train[(1, 0)]["clip"].item() == 1
 
 
@@ -176,7 +177,7 @@ def test_the_store_is_prepared_once_and_records_skipped_tracks(jamendo_cache, tm
     messages = [str(w.message) for w in caught if "tracks skipped" in str(w.message)]
     assert len(messages) == 1 and "2 of 24 tracks skipped" in messages[0]
     assert info.clip_samples == TINY_CLIP_SAMPLES and info.tags[0].startswith("genre---")
-    store = open_ragged_store(datamodule.cache_dir)
+    store = open_store(datamodule.cache_dir)
     assert [e.status for e in store.index[:2]] == ["missing", "empty"]
     assert all(e.status == "ok" for e in store.index[2:])
     lengths = store.lengths[2:]
@@ -244,7 +245,7 @@ def test_a_folder_as_distributed_with_excerpts_trains_through_the_same_path(cach
             "--max-epochs", "1", "--limit-train-batches", "2", "--batch-size", "4", "--run-dir", str(tmp_path / "run")]
     assert run.main(argv) == 0, capsys.readouterr().err
     (store_dir,) = (cache / "tracks").iterdir()
-    store = open_ragged_store(store_dir)
+    store = open_store(store_dir)
     assert store.manifest["excerpt_samples"] == 80_000 and "excerpt80000" in store_dir.name
     assert store.lengths.max() == 80_000 and store.lengths.min() >= 4 * 16_000
     assert read_metrics(tmp_path / "run")["test"]["n_clips"] > 0

@@ -1,4 +1,4 @@
-"""Tests of datamodules/datasets/jamendo/download.py on small TAR archives built here, with a checksum
+"""Tests of datamodules/datasets/jamendo/download.py (and checks.py) on small TAR archives built here, with a checksum
 list in the published format, served over file:// (no network)."""
 
 import hashlib
@@ -9,13 +9,8 @@ from pathlib import Path
 import pytest
 
 from datamodules.datasets.jamendo import download as jamendo_download
-from datamodules.datasets.jamendo.download import (
-    CHECKSUM_DIR,
-    CHECKSUM_FILES,
-    UNPACKED_STAMP,
-    download_jamendo,
-    read_checksum_list,
-)
+from datamodules.datasets.jamendo.checks import CHECKSUM_DIR, CHECKSUM_FILES, read_checksum_list
+from datamodules.datasets.jamendo.download import UNPACKED_STAMP, download_jamendo
 from infrastructure.errors import ConfigError, DataError
 from tests.support.paths import SHARED_DIR
 

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from datamodules.datasets import fetch
 from datamodules.datasets.mtat import download
-from datamodules.datasets.mtat.download import MTAT_SHA256, download_mtat
+from datamodules.datasets.mtat.checks import MTAT_SHA256
+from datamodules.datasets.mtat.download import download_mtat
 from infrastructure.errors import DataError
 from tests.support.paths import SHARED_DIR
 
@@ -146,7 +148,8 @@ def test_file_url_download_joins_and_unpacks(source, tmp_path):
     assert download_mtat(dest, base_url=folder.as_uri(), progress=False, checksums=sums) == dest
     assert_complete(dest, folder)
     # the layout is the one the rest of the suite reads
-    from datamodules.datasets.mtat.reader import find_audio_root, read_annotations
+    from datamodules.datasets.mtat.annotations import read_annotations
+    from datamodules.datasets.mtat.reader import find_audio_root
 
     assert find_audio_root(dest) == dest / "mp3"
     assert read_annotations(dest / "annotations_final.csv").mp3_paths == ("0/first_clip-0-29.mp3",)
@@ -235,7 +238,7 @@ def test_finished_download_makes_no_requests(source, server, tmp_path, monkeypat
     def no_hashing(path):
         raise AssertionError(f"{path} was verified already and must not be hashed again")
 
-    monkeypatch.setattr(download, "sha256_of", no_hashing)
+    monkeypatch.setattr(fetch, "sha256_of", no_hashing)
     download_mtat(dest, base_url=server.url, progress=False, checksums=sums)
     assert server.log == []
     # the parts may be deleted once mp3/ exists

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datamodules.datasets.mtat import reader as mtat
+from datamodules.datasets.mtat import annotations, reader, splits, vocabulary
 from infrastructure.audio import MTAT_CLIP_SAMPLES
 from infrastructure.errors import ConfigError, DataError
 from tests.support.paths import SHARED_DIR
@@ -36,7 +36,7 @@ def write_annotations(path: Path, header, rows) -> Path:
 def real():
     if not REAL_ANNOTATIONS.is_file():
         pytest.skip(f"real MTAT metadata not found at {SHARED_MTAT}")
-    return mtat.read_annotations(REAL_ANNOTATIONS)
+    return annotations.read_annotations(REAL_ANNOTATIONS)
 
 
 # ----------------------------------------------------------------------------- real file
@@ -60,10 +60,10 @@ def test_real_annotations_shape_and_counts(real):
 
 @real_mtat
 def test_real_paper_vocabulary_135_merged_and_885_coverage(real):
-    names, labels = mtat.merged_tag_matrix(real)
+    names, labels = vocabulary.merged_tag_matrix(real)
     assert len(names) == 135
-    assert mtat.label_coverage(labels, 50) == pytest.approx(0.885, abs=5e-4)
-    vocab = mtat.build_vocabulary(real, "paper")
+    assert vocabulary.label_coverage(labels, 50) == pytest.approx(0.885, abs=5e-4)
+    vocab = vocabulary.build_vocabulary(real, "paper")
     assert vocab.name == "paper" and len(vocab.tags) == 50
     assert vocab.tags == names[:50]
     assert vocab.labels.shape == (25_863, 50) and vocab.labels.dtype == np.uint8
@@ -86,8 +86,8 @@ def test_real_standard_vocabulary_is_the_published_list(real):
     listed = tuple(
         line.strip() for line in (SHARED_MTAT / "standard_top50_tags.txt").read_text().splitlines() if line.strip()
     )
-    assert mtat.STANDARD_TOP50_TAGS == listed
-    vocab = mtat.build_vocabulary(real, "standard")
+    assert vocabulary.STANDARD_TOP50_TAGS == listed
+    vocab = vocabulary.build_vocabulary(real, "standard")
     assert vocab.tags == listed
     counts = vocab.labels.sum(axis=0).astype(np.int64)
     assert counts[0] == 4_852 and counts[-1] == 490
@@ -96,12 +96,12 @@ def test_real_standard_vocabulary_is_the_published_list(real):
 
 @real_mtat
 def test_real_splits(real):
-    folder = mtat.split_rows(real, "folder")
+    folder = splits.split_rows(real, "folder")
     assert {k: len(v) for k, v in folder.items()} == {"train": 18_709, "valid": 1_825, "test": 5_329}
-    default = mtat.split_rows(real)
-    assert mtat.DEFAULT_SPLIT == "folder"
+    default = splits.split_rows(real)
+    assert splits.DEFAULT_SPLIT == "folder"
     assert all(np.array_equal(default[k], folder[k]) for k in folder)
-    clean = mtat.split_rows(real, "clean")
+    clean = splits.split_rows(real, "clean")
     assert {k: len(v) for k, v in clean.items()} == {"train": 15_244, "valid": 1_529, "test": 4_332}
     for split in (folder, clean):
         all_rows = np.concatenate(list(split.values()))
@@ -111,7 +111,7 @@ def test_real_splits(real):
     for stage in ("train", "valid", "test"):
         assert set(clean[stage]) <= set(folder[stage]), "clean is a subset of the folder split"
         folders = {real.mp3_paths[i][0] for i in folder[stage]}
-        assert folders == set(mtat.FOLDER_SPLIT[stage])
+        assert folders == set(splits.FOLDER_SPLIT[stage])
     # the three zero-byte MP3s of the official download are not in the clean split
     broken = [line.split("\t")[1] for line in (SHARED_MTAT / "broken_clips.tsv").read_text().splitlines()[1:]]
     clean_paths = {real.mp3_paths[i] for rows in clean.values() for i in rows}
@@ -121,7 +121,7 @@ def test_real_splits(real):
 @real_mtat
 def test_shipped_clean_lists_equal_the_shared_ones():
     for stage in ("train", "valid", "test"):
-        shipped = (mtat.CLEAN_SPLIT_DIR / f"clean_{stage}.txt").read_bytes()
+        shipped = (splits.CLEAN_SPLIT_DIR / f"clean_{stage}.txt").read_bytes()
         assert shipped == (SHARED_MTAT / "splits" / f"clean_{stage}.txt").read_bytes()
 
 
@@ -139,7 +139,7 @@ def small(tmp_path):
         [11, 0, 1, 0, 1, "f/d.mp3"],
         [15, 0, 0, 0, 0, "b/e.mp3"],
     ]
-    return mtat.read_annotations(write_annotations(tmp_path / "annotations_final.csv", header, rows))
+    return annotations.read_annotations(write_annotations(tmp_path / "annotations_final.csv", header, rows))
 
 
 def test_small_file_parsed_generically(small, tmp_path):
@@ -152,7 +152,7 @@ def test_small_file_parsed_generically(small, tmp_path):
 
 def test_columns_in_any_order(tmp_path):
     path = write_annotations(tmp_path / "a.csv", ["mp3_path", "x", "clip_id", "y"], [["0/a.mp3", 1, 7, 0]])
-    ann = mtat.read_annotations(path)
+    ann = annotations.read_annotations(path)
     assert ann.tag_names == ("x", "y")
     np.testing.assert_array_equal(ann.labels, [[1, 0]])
     assert ann.clip_ids.tolist() == [7] and ann.mp3_paths == ("0/a.mp3",)
@@ -161,72 +161,74 @@ def test_columns_in_any_order(tmp_path):
 def test_unquoted_lf_file_also_reads(tmp_path):
     path = tmp_path / "a.csv"
     path.write_text("clip_id\tt1\tmp3_path\n1\t1\t0/a.mp3\n")
-    assert mtat.read_annotations(path).labels.tolist() == [[1]]
+    assert annotations.read_annotations(path).labels.tolist() == [[1]]
 
 
 def test_paper_vocabulary_merges_and_breaks_ties_by_name(small):
-    vocab = mtat.build_vocabulary(small, "paper", n_tags=50)  # fewer tags than asked: keep all
+    vocab = vocabulary.build_vocabulary(small, "paper", n_tags=50)  # fewer tags than asked: keep all
     # merged guitar (rows 0, 2) = 2, piano = 2, zither = 2: all tied, so by name.
     assert vocab.tags == ("guitar", "piano", "zither")
     np.testing.assert_array_equal(vocab.labels[:, 0], [1, 0, 1, 0, 0])
     assert vocab.labels.dtype == np.uint8
-    top2 = mtat.build_vocabulary(small, "paper", n_tags=2)
+    top2 = vocabulary.build_vocabulary(small, "paper", n_tags=2)
     assert top2.tags == ("guitar", "piano") and top2.labels.shape == (5, 2)
-    names, labels = mtat.merged_tag_matrix(small)
-    assert mtat.label_coverage(labels, 2) == pytest.approx(4 / 6)
+    names, labels = vocabulary.merged_tag_matrix(small)
+    assert vocabulary.label_coverage(labels, 2) == pytest.approx(4 / 6)
 
 
 def test_paper_vocabulary_orders_by_count(tmp_path):
     header = ["clip_id", "b", "a", "c", "mp3_path"]
     rows = [[1, 1, 0, 1, "0/x.mp3"], [2, 1, 0, 1, "0/y.mp3"], [3, 1, 1, 0, "0/z.mp3"]]
-    ann = mtat.read_annotations(write_annotations(tmp_path / "a.csv", header, rows))
-    assert mtat.build_vocabulary(ann, "paper").tags == ("b", "c", "a")
+    ann = annotations.read_annotations(write_annotations(tmp_path / "a.csv", header, rows))
+    assert vocabulary.build_vocabulary(ann, "paper").tags == ("b", "c", "a")
 
 
 def test_standard_vocabulary_drops_absent_tags_keeping_order(tmp_path):
     header = ["clip_id", "piano", "weird", "guitar", "unlisted", "mp3_path"]
-    ann = mtat.read_annotations(write_annotations(tmp_path / "a.csv", header, [[1, 1, 0, 1, 1, "0/a.mp3"]]))
-    vocab = mtat.build_vocabulary(ann, "standard")
+    ann = annotations.read_annotations(write_annotations(tmp_path / "a.csv", header, [[1, 1, 0, 1, 1, "0/a.mp3"]]))
+    vocab = vocabulary.build_vocabulary(ann, "standard")
     assert vocab.tags == ("guitar", "piano", "weird")  # order of the published list
     np.testing.assert_array_equal(vocab.labels, [[1, 1, 0]])
-    assert mtat.build_vocabulary(ann, "standard", n_tags=2).tags == ("guitar", "piano")
+    assert vocabulary.build_vocabulary(ann, "standard", n_tags=2).tags == ("guitar", "piano")
 
 
 def test_vocabulary_errors(small, tmp_path):
     with pytest.raises(ConfigError, match="paper, standard"):
-        mtat.build_vocabulary(small, "merged")
+        vocabulary.build_vocabulary(small, "merged")
     with pytest.raises(ConfigError, match="n_tags"):
-        mtat.build_vocabulary(small, "paper", n_tags=0)
-    ann = mtat.read_annotations(write_annotations(tmp_path / "a.csv", ["clip_id", "foo", "mp3_path"], [[1, 1, "0/a.mp3"]]))
+        vocabulary.build_vocabulary(small, "paper", n_tags=0)
+    ann = annotations.read_annotations(write_annotations(tmp_path / "a.csv", ["clip_id", "foo", "mp3_path"],
+                                                         [[1, 1, "0/a.mp3"]]))
     with pytest.raises(ConfigError, match="none of its tags"):
-        mtat.build_vocabulary(ann, "standard")
+        vocabulary.build_vocabulary(ann, "standard")
 
 
 def test_folder_split_on_small_dataset(small):
-    split = mtat.split_rows(small, "folder")
+    split = splits.split_rows(small, "folder")
     assert {k: v.tolist() for k, v in split.items()} == {"train": [0, 4], "valid": [1], "test": [2, 3]}
 
 
 def test_folder_split_rejects_paths_outside_hex_folders(tmp_path):
-    ann = mtat.read_annotations(write_annotations(tmp_path / "a.csv", ["clip_id", "t", "mp3_path"], [[1, 1, "g/a.mp3"]]))
+    ann = annotations.read_annotations(write_annotations(tmp_path / "a.csv", ["clip_id", "t", "mp3_path"],
+                                                         [[1, 1, "g/a.mp3"]]))
     with pytest.raises(DataError, match="g/a.mp3"):
-        mtat.split_rows(ann, "folder")
+        splits.split_rows(ann, "folder")
 
 
 def test_clean_split_rejects_non_mtat_dataset_and_unknown_split(small):
     with pytest.raises(ConfigError, match="real MagnaTagATune only"):
-        mtat.split_rows(small, "clean")
+        splits.split_rows(small, "clean")
     with pytest.raises(ConfigError, match="folder, clean"):
-        mtat.split_rows(small, "random")
+        splits.split_rows(small, "random")
 
 
 def test_clean_split_uses_shipped_lists(tmp_path):
-    lists = mtat.load_clean_lists()
+    lists = splits.load_clean_lists()
     train_path = sorted(lists["train"])[0]
     test_path = sorted(lists["test"])[0]
     rows = [[1, 1, train_path], [2, 0, "0/not_in_any_list.mp3"], [3, 1, test_path]]
-    ann = mtat.read_annotations(write_annotations(tmp_path / "a.csv", ["clip_id", "t", "mp3_path"], rows))
-    split = mtat.split_rows(ann, "clean")
+    ann = annotations.read_annotations(write_annotations(tmp_path / "a.csv", ["clip_id", "t", "mp3_path"], rows))
+    split = splits.split_rows(ann, "clean")
     assert {k: v.tolist() for k, v in split.items()} == {"train": [0], "valid": [], "test": [2]}
 
 
@@ -254,13 +256,13 @@ def test_malformed_annotations_raise_data_error_naming_file(tmp_path, content, m
     path = tmp_path / "annotations_final.csv"
     path.write_text(content, newline="")
     with pytest.raises(DataError, match=message) as info:
-        mtat.read_annotations(path)
+        annotations.read_annotations(path)
     assert str(path) in str(info.value)
 
 
 def test_missing_annotations_file(tmp_path):
     with pytest.raises(DataError, match="not found") as info:
-        mtat.read_annotations(tmp_path / "nope.csv")
+        annotations.read_annotations(tmp_path / "nope.csv")
     assert str(tmp_path / "nope.csv") in str(info.value)
 
 
@@ -268,7 +270,7 @@ def test_binary_annotations_file(tmp_path):
     path = tmp_path / "a.csv"
     path.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(DataError, match="UTF-8"):
-        mtat.read_annotations(path)
+        annotations.read_annotations(path)
 
 
 # ----------------------------------------------------------------------------- layout
@@ -276,22 +278,22 @@ def test_binary_annotations_file(tmp_path):
 
 def test_find_audio_root_both_layouts(tmp_path):
     with pytest.raises(DataError, match="no MP3 folders"):
-        mtat.find_audio_root(tmp_path)
+        reader.find_audio_root(tmp_path)
     (tmp_path / "c").mkdir()
-    assert mtat.find_audio_root(tmp_path) == tmp_path  # zip unpacked in place
+    assert reader.find_audio_root(tmp_path) == tmp_path  # zip unpacked in place
     (tmp_path / "mp3" / "0").mkdir(parents=True)
-    assert mtat.find_audio_root(tmp_path) == tmp_path / "mp3"  # --download layout wins
+    assert reader.find_audio_root(tmp_path) == tmp_path / "mp3"  # --download layout wins
     other = tmp_path / "other"
     (other / "mp3").mkdir(parents=True)  # an mp3 folder without hex sub-folders does not count
     with pytest.raises(DataError, match=str(other)):
-        mtat.find_audio_root(other)
+        reader.find_audio_root(other)
 
 
 def test_dataset_clip_samples(tmp_path):
-    assert mtat.dataset_clip_samples(tmp_path) == MTAT_CLIP_SAMPLES
+    assert reader.dataset_clip_samples(tmp_path) == MTAT_CLIP_SAMPLES
     (tmp_path / "synthetic.json").write_text(json.dumps({"clip_samples": 16000, "n_clips": 20}))
-    assert mtat.dataset_clip_samples(tmp_path) == 16000
+    assert reader.dataset_clip_samples(tmp_path) == 16000
     for bad in ('{"clip_samples": -5}', '{"clip_samples": "16000"}', "{}", "not json"):
         (tmp_path / "synthetic.json").write_text(bad)
         with pytest.raises(DataError, match="synthetic.json"):
-            mtat.dataset_clip_samples(tmp_path)
+            reader.dataset_clip_samples(tmp_path)

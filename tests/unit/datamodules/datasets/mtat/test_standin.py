@@ -48,7 +48,7 @@ def standard_top50() -> list[str]:
     path = MTAT_DIR / "standard_top50_tags.txt"
     if path.exists():
         return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    from datamodules.datasets.mtat.reader import STANDARD_TOP50_TAGS
+    from datamodules.datasets.mtat.vocabulary import STANDARD_TOP50_TAGS
 
     return list(STANDARD_TOP50_TAGS)
 
@@ -365,13 +365,13 @@ def test_script_from_stdin_encodes_in_process(tmp_path, monkeypatch):
     """Spawned workers cannot re-import a __main__ read from stdin: encode in-process instead."""
     import sys
 
-    from datamodules.datasets.mtat import standin as synthetic
+    from infrastructure import workers
 
     monkeypatch.setattr(sys.modules["__main__"], "__file__", "/nonexistent/<stdin>", raising=False)
 
     def no_pool(*args, **kwargs):
         raise AssertionError("a process pool must not be started")
 
-    monkeypatch.setattr(synthetic, "ProcessPoolExecutor", no_pool)
+    monkeypatch.setattr(workers, "ProcessPoolExecutor", no_pool)
     out = generate_synthetic_mtat(tmp_path / "s", n_clips=9, clip_samples=4000, workers=2, progress=False)
     assert len(list((out / "mp3").rglob("*.mp3"))) == 9

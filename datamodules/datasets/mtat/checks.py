@@ -1,0 +1,18 @@
+"""What a MagnaTagATune download is checked against: the published SHA-256 of every file it fetches."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+MTAT_SHA256: Mapping[str, str] = {
+    "mp3.zip.001": "f857fe185968773058cc71662c2ef5d8f2d4b7338e3c122cfd52f82dcb9760b9",
+    "mp3.zip.002": "fc2e1ec441755556ed1398b1808f1b08b6034372f8bc27394510c0c58cdb52ce",
+    "mp3.zip.003": "83a689824c17e82f6eb81cdbc4e4ca239a4cfc1fb41f1a5c80b861caec90450f",
+    "annotations_final.csv": "99b94e95825d4fa576386a5367b9c96e0ec636e9f9c240aceb492f4728f68c3c",
+    "clip_info_final.csv": "cb6108a10d3a91f0bfd7d2fbec2382559d15f20c8d28093f14e12162a47a3e78",
+}
+"""Published SHA-256 of every file fetched, by file name (download order)."""
+
+ZIP_PART_PATTERN = re.compile(r"^mp3\.zip\.\d{3}$")
+"""Names of the zip parts among the files of a checksum table (joined in name order)."""
