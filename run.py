@@ -83,8 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"interrupted: {stop.message}", file=sys.stderr)
         gc.freeze()
         return 130
-    except KeyboardInterrupt:  # Ctrl-C anywhere else: nothing of this command was kept half-done
-        print("interrupted (Ctrl-C): nothing half-written was kept; rerun the same command to start it again",
+    except KeyboardInterrupt:  # Ctrl-C anywhere else
+        print("interrupted (Ctrl-C): what was finished is kept (files are written whole or not at all); rerun the "
+              "same command to continue",
               file=sys.stderr)
         gc.freeze()
         return 130
