@@ -64,7 +64,7 @@ from datamodules.datasets.synthesis.plan import ClipPlan, clip_rng, plan_clip
 from datamodules.datasets.synthesis.render import render_clip
 from infrastructure.audio import SAMPLE_RATE
 from infrastructure.errors import ConfigError, DataError
-from infrastructure.io import file_lock, spawn_can_import_main, write_bytes_atomic
+from infrastructure.io import atomic_path, file_lock, spawn_can_import_main, write_bytes_atomic
 
 GENERATOR_VERSION = 1
 METADATA_FILE = "synthetic-jamendo.json"
@@ -215,9 +215,8 @@ def _write_tracks(out_dir: str, seed: int, items: list[tuple[int, int]]) -> int:
     for index, n_samples in items:
         path = Path(out_dir) / track_relative_path(track_number(index), "low")
         _, audio = render_track(seed, index, n_samples)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.mp3")
-        sf.write(tmp, audio, SAMPLE_RATE, format="MP3")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            sf.write(tmp, audio, SAMPLE_RATE, format="MP3")
     return len(items)
 
 
