@@ -210,6 +210,8 @@ def _compare(command) -> int:
     result = compare_runs(comparison.compare, out, reference=comparison.reference, n_resamples=comparison.bootstrap,
                           seed=comparison.bootstrap_seed)
     print(f"comparison of {len(result.rows)} model(s) on {result.n_clips} test clips: {result.files['md']}")
+    if result.verdict:
+        print(result.verdict)
     return 0
 
 
