@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         command = parse_command(argv, parser)
+        _mask_storage_password_in_argv(command)
         mode = command.mode
         if mode.print_config:
             return _print_config(command)
@@ -82,6 +83,17 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: rerun the same command (or --resume RUN_DIR) to continue from the last checkpoint",
               file=sys.stderr)
         return 130
+
+
+def _mask_storage_password_in_argv(command) -> None:
+    """A --storage password given on the command line becomes *** in `sys.argv`, so that what records the command
+    line (W&B's run metadata) never holds it; `ps` still shows the original: hence PGPASSWORD
+    (docs/reading-results.md)."""
+    from experiments.options import masked_storage
+
+    url = command.sweep.storage
+    if url and masked_storage(url) != url:
+        sys.argv[:] = [arg.replace(url, masked_storage(url)) for arg in sys.argv]
 
 
 def _print_config(command) -> int:

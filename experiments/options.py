@@ -442,6 +442,32 @@ class TaggingOptions:
                                     metavar="SECONDS")
 
 
+STORAGE_PASSWORD_VARIABLE = "PGPASSWORD"
+"""Where a sweep's database password belongs: PostgreSQL's own variable, which libpq (psycopg, the `postgres`
+extra) reads when the --storage URL carries no password."""
+MASKED_PASSWORD = "***"
+"""What every file and message shows in place of a --storage password."""
+
+
+def masked_storage(url: str | None) -> str | None:
+    """`url` with its password replaced by ``***``: how --print-config, logs, reports and errors show --storage.
+
+    The URL itself, password included, is kept in memory to connect with (`sweeps.storage`); a
+    ``***`` password read back (from a --print-config file) means the one in ``PGPASSWORD``.
+    """
+    if not url or "://" not in url:
+        return url
+    try:
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(url)
+        return parsed.render_as_string(hide_password=True) if parsed.password is not None else url
+    except Exception:  # not an SQLAlchemy URL: hide whatever sits between "user:" and "@"
+        import re
+
+        return re.sub(r"(://[^/@:]*:)[^@]*@", rf"\g<1>{MASKED_PASSWORD}@", url)
+
+
 @dataclass(frozen=True)
 class SweepOptions:
     """sweeps (Optuna; run options given on the command line or in --config files are fixed for all trials)."""
@@ -453,8 +479,10 @@ class SweepOptions:
     trials: int = option(20, "trials in the whole study, all workers together (complete + pruned)", type=positive_int)
     timeout: float | None = option(None, "this worker starts no new trial after S seconds", type=float, metavar="S")
     study_name: str | None = option(None, "study name (default: MODEL-<hash of the fixed options and the space>)")
-    storage: str | None = option(None, "sqlite:///PATH, postgresql://USER:PW@HOST/DB, or journal:PATH on a shared "
-                                 "file system (default: sqlite in RUNS_ROOT/sweeps/STUDY/study.db)", metavar="URL")
+    storage: str | None = option(None, "sqlite:///PATH, postgresql://USER@HOST/DB with the password in "
+                                 f"${STORAGE_PASSWORD_VARIABLE} (a password in the URL works too, but is shown as "
+                                 f"{MASKED_PASSWORD} everywhere), or journal:PATH on a shared file system (default: "
+                                 "sqlite in RUNS_ROOT/sweeps/STUDY/study.db)", metavar="URL")
     sweep_report: bool = option(False, "write the report of an existing study (--study-name, or the same --sweep "
                                 "command) and exit", action="store_true")
     pruner: str = option("median", "stop trials whose validation ROC-AUC is below the median of earlier trials at "

@@ -182,7 +182,8 @@ def threshold_figure(scores, labels, threshold: float, tag: str, subset: str = "
     elif fell_back:
         label, gid, how = FELL_BACK_LABEL.format(threshold), "fallback-threshold", "threshold FELL BACK to 0.5"
     else:
-        label, gid, how = f"chosen threshold {threshold:.3f}", "chosen-threshold", "threshold chosen where TPR = 1 - FPR"
+        label, gid = f"chosen threshold {threshold:.3f}", "chosen-threshold"
+        how = "threshold chosen where TPR = 1 - FPR"
     axes.axvline(threshold, color="black", linewidth=1, linestyle="-" if fell_back is False else ":", gid=gid,
                  label=label + rates)
     axes.set_xlim(0, 1)

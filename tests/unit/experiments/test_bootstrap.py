@@ -1,4 +1,4 @@
-"""The bootstrap of experiments/reporting/bootstrap.py against closed forms, scipy and explicit scikit-learn resampling."""
+"""experiments/reporting/bootstrap.py against closed forms, scipy and explicit scikit-learn resampling."""
 
 from __future__ import annotations
 
@@ -133,7 +133,8 @@ def test_influence_is_the_derivative_of_scikit_learns_weighted_metrics():
         up, down = np.ones(len(targets)), np.ones(len(targets))
         up[k] += h
         down[k] -= h
-        numeric = (np.array(_sklearn_macro(probs, targets, up)) - np.array(_sklearn_macro(probs, targets, down))) / (2 * h)
+        numeric = (np.array(_sklearn_macro(probs, targets, up)) - np.array(_sklearn_macro(probs, targets, down)))
+        numeric /= 2 * h
         assert (influence["roc_auc"][k], influence["pr_auc"][k]) == pytest.approx(tuple(numeric), abs=1e-8)
     for values in influence.values():  # scaling every weight changes nothing: the influences sum to zero
         assert abs(values.sum()) < 1e-12
@@ -144,7 +145,8 @@ def test_bca_is_scipys_bca_for_the_mean():
     result = stats.bootstrap((x,), np.mean, method="BCa", n_resamples=2000, rng=np.random.default_rng(1))
     interval = bca_interval(result.bootstrap_distribution, x.mean(), x - x.mean())  # the mean's influence
     assert (interval.low, interval.high) == pytest.approx(tuple(result.confidence_interval), rel=1e-12)
-    assert interval.acceleration == pytest.approx(((x - x.mean()) ** 3).sum() / (6 * ((x - x.mean()) ** 2).sum() ** 1.5))
+    u = x - x.mean()
+    assert interval.acceleration == pytest.approx((u**3).sum() / (6 * (u**2).sum() ** 1.5))
 
 
 def test_without_bias_or_skew_bca_is_the_percentile_interval():

@@ -103,8 +103,8 @@ def test_the_comparison_says_when_its_test_set_cannot_separate_the_runs(tmp_path
     assert (targets.sum(axis=0) >= MIN_TAG_POSITIVES).all()
     same = compare_runs([fake_run(tmp_path / "a", probs, targets), fake_run(tmp_path / "b", probs, targets, lr=0.05)],
                         tmp_path / "same", n_resamples=100, log_wandb=False)
-    assert same.verdict == ("This test set (120 clips) cannot separate these runs: the 95% interval of every difference "
-                            "to the reference contains 0 (or could not be given).")
+    assert same.verdict == ("This test set (120 clips) cannot separate these runs: the 95% interval of every "
+                            "difference to the reference contains 0 (or could not be given).")
     assert f"**{same.verdict}**" in (tmp_path / "same" / "comparison.md").read_text()
     strong = fake_run(tmp_path / "strong", _noisy(targets, 2.0, 9), targets, model="lstm_mel")
     apart = compare_runs([tmp_path / "a", strong], tmp_path / "apart", n_resamples=100, log_wandb=False)

@@ -183,3 +183,19 @@ def test_tag_with_a_checkpoint_from_before_the_record_says_it_does_not_know(tmp_
     assert UNKNOWN_NOTE in out and FELL_BACK_NOTE not in out
     assert run.main(["--tag", str(_song(tmp_path)), "--checkpoint", str(old), "--json", "--accelerator", "cpu"]) == 0
     assert json.loads(capsys.readouterr().out)["threshold_fell_back"] == [False, False, None, False]
+
+
+def test_the_taggram_labels_tags_whose_threshold_fell_back():
+    from tagging.taggram import Taggram, taggram_plot
+
+    starts = np.arange(5) * 3.0
+    taggram = Taggram(starts_s=starts, centres_s=starts + 1.5, probs=np.full((5, len(TAGS)), 0.6), window_s=3.0,
+                      hop_s=3.0, padded=False, excerpt=(0.0, 15.0))
+    figure = taggram_plot(taggram, TAGS, np.array([0.9, 0.8, 0.7, 0.6]), np.array([0.5, 0.5, 0.5, 0.9]), "song.wav",
+                          fell_back={"guitar": False, "drums": False, "piano": True, "voice": None})
+    labels = [label.get_text() for label in figure.axes[0].get_yticklabels()]
+    assert labels == ["guitar", "drums", "piano*", "voice?"]
+    bold = [label.get_text() for label in figure.axes[0].get_yticklabels() if label.get_fontweight() == "bold"]
+    assert bold == ["guitar", "drums", "piano*"]
+    title = figure._suptitle.get_text()
+    assert "*: threshold fell back to 0.5" in title and "?: threshold 0.5, chosen or fallen back" in title
