@@ -479,10 +479,8 @@ class SweepOptions:
     trials: int = option(20, "trials in the whole study, all workers together (complete + pruned)", type=positive_int)
     timeout: float | None = option(None, "this worker starts no new trial after S seconds", type=float, metavar="S")
     study_name: str | None = option(None, "study name (default: MODEL-<hash of the fixed options and the space>)")
-    storage: str | None = option(None, "sqlite:///PATH, postgresql://USER@HOST/DB with the password in "
-                                 f"${STORAGE_PASSWORD_VARIABLE} (a password in the URL works too, but is shown as "
-                                 f"{MASKED_PASSWORD} everywhere), or journal:PATH on a shared file system (default: "
-                                 "sqlite in RUNS_ROOT/sweeps/STUDY/study.db)", metavar="URL")
+    storage: str | None = option(None, "sqlite:///PATH, postgresql://USER:PW@HOST/DB, or journal:PATH on a shared "
+                                 "file system (default: sqlite in RUNS_ROOT/sweeps/STUDY/study.db)", metavar="URL")
     sweep_report: bool = option(False, "write the report of an existing study (--study-name, or the same --sweep "
                                 "command) and exit", action="store_true")
     pruner: str = option("median", "stop trials whose validation ROC-AUC is below the median of earlier trials at "
