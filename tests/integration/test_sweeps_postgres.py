@@ -53,7 +53,7 @@ def pg():
 
 
 def test_without_a_server_the_tests_skip_saying_why_but_fail_under_ci(monkeypatch):
-    from tests import pg_server
+    from tests.support import pg_server
 
     monkeypatch.setattr(pg_server, "bin_dir", lambda: None)
     monkeypatch.delenv("CI", raising=False)
