@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         command = parse_command(argv, parser)
+        _mask_storage_password_in_argv(command)
         mode = command.mode
         if mode.print_config:
             return _print_config(command)
@@ -89,6 +90,17 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         gc.freeze()
         return 130
+
+
+def _mask_storage_password_in_argv(command) -> None:
+    """A --storage password given on the command line becomes *** in `sys.argv`, so that what records the command
+    line (W&B's run metadata) never holds it; `ps` still shows the original: hence PGPASSWORD
+    (docs/reading-results.md)."""
+    from experiments.options import masked_storage
+
+    url = command.sweep.storage
+    if url and masked_storage(url) != url:
+        sys.argv[:] = [arg.replace(url, masked_storage(url)) for arg in sys.argv]
 
 
 def _print_config(command) -> int:
@@ -226,6 +238,8 @@ def _compare(command) -> int:
     result = compare_runs(comparison.compare, out, reference=comparison.reference, n_resamples=comparison.bootstrap,
                           seed=comparison.bootstrap_seed)
     print(f"comparison of {len(result.rows)} model(s) on {result.n_clips} test clips: {result.files['md']}")
+    if result.verdict:
+        print(result.verdict)
     return 0
 
 

@@ -14,10 +14,11 @@ follows the early, fast-moving weights and reaches the full decay after about 9,
 0.999). The count is the AveragedModel's `n_averaged` buffer, saved in the checkpoint, so a resumed
 run continues the same schedule.
 
-Another addition: the tagging module's `thresholds` buffer is chosen at the end of each validation
-(for the averaged weights that were just evaluated) and written into the module's own buffer after
-Lightning has swapped the weights back; without copying it into the average as well, the
-checkpoint would carry an average of old thresholds instead of the ones chosen for its weights.
+Another addition: the tagging module's `thresholds` buffer (with its `threshold_fallback` record)
+is chosen at the end of each validation (for the averaged weights that were just evaluated) and
+written into the module's own buffers after Lightning has swapped the weights back; without
+copying them into the average as well, the checkpoint would carry an average of old thresholds
+instead of the ones chosen for its weights.
 """
 
 from __future__ import annotations
@@ -41,8 +42,12 @@ class EMAWeights(EMAWeightAveraging):
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         average = self._average_model
-        if average is not None and hasattr(pl_module, "thresholds"):
-            average.module.thresholds.copy_(pl_module.thresholds.to(average.module.thresholds.device))
+        if average is None:
+            return
+        for name in ("thresholds", "threshold_fallback"):  # the thresholds and the record of their fallbacks
+            if hasattr(pl_module, name):
+                mine = getattr(average.module, name)
+                mine.copy_(getattr(pl_module, name).to(mine.device))
 
 
 def warmed_up_ema(decay: float):

@@ -34,6 +34,7 @@ from experiments.options import (
     declared_fields,
     default_text,
     flag_of,
+    masked_storage,
     parse_devices,
 )
 from experiments.options import (
@@ -327,8 +328,13 @@ def given_run_options(command: Command) -> set[str]:
 
 
 def dump_yaml(options: RunOptions, sweep: SweepOptions | None = None) -> str:
-    """The options as an experiment file (`--config`): every run option, plus the sweep's when given."""
+    """The options as an experiment file (`--config`): every run option, plus the sweep's when given.
+
+    A --storage password is written as *** (`masked_storage`): the file is meant to be kept and
+    shared. Read back, the masked URL connects with the password in PGPASSWORD (`sweeps.storage`).
+    """
     values = options.to_yaml_dict()
     if sweep is not None:
         values.update(dataclasses.asdict(sweep))
+        values["storage"] = masked_storage(values["storage"])
     return YAML_HEADER + yaml.safe_dump(values, sort_keys=False, default_flow_style=None)

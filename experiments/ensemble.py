@@ -34,7 +34,7 @@ from experiments.train import versions
 from experiments.trainer import build_trainer, check_run_options, planned_processes
 from infrastructure.errors import ConfigError, DataError
 from infrastructure.io import write_json_atomic, write_text_atomic
-from lightning_modules.metrics import equal_error_thresholds, tagging_metrics
+from lightning_modules.metrics import equal_error_thresholds, tagging_metrics, threshold_fallbacks
 from lightning_modules.tagging_module import TaggingModule
 
 ENSEMBLES_DIR = "ensembles"
@@ -178,7 +178,9 @@ def evaluate_ensemble(members: list[tuple[str, RunOptions, Path]], run_dir: Path
     _, _, val_probs, val_targets = _average(evaluated, "valid")
     clip_ids, rows, test_probs, test_targets = _average(evaluated, "test")
     thresholds = equal_error_thresholds(torch.from_numpy(val_probs), torch.from_numpy(val_targets))
-    report = tagging_metrics(torch.from_numpy(test_probs), torch.from_numpy(test_targets), tags, thresholds=thresholds)
+    fell_back = threshold_fallbacks(torch.from_numpy(val_targets)).to(torch.int8)
+    report = tagging_metrics(torch.from_numpy(test_probs), torch.from_numpy(test_targets), tags, thresholds=thresholds,
+                             threshold_fell_back=fell_back)
     options = members[0][1]
     name = "ensemble(" + " + ".join(m.model for m in evaluated) + ")"
     resolved = dict(options.to_dict(), model=name, ensemble=[
@@ -189,7 +191,7 @@ def evaluate_ensemble(members: list[tuple[str, RunOptions, Path]], run_dir: Path
     write_text_atomic(run_dir / "tags.txt", "\n".join(tags) + "\n")
     write_predictions(run_dir / PREDICTIONS_FILE, Predictions(
         clip_ids, rows, test_targets, test_probs, thresholds.numpy(), tags, options.split, options.tags,
-        evaluated[0].data))
+        evaluated[0].data, fell_back.numpy()))
     metrics = write_results(run_dir, resolved, report, thresholds, best_checkpoint=None,
                             best_val={"monitor": None, "best": None}, epochs=None)
     return RunOutcome(run_dir, None, metrics)

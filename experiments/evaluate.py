@@ -55,7 +55,8 @@ def evaluate_checkpoint(options: RunOptions, checkpoint: Path, run_dir: Path) ->
     trainer.test(module, datamodule=datamodule, verbose=False)
     metrics = {}
     if trainer.is_global_zero:
-        save_run_predictions(run_dir, capture, datamodule, module.thresholds.cpu(), options)
+        save_run_predictions(run_dir, capture, datamodule, module.thresholds.cpu(), options,
+                                 module.threshold_fallback.cpu())
         metrics = write_results(run_dir, resolved, module.last_test_report, module.thresholds.cpu(),
                                 best_checkpoint=checkpoint, best_val=_saved_best_val(saved),
                                 epochs=int(saved.get("epoch", 0)) + 1)

@@ -541,6 +541,32 @@ class TaggingOptions:
 
 
 
+STORAGE_PASSWORD_VARIABLE = "PGPASSWORD"
+"""Where a sweep's database password belongs: PostgreSQL's own variable, which libpq (psycopg, the `postgres`
+extra) reads when the --storage URL carries no password."""
+MASKED_PASSWORD = "***"
+"""What every file and message shows in place of a --storage password."""
+
+
+def masked_storage(url: str | None) -> str | None:
+    """`url` with its password replaced by ``***``: how --print-config, logs, reports and errors show --storage.
+
+    The URL itself, password included, is kept in memory to connect with (`sweeps.storage`); a
+    ``***`` password read back (from a --print-config file) means the one in ``PGPASSWORD``.
+    """
+    if not url or "://" not in url:
+        return url
+    try:
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(url)
+        return parsed.render_as_string(hide_password=True) if parsed.password is not None else url
+    except Exception:  # not an SQLAlchemy URL: hide whatever sits between "user:" and "@"
+        import re
+
+        return re.sub(r"(://[^/@:]*:)[^@]*@", rf"\g<1>{MASKED_PASSWORD}@", url)
+
+
 @dataclass(frozen=True)
 class SweepOptions:
     """sweeps (Optuna): run options given on the command line or in --config files are fixed for all trials."""

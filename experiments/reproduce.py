@@ -265,6 +265,8 @@ def reproduce(name: str, seeds_text: str, argv: list[str], *, run_dir_of: Callab
                               published=published, title=f"{spec.title}: reproduced under {spec.protocol}",
                               notes=notes, log_wandb=log_wandb)
     print(f"comparison: {comparison.files['md']}")
+    if comparison.verdict:
+        print(comparison.verdict)
     return 0
 
 

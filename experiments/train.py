@@ -174,7 +174,8 @@ def run_experiment(options: RunOptions, extra_callbacks: tuple[Callback, ...] = 
             trainer.test(module, datamodule=datamodule, ckpt_path=str(best) if best else None, verbose=False)
         metrics = {}
         if trainer.is_global_zero:
-            save_run_predictions(run_dir, capture, datamodule, module.thresholds.cpu(), options)
+            save_run_predictions(run_dir, capture, datamodule, module.thresholds.cpu(), options,
+                                 module.threshold_fallback.cpu())
             metrics = write_results(run_dir, resolved, module.last_test_report, module.thresholds.cpu(),
                                     best_checkpoint=best, best_val=_best_val(checkpoint), epochs=trainer.current_epoch)
             _figures_and_tables(run_dir, module, datamodule, capture, logger, metrics, options)

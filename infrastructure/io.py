@@ -12,7 +12,10 @@ callbacks, lightning_modules and sweeps can use it without importing upwards.
 * `atomic_path`, `write_bytes_atomic`, `write_text_atomic`, `write_json_atomic`: a reader sees
   the old file or the complete new one, never half of one, and the new one survives a power
   loss once the call returns: the data goes to a temporary file in the same folder, is fsynced,
-  renamed over the target, and the folder is fsynced (so the rename itself is durable).
+  renamed over the target, and the folder is fsynced (so the rename itself is durable). Every file
+  they put in place has the mode the user's umask gives a new file (``0o666 & ~umask``), whoever
+  created the temporary file: `tempfile.mkstemp` creates 0600 whatever the umask, and a file kept
+  at that mode is unreadable to the colleagues a shared cluster's umask lets read the others.
 * `pwrite_all`: all of a buffer written at an offset of an open file (what ``os.pwrite`` alone does not promise).
 * `local_rank`, `global_rank`, `is_global_zero`: the process's rank from the launcher's
   environment (Lightning / torchrun: ``LOCAL_RANK``, ``RANK``; SLURM: ``SLURM_LOCALID``,
@@ -28,6 +31,7 @@ import json
 import math
 import os
 import secrets
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -99,21 +103,51 @@ def _temp_beside(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
 
 
+def current_umask() -> int:
+    """This process's umask, read without changing it (Linux: /proc/self/status; elsewhere set and restored)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:  # os.umask can only be read by setting it: restore it at once, one thread at a time
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def umask_mode(directory: bool = False) -> int:
+    """The mode a new file (``0o666``) or folder (``0o777``) gets under the current umask."""
+    return (0o777 if directory else 0o666) & ~current_umask()
+
+
+def _put_in_place(tmp: Path, path: Path) -> None:
+    """Give the finished temporary file the umask's mode, make it durable and rename it over ``path``."""
+    os.chmod(tmp, umask_mode())
+    fsync_file(tmp)
+    os.replace(tmp, path)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` to write; when the block ends, it replaces ``path`` atomically.
 
-    For files another library writes (an MP3 from soundfile, a PNG from matplotlib). The file the
-    block wrote is fsynced, renamed over ``path`` and the folder fsynced; if the block raises, the
-    temporary file is removed and ``path`` is untouched. The folder is created if missing. Files
-    get the permissions the umask gives (the writer creates them).
+    For files another library writes (an MP3 from soundfile, a PNG from matplotlib, an archive
+    from NumPy). The file the block wrote gets the mode the umask gives a new file (whatever mode
+    its writer created it with), is fsynced, renamed over ``path`` and the folder fsynced; if the
+    block raises, the temporary file is removed and ``path`` is untouched. The folder is created
+    if missing.
     """
     path = Path(path)
     tmp = _temp_beside(path)
     try:
         yield tmp
-        fsync_file(tmp)
-        os.replace(tmp, path)
+        _put_in_place(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -124,22 +158,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically and durably (see the module docstring); returns ``path``.
 
-    The folder is created if missing; the file gets the permissions the umask gives.
+    The folder is created if missing; the file gets the mode the umask gives a new file.
     """
     path = Path(path)
-    tmp = _temp_beside(path)
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode honours the umask
+    with atomic_path(path) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
     return path
 
 

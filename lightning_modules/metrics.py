@@ -11,6 +11,10 @@ score the clip-level probabilities:
   thresholds, per-tag and macro TPR/FPR as in the paper's Table 4;
 * :func:`equal_error_thresholds` -- per tag, the threshold where TPR = 1 - FPR (the intersection
   of the TPR-vs-threshold and specificity-vs-threshold curves of the paper's Figure 3);
+* :func:`threshold_fallbacks` -- which of those thresholds fell back to ``DEFAULT_THRESHOLD``
+  because the tag had no positive (or no negative) clip to choose one from; the record travels
+  with the thresholds (the module's ``threshold_fallback`` buffer, per_tag.csv, figures, ``--tag``),
+  so a 0.5 that was never chosen is never shown as if it had been;
 * :func:`rates_at_thresholds` -- per-tag TPR and FPR when "positive iff prob >= threshold".
 
 Tags that have no positive (or no negative) clip cannot be scored: torchmetrics would give them
@@ -44,11 +48,19 @@ __all__ = [
     "evaluable_tags",
     "tagging_metrics",
     "equal_error_thresholds",
+    "threshold_fallbacks",
+    "fallback_states",
+    "derived_fallback_record",
     "rates_at_thresholds",
 ]
 
 # Threshold used for a tag that has no positive or no negative clip (no ROC curve exists).
 DEFAULT_THRESHOLD = 0.5
+
+# How a tag's threshold came about, as the int8 values of `TaggingModule.threshold_fallback`:
+THRESHOLD_CHOSEN = 0  # chosen where TPR = 1 - FPR on validation
+THRESHOLD_FELL_BACK = 1  # DEFAULT_THRESHOLD: validation had no positive (or no negative) clip of the tag
+THRESHOLD_UNKNOWN = -1  # a checkpoint saved before the record existed, whose threshold is DEFAULT_THRESHOLD
 
 
 # --------------------------------------------------------------------------------------------
@@ -298,7 +310,8 @@ def equal_error_thresholds(probs: Tensor, targets: Tensor) -> Tensor:
     exactly.
 
     Tags without a positive or without a negative sample have no ROC curve: their threshold is
-    0.5 (``DEFAULT_THRESHOLD``).
+    0.5 (``DEFAULT_THRESHOLD``); :func:`threshold_fallbacks` names them, and every place that shows a
+    threshold marks those.
 
     Args:
         probs: (N, T) probabilities in [0, 1].
@@ -325,7 +338,32 @@ def equal_error_thresholds(probs: Tensor, targets: Tensor) -> Tensor:
     best_row = num_samples - 1 - torch.argmin(torch.flip(gap, dims=[0]), dim=0)
     thresholds = sorted_probs[best_row, torch.arange(num_tags)]
     default = torch.full_like(thresholds, DEFAULT_THRESHOLD)
-    return torch.where(evaluable_tags(targets), thresholds, default)
+    return torch.where(threshold_fallbacks(targets), default, thresholds)
+
+
+def threshold_fallbacks(targets: Tensor) -> Tensor:
+    """Bool (T,): the tags whose :func:`equal_error_thresholds` fall back to ``DEFAULT_THRESHOLD`` on these targets
+    (no positive or no negative sample, hence no ROC curve to choose a threshold on)."""
+    return ~evaluable_tags(targets)
+
+
+def derived_fallback_record(thresholds: Tensor) -> Tensor:
+    """The int8 record for thresholds saved without one: a threshold other than ``DEFAULT_THRESHOLD`` was chosen
+    (a fallback is exactly that value), one equal to it is ``THRESHOLD_UNKNOWN`` (a chosen one can equal it)."""
+    thresholds = torch.as_tensor(thresholds)
+    return torch.where(thresholds == DEFAULT_THRESHOLD, THRESHOLD_UNKNOWN, THRESHOLD_CHOSEN).to(torch.int8)
+
+
+def fallback_states(record) -> list[bool | None]:
+    """The per-tag record (``THRESHOLD_*`` codes, or bools) as True (fell back), False (chosen) or None (unknown)."""
+    values = record.tolist() if isinstance(record, Tensor) else list(record)
+    out: list[bool | None] = []
+    for value in values:
+        if value is None or (not isinstance(value, bool) and int(value) == THRESHOLD_UNKNOWN):
+            out.append(None)
+        else:
+            out.append(bool(value))
+    return out
 
 
 @dataclass
@@ -343,6 +381,10 @@ class TaggingReport:
         excluded_tags: names of the tags left out of every macro mean (no positive or no
             negative clip).
         thresholds: the T thresholds used for TPR/FPR, or None when none were given.
+        threshold_fell_back: per tag, True when its threshold is ``DEFAULT_THRESHOLD`` because
+            validation had no positive (or no negative) clip to choose one, False when it was
+            chosen, None when unknown (a checkpoint from before the record); None when no thresholds
+            or no record were given.
         per_tag_tpr / per_tag_fpr: T rates at those thresholds (NaN for excluded tags), or None.
         tpr / fpr: their means over the evaluable tags (the paper's Table 4), or None.
     """
@@ -356,6 +398,7 @@ class TaggingReport:
     positives: list[int]
     excluded_tags: list[str]
     thresholds: list[float] | None = None
+    threshold_fell_back: list[bool | None] | None = None
     per_tag_tpr: list[float] | None = None
     per_tag_fpr: list[float] | None = None
     tpr: float | None = None
@@ -388,6 +431,7 @@ def tagging_metrics(
     targets: Tensor,
     tag_names: Sequence[str],
     thresholds: Tensor | Sequence[float] | None = None,
+    threshold_fell_back: Tensor | Sequence | None = None,
 ) -> TaggingReport:
     """Scores clip-level probabilities against 0/1 targets.
 
@@ -404,6 +448,8 @@ def tagging_metrics(
         thresholds: optional (T,) per-tag thresholds (e.g. from :func:`equal_error_thresholds`
             on the validation set); if given, TPR and FPR (positive iff prob >= threshold) are
             added per tag and as means over the evaluable tags.
+        threshold_fell_back: optional (T,) record of which thresholds fell back (``THRESHOLD_*``
+            codes or bools; see :func:`fallback_states`), kept in the report with the thresholds.
 
     Raises:
         ValueError: on bad shapes/values, or when no tag is evaluable.
@@ -452,6 +498,11 @@ def tagging_metrics(
         tpr = torch.where(mask, tpr, nan)
         fpr = torch.where(mask, fpr, nan)
         report.thresholds = thresholds.to(torch.float64).tolist()
+        if threshold_fell_back is not None:
+            states = fallback_states(threshold_fell_back)
+            if len(states) != num_tags:
+                raise ValueError(f"tagging_metrics: {len(states)} threshold fallback states for {num_tags} tags")
+            report.threshold_fell_back = states
         report.per_tag_tpr = tpr.tolist()
         report.per_tag_fpr = fpr.tolist()
         report.tpr = float(tpr[kept].mean())

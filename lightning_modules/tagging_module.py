@@ -5,7 +5,11 @@ It builds its network from `network_config` (or is handed one); trains with bina
 `callbacks/`); and evaluates at clip level: segment probabilities (sigmoid of the logits) are
 averaged per clip before any metric. Each validation chooses per-tag thresholds where
 TPR = 1 - FPR (paper §4.6) and stores them in the `thresholds` buffer, so the best checkpoint
-carries the thresholds of its own validation, and testing applies them (Table 4).
+carries the thresholds of its own validation, and testing applies them (Table 4). Beside them, the
+`threshold_fallback` buffer records which tags had no validation positive (or negative) to choose a
+threshold from, and so kept 0.5 (`metrics.threshold_fallbacks`); a checkpoint saved before that
+record existed loads with it derived: a threshold other than 0.5 was chosen, one of exactly 0.5 is
+marked unknown (`metrics.derived_fallback_record`: a chosen threshold can be 0.5 too).
 
 Everything `--tag` needs to use a checkpoint without the data module (network config, tag list,
 frontend settings, segment layout, thresholds) is saved with it, so Lightning's own
@@ -26,7 +30,16 @@ from torchmetrics import MeanMetric
 
 from infrastructure.audio import SAMPLE_RATE
 from infrastructure.errors import ConfigError, DataError, SuiteError
-from lightning_modules.metrics import ClipPredictions, TaggingReport, equal_error_thresholds, tagging_metrics
+from lightning_modules.metrics import (
+    DEFAULT_THRESHOLD,
+    THRESHOLD_FELL_BACK,
+    ClipPredictions,
+    TaggingReport,
+    derived_fallback_record,
+    equal_error_thresholds,
+    tagging_metrics,
+    threshold_fallbacks,
+)
 from lightning_modules.optimization import NONFINITE_ACTIONS, OPTIMIZERS, build_optimizer
 from lightning_modules.registry import build_network
 
@@ -87,7 +100,9 @@ class TaggingModule(pl.LightningModule):
             "mixup_alpha": mixup_alpha, "freq_mask": freq_mask, "time_mask": time_mask, "n_masks": n_masks})
         self.network = network if network is not None else build_network(network_config)
         n_tags = len(tags)
-        self.register_buffer("thresholds", torch.full((n_tags,), 0.5))
+        self.register_buffer("thresholds", torch.full((n_tags,), DEFAULT_THRESHOLD))
+        # int8 THRESHOLD_* codes: nothing is chosen before the first validation
+        self.register_buffer("threshold_fallback", torch.full((n_tags,), THRESHOLD_FELL_BACK, dtype=torch.int8))
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
         self.val_predictions = ClipPredictions(num_tags=n_tags)
@@ -251,6 +266,7 @@ class TaggingModule(pl.LightningModule):
             return
         report = tagging_metrics(probs, targets, self.tags)
         self.thresholds.copy_(equal_error_thresholds(probs, targets).to(self.thresholds))
+        self.threshold_fallback.copy_(threshold_fallbacks(targets).to(self.threshold_fallback))
         self.last_val_report = report
         self.log("val/roc_auc", report.roc_auc, prog_bar=True)
         self.log("val/pr_auc", report.pr_auc)
@@ -260,7 +276,8 @@ class TaggingModule(pl.LightningModule):
         self.test_loss.reset()
         probs, targets, _ = self.test_predictions.compute()
         self.test_predictions.reset()
-        report = tagging_metrics(probs, targets, self.tags, thresholds=self.thresholds)
+        report = tagging_metrics(probs, targets, self.tags, thresholds=self.thresholds,
+                                 threshold_fell_back=self.threshold_fallback)
         self.last_test_report = report
         for name in ("roc_auc", "pr_auc", "tpr", "fpr"):
             self.log(f"test/{name}", getattr(report, name))
@@ -305,6 +322,15 @@ class TaggingModule(pl.LightningModule):
         self._check_datamodule()
 
     # ---- checkpoints --------------------------------------------------------------------------------
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """A state dict saved before `threshold_fallback` existed gets it derived from its thresholds (see the
+        module docstring). Here rather than in `load_state_dict`, so every way in (Lightning's restore, the
+        global-decay restart, an EMA average wrapping this module) is covered."""
+        key, thresholds = prefix + "threshold_fallback", state_dict.get(prefix + "thresholds")
+        if key not in state_dict and thresholds is not None:
+            state_dict[key] = derived_fallback_record(thresholds).to(thresholds.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> TaggingModule:
         """Rebuild the network from the checkpoint's hyperparameters and load its weights."""

@@ -47,6 +47,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 
+from experiments.options import masked_storage
 from infrastructure.errors import ConfigError, DataError
 
 POSTGRES_EXTRA = 'pip install -e ".[postgres]"'
@@ -63,13 +64,8 @@ def is_server_url(url: str) -> bool:
 
 
 def masked(url: str) -> str:
-    """`url` with its password replaced by ***, for messages and logs."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not an SQLAlchemy URL: nothing we can parse, show it as given
-        return url
+    """`url` with its password replaced by ***, for messages and logs (`experiments.options.masked_storage`)."""
+    return masked_storage(url)
 
 
 def check_driver(url: str) -> None:

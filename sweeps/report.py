@@ -21,7 +21,6 @@ import io
 import json
 import math
 import os
-import threading
 import warnings
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import optuna
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
 
-from infrastructure.io import file_lock, write_json_atomic, write_text_atomic
+from infrastructure.io import atomic_path, file_lock, write_json_atomic, write_text_atomic
 
 FIXED_COLUMNS = ("number", "state", "value")
 TAIL_COLUMNS = ("epochs", "duration_s", "retry_of", "test_roc_auc", "run_dir", "note")
@@ -128,13 +127,11 @@ def _save_figure(axes, path: Path) -> None:
 
     figure = axes.figure if hasattr(axes, "figure") else axes[0].figure
     figure.set_size_inches(8, 4.5)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.png")  # umask permissions
     try:
-        figure.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            figure.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     finally:
         plt.close(figure)
-        Path(tmp).unlink(missing_ok=True)
 
 
 def write_plots(study: optuna.Study, folder: Path, importances: dict | None) -> dict:

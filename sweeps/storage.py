@@ -2,13 +2,18 @@
 
 sqlite (the default, in the study's folder), any SQLAlchemy URL (PostgreSQL for a cluster: the
 driver check, start-up lock and lost connections are in `sweeps/database.py`), or a journal file
-on a shared file system. File storages are created under a lock beside the file, and every RDB
+on a shared file system. A password in the URL is kept in memory to connect with and shown as ***
+everywhere else (`experiments.options.masked_storage`); a URL whose password is that *** (a
+--print-config file read back) connects with the password in PGPASSWORD, as does one without a
+password (libpq reads the variable itself), which is the recommended way: no file, log or
+process list then holds the password. File storages are created under a lock beside the file, and every RDB
 operation of the start-up is retried on the database errors racing workers produce.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import time
 import warnings
@@ -17,7 +22,7 @@ from pathlib import Path
 
 from optuna.exceptions import ExperimentalWarning
 
-from experiments.options import SweepOptions
+from experiments.options import MASKED_PASSWORD, STORAGE_PASSWORD_VARIABLE, SweepOptions, masked_storage
 from infrastructure import io
 from infrastructure.errors import ConfigError, DataError
 from sweeps.database import check_driver, masked, wrap
@@ -65,7 +70,7 @@ def parse_storage(url: str | None, folder: Path) -> StorageTarget:
         raise ConfigError("--storage: Redis journals need the redis package, which this suite does not install; "
                           "use PostgreSQL or a journal file")
     if "://" in url:
-        return StorageTarget("rdb", url, None)
+        return StorageTarget("rdb", connect_url(url), None)
     path = Path(url).expanduser().resolve()
     if path.suffix in (".db", ".sqlite", ".sqlite3"):
         return StorageTarget("rdb", f"sqlite:///{path}", path.with_name(path.name + LOCK_SUFFIX))
@@ -73,6 +78,30 @@ def parse_storage(url: str | None, folder: Path) -> StorageTarget:
         return StorageTarget("journal", str(path), path.with_name(path.name + LOCK_SUFFIX))
     raise ConfigError(f"--storage {url!r}: give an SQLAlchemy URL (sqlite:///..., postgresql://...), "
                       "journal:PATH, or a file ending in .db or .log")
+
+
+def connect_url(url: str) -> str:
+    """The URL to connect with: as given, or, when its password is the *** that --print-config writes in its
+    place, without a password, so that the PostgreSQL driver reads it from PGPASSWORD (one ConfigError when that
+    variable is not set or the database is not PostgreSQL)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return url  # check_driver names the problem when the storage is opened
+    if parsed.password != MASKED_PASSWORD:
+        return url
+    shown = masked_storage(url)
+    if parsed.get_backend_name() != "postgresql":
+        raise ConfigError(f"--storage {shown}: the password is masked ({MASKED_PASSWORD}, as --print-config writes "
+                          f"it) and only PostgreSQL can read it from {STORAGE_PASSWORD_VARIABLE}: give the URL with "
+                          "its password")
+    if not os.environ.get(STORAGE_PASSWORD_VARIABLE):
+        raise ConfigError(f"--storage {shown}: the password is masked ({MASKED_PASSWORD}, as --print-config writes "
+                          f"it); set {STORAGE_PASSWORD_VARIABLE} to the database password and run again")
+    return parsed._replace(password=None).render_as_string(hide_password=False)  # NamedTuple: set() keeps a None
 
 
 def file_lock(path: Path | None):
@@ -129,6 +158,7 @@ def open_storage(target: StorageTarget, settings: SweepSettings):
         try:
             return wrap(retrying(connect, f"opening {target.describe()}"), target.url, settings.grace_period)
         except ImportError as error:
-            raise ConfigError(f"--storage {target.url}: its database driver is not installed ({error})") from None
+            raise ConfigError(f"--storage {target.describe()}: its database driver is not installed "
+                              f"({error})") from None
 
 

@@ -13,7 +13,10 @@ and the per-tag thresholds chosen on validation), so no dataset is involved:
    evaluation cuts a dataset clip, and a whole song is covered;
 3. run the model's frontend (rebuilt from the checkpoint's Mel settings) and network on the
    segments and average the segment probabilities, as evaluation does per clip;
-4. report the tags whose averaged probability reaches their stored threshold, and the top-k;
+4. report the tags whose averaged probability reaches their stored threshold, and the top-k; a
+   tag whose threshold fell back to 0.5 (validation had too few positives to choose one) is
+   marked `*` with a footnote, and `?` where the checkpoint predates that record and its
+   threshold is 0.5 (`--json`: ``threshold_fell_back`` true / null);
 5. with `--taggram`, also slide the model's input window over the file with a hop and plot (and
    with `--json` report) the probabilities of every window (`tagging.taggram`); the
    report of step 4 is unchanged by it.
@@ -43,6 +46,7 @@ from datamodules.decoding import AudioDecodeError, DecodedAudio, decode_audio
 from datamodules.frontend import MelConfig, build_frontend
 from datamodules.segments import SegmentLayout
 from infrastructure.errors import ConfigError
+from lightning_modules.metrics import fallback_states
 from tagging.taggram import DEFAULT_TAGGRAM_HOP_S, Taggram, check_hop, compute_taggram
 
 AUDIO_EXTENSIONS = frozenset({".mp3", ".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".aif", ".aiff",
@@ -50,6 +54,10 @@ AUDIO_EXTENSIONS = frozenset({".mp3", ".wav", ".wave", ".flac", ".ogg", ".oga", 
 """Suffixes tagged when a folder is walked (a file named explicitly is always tried)."""
 
 DEFAULT_TOP_K = 5
+FELL_BACK_MARK, UNKNOWN_MARK = "*", "?"
+FELL_BACK_NOTE = "* threshold fell back to 0.5: too few validation positives to choose one"
+UNKNOWN_NOTE = ("? threshold 0.5 may have fallen back: the checkpoint was saved before fallbacks were recorded "
+                "(retrain or re-validate it to know)")
 
 
 # One decoder for the cache and for tagging (datamodules/decoding.py): the same checks and messages,
@@ -93,18 +101,24 @@ class FileTags:
     source_rate: int
     channels: int
     thresholds: np.ndarray = field(repr=False, default=None)
+    fell_back: dict[str, bool | None] = field(repr=False, default=None)  # tag: threshold fell back? (None: unknown)
     taggram: Taggram | None = field(repr=False, default=None)  # the sliding windows, when asked for
 
     def to_dict(self, tag_names: Sequence[str]) -> dict:
         """Plain JSON-able values: the tags above threshold, the top-k and every tag's score."""
         index = {name: i for i, name in enumerate(tag_names)}
+        fell_back = self.fell_back or {}
+
+        def entry(tag: str, score: float) -> dict:
+            return {"tag": tag, "score": round(score, 6), "threshold": round(float(self.thresholds[index[tag]]), 6),
+                    "threshold_fell_back": fell_back.get(tag, False)}
+
         return {
             "path": self.path, "start_s": self.start_s, "duration_s": round(self.audio_seconds, 3),
             "source_sample_rate": self.source_rate, "channels": self.channels,
             "segments": int(len(self.segment_starts_s)),
-            "tags": [{"tag": t, "score": round(s, 6), "threshold": round(float(self.thresholds[index[t]]), 6)}
-                     for t, s in self.tags],
-            "top": [{"tag": t, "score": round(s, 6)} for t, s in self.top],
+            "tags": [entry(t, s) for t, s in self.tags],
+            "top": [entry(t, s) for t, s in self.top],
             "scores": {t: round(float(p), 6) for t, p in zip(tag_names, self.probs)},
         }
 
@@ -124,6 +138,7 @@ class Tagger:
         self.module = module.to(self.device).eval()
         self.tags: list[str] = list(module.tags)
         self.thresholds = module.thresholds.detach().cpu().double().numpy()
+        self.fell_back = fallback_states(module.threshold_fallback.detach().cpu())
         self.sample_rate = int(hparams.sample_rate)
         self.layout = SegmentLayout.from_dict(dict(hparams.layout))
         frontend = MelConfig.from_dict(dict(hparams.frontend)) if hparams.frontend is not None else None
@@ -176,7 +191,8 @@ class Tagger:
             path=str(path), probs=probs, segment_probs=segment_probs, segment_starts_s=starts / self.sample_rate,
             segment_seconds=self.segment_samples / self.sample_rate, tags=above, top=top,
             audio_seconds=audio.seconds, start_s=audio.start_s, source_rate=audio.source_rate,
-            channels=audio.channels, thresholds=self.thresholds, taggram=taggram)
+            channels=audio.channels, thresholds=self.thresholds, fell_back=dict(zip(self.tags, self.fell_back)),
+            taggram=taggram)
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,9 +265,16 @@ def format_text(result: FileTags) -> str:
     where = f" from {result.start_s:g} s" if result.start_s else ""
     head = (f"{result.path}  ({result.audio_seconds:.1f} s{where}, {result.source_rate} Hz {channels}, "
             f"{len(result.segment_starts_s)} segment{'s' if len(result.segment_starts_s) != 1 else ''})")
-    tags = ", ".join(f"{t} ({s:.2f})" for t, s in result.tags) or "(none above its threshold)"
-    top = ", ".join(f"{t} {s:.3f}" for t, s in result.top)
-    return f"{head}\n  tags:  {tags}\n  top {len(result.top)}: {top}"
+    marks = {t: FELL_BACK_MARK if state else UNKNOWN_MARK for t, state in (result.fell_back or {}).items()
+             if state is not False}
+    tags = ", ".join(f"{t} ({s:.2f}{marks.get(t, '')})" for t, s in result.tags) or "(none above its threshold)"
+    top = ", ".join(f"{t} {s:.3f}{marks.get(t, '')}" for t, s in result.top)
+    lines = [head, f"  tags:  {tags}", f"  top {len(result.top)}: {top}"]
+    shown = {t for t, _ in result.tags} | {t for t, _ in result.top}
+    for mark, note in ((FELL_BACK_MARK, FELL_BACK_NOTE), (UNKNOWN_MARK, UNKNOWN_NOTE)):
+        if any(marks.get(t) == mark for t in shown):
+            lines.append(f"  {note}")
+    return "\n".join(lines)
 
 
 def taggram_paths(target: Path, files: Sequence[Path]) -> dict[Path, Path]:
@@ -276,7 +299,8 @@ def write_taggram(result: FileTags, tags: Sequence[str], path: Path) -> Path:
     """The file's taggram (its sliding windows, `tagging.taggram`) as a PNG at `path`."""
     from tagging.taggram import write_taggram_png
 
-    return write_taggram_png(result.taggram, tags, result.probs, result.thresholds, Path(result.path).name, path)
+    return write_taggram_png(result.taggram, tags, result.probs, result.thresholds, Path(result.path).name, path,
+                             fell_back=result.fell_back)
 
 
 def run_tagging(paths: Sequence[str | Path], checkpoint: str | Path, *, top_k: int = DEFAULT_TOP_K,
@@ -337,6 +361,7 @@ def run_tagging(paths: Sequence[str | Path], checkpoint: str | Path, *, top_k: i
         document = {
             "checkpoint": str(checkpoint_path), "tags": tagger.tags,
             "thresholds": [round(float(t), 6) for t in tagger.thresholds],
+            "threshold_fell_back": tagger.fell_back,
             "files": [r.to_dict(tagger.tags) for r in results],
             "failed": [{"path": p, "error": e} for p, e in failures],
             "ignored": [str(p) for p in inputs.ignored],

@@ -23,14 +23,16 @@ before the first centre and after the last one are grey, since no window is cent
 
 The rows are the file's `TAGGRAM_ROWS` highest-scoring tags by the printed chunk average (all of
 them when the model has fewer), in that order from the top, so the picture and the printed list
-agree; tags at or above their threshold are labelled in bold. `--json` adds every tag's
+agree; tags at or above their threshold are labelled in bold, a tag whose threshold fell back to
+0.5 (too few validation positives to choose one) is labelled with a `*`, and `?` where that is
+unknown (a checkpoint from before fallbacks were recorded). `--json` adds every tag's
 per-window probabilities (`Taggram.to_dict`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,12 +142,19 @@ def compute_taggram(tagger, waveform: np.ndarray, start_s: float, hop_s: float =
 
 
 def taggram_plot(taggram: Taggram, tags: Sequence[str], file_probs: np.ndarray, thresholds: np.ndarray,
-                 name: str, rows: int = TAGGRAM_ROWS):
-    """The taggram figure of one file named `name`: see the module docstring for rows and columns."""
+                 name: str, rows: int = TAGGRAM_ROWS, fell_back: Mapping[str, bool | None] | None = None):
+    """The taggram figure of one file named `name`: see the module docstring for rows, columns and marks.
+
+    `fell_back`: per tag, whether its threshold fell back to 0.5 (None: unknown; missing: chosen).
+    """
     from experiments.reporting.figures import taggram_figure
 
     file_probs = np.asarray(file_probs, dtype=float)
     shown = min(rows, len(tags))
+    marks = {t: "*" if state else "?" for t, state in (fell_back or {}).items() if state is not False}
+    top = np.argsort(-file_probs, kind="stable")[:rows]  # the rows shown (as taggram_figure orders them)
+    shown_marks = {marks.get(tags[i]) for i in top}
+    tags = [t + marks.get(t, "") for t in tags]
     above = {tags[i] for i in range(len(tags)) if file_probs[i] >= thresholds[i]}
     what = (f"model input {taggram.window_s:.1f} s, one window every {taggram.hop_s:g} s"
             if taggram.windows > 1 else f"one {taggram.window_s:.1f} s model input (the excerpt is too short "
@@ -153,6 +162,10 @@ def taggram_plot(taggram: Taggram, tags: Sequence[str], file_probs: np.ndarray, 
     which = (f"the file's top {shown} of {len(tags)} tags" if shown < len(tags)
              else f"all {shown} tags, strongest on top")
     title = f"{name}\ntag probability over the song: {what}; {which} (bold: above its threshold)"
+    if "*" in shown_marks:
+        title += "\n*: threshold fell back to 0.5 (too few validation positives to choose one)"
+    if "?" in shown_marks:
+        title += "\n?: threshold 0.5, chosen or fallen back (checkpoint from before fallbacks were recorded)"
     left, right = taggram.column_edges()
     xlabel = ("time in the song (s); each column: a window centred there" if taggram.windows > 1
               else "time in the song (s)")
@@ -161,8 +174,8 @@ def taggram_plot(taggram: Taggram, tags: Sequence[str], file_probs: np.ndarray, 
 
 
 def write_taggram_png(taggram: Taggram, tags: Sequence[str], file_probs: np.ndarray, thresholds: np.ndarray,
-                      name: str, path: Path) -> Path:
+                      name: str, path: Path, fell_back: Mapping[str, bool | None] | None = None) -> Path:
     """Render `taggram_plot` to the PNG `path` (atomically)."""
     from experiments.reporting.figures import save_figure
 
-    return save_figure(taggram_plot(taggram, tags, file_probs, thresholds, name), path)
+    return save_figure(taggram_plot(taggram, tags, file_probs, thresholds, name, fell_back=fell_back), path)

@@ -8,16 +8,22 @@ without the seed, the run folder and the options that do not change what is trai
 * ``comparison.md`` / ``comparison.csv``: one row per group: model, recipe (the optimiser, the
   learning rate and every training option in which the groups differ), parameter count, data,
   vocabulary, split, seeds; test ROC-AUC and PR-AUC (mean ± std over seeds when the group has
-  several) with a 95% bootstrap interval over test clips; mean TPR / FPR at the validation
+  several) with a 95% BCa bootstrap interval over test clips; mean TPR / FPR at the validation
   thresholds; and against the reference group the difference B - A with its paired bootstrap
-  interval and p-value (see `lightning_modules/bootstrap.py`), for ROC-AUC and PR-AUC;
+  interval and p-value (see `experiments/reporting/bootstrap.py`), for ROC-AUC and PR-AUC. An
+  interval that cannot be given honestly (it would not contain its estimate, or the test set is
+  too small to resample) is not printed: the table says "not given" and a note below it says why;
+* in comparison.md, one sentence when the test set cannot separate the runs (`separation_verdict`:
+  no difference's interval excludes 0, or a scored tag has fewer than `MIN_TAG_POSITIVES` positive
+  test clips, or the test set is too small to resample);
 * ``per_tag_differences.csv`` and ``per_tag_differences.png``: per tag, the ROC-AUC of each group
   minus the reference's (which tags a model wins or loses);
 * a W&B table (project mtat-tagging, job type "comparison") when logged in to W&B and online.
 
 For a group of several seeds, every bootstrap resample scores each seed's run on the same
 resampled clips and averages them: the interval is that of the seed-mean metric over test
-sets, not the spread over seeds (which the ± shows). Point values are the metrics of
+sets, not the spread over seeds (which the ± shows); its BCa acceleration comes from the seeds'
+mean influence of each clip. Point values are the metrics of
 `lightning_modules.metrics` on the saved predictions, i.e. the runs' reported test metrics.
 
 Runs on different datasets (MTAT, MTG-Jamendo), test clips or tag lists cannot be compared (one error
@@ -42,9 +48,12 @@ from experiments.options import NON_IDENTITY_OPTIONS
 from experiments.reporting.bootstrap import (
     DEFAULT_RESAMPLES,
     DEFAULT_SEED,
+    METRICS,
+    BootstrapUnavailable,
+    bca_interval,
     bootstrap_samples,
+    macro_influence,
     paired_difference,
-    percentile_interval,
 )
 from experiments.reporting.predictions import PREDICTIONS_FILE, Predictions, read_predictions
 from infrastructure.errors import ConfigError, DataError
@@ -58,6 +67,11 @@ PER_TAG_PNG = "per_tag_differences.png"
 # Keys of config.json that never make two runs different experiments, beside NON_IDENTITY_OPTIONS.
 NOT_IDENTITY = {"seed", "resolved", "evaluated_checkpoint", "run_dir", "runs_root", "cache_dir"}
 RECIPE_ALWAYS = ("optimizer", "lr")
+MIN_TAG_POSITIVES = 10
+"""A test set on which a scored tag has fewer positive clips than this cannot separate runs (`separation_verdict`):
+that tag's average precision moves in large steps with every clip, and resampling so few clips cannot
+imitate another test set."""
+NOT_GIVEN = "not given"
 
 
 @dataclass
@@ -223,6 +237,38 @@ class Comparison:
     files: dict[str, Path]
     reference: str
     n_clips: int
+    verdict: str | None = None  # the sentence saying the test set cannot separate the runs, if it cannot
+
+
+def separation_verdict(rows: list[dict], targets: np.ndarray, tags: list[str], unavailable: str | None) -> str | None:
+    """One sentence when this test set cannot separate the runs compared, else None.
+
+    The rule: the test set cannot separate the runs when (a) it is too small to resample at all
+    (`bootstrap.BootstrapUnavailable`), or (b) some scored tag (one with a positive and a negative
+    test clip) has fewer than `MIN_TAG_POSITIVES` positive test clips, or (c) there are runs to
+    compare and no difference to the reference, in any metric, has a published interval that
+    excludes 0. With a single row, (b) and (a) still say the intervals cannot be trusted.
+    """
+    others = [row for row in rows if not row["reference"]]
+    what = "separate these runs" if others else "give trustworthy intervals"
+    if unavailable:
+        return f"This test set cannot {what}: {unavailable}."
+    positives = (np.asarray(targets) > 0).sum(axis=0)
+    scored = [i for i in range(len(tags)) if 0 < positives[i] < len(targets)]
+    rare = sorted((i for i in scored if positives[i] < MIN_TAG_POSITIVES), key=lambda i: (positives[i], i))
+    reasons = []
+    if rare:
+        named = ", ".join(f"{tags[i]} ({positives[i]})" for i in rare[:3]) + (", ..." if len(rare) > 3 else "")
+        reasons.append(f"{len(rare)} of its {len(scored)} scored tags have fewer than {MIN_TAG_POSITIVES} positive "
+                       f"test clips ({named}), too few for resampling to imitate another test set")
+    separated = any(row[f"{metric}_diff_note"] is None and (row[f"{metric}_diff_low"] > 0 or
+                                                            row[f"{metric}_diff_high"] < 0)
+                    for row in others for metric in METRICS)
+    if others and not separated:
+        reasons.append("the 95% interval of every difference to the reference contains 0 (or could not be given)")
+    if not reasons:
+        return None
+    return f"This test set ({len(targets)} clips) cannot {what}: " + "; and ".join(reasons) + "."
 
 
 def compare_runs(paths: list[str | Path], out: str | Path, *, reference: str | Path | None = None,
@@ -246,11 +292,16 @@ def compare_runs(paths: list[str | Path], out: str | Path, *, reference: str | P
     _label_groups(groups)
 
     targets = records[0].predictions.targets
-    samples = bootstrap_samples([r.predictions.probs for r in records], targets, n_resamples, seed)
+    try:
+        samples = bootstrap_samples([r.predictions.probs for r in records], targets, n_resamples, seed)
+        unavailable = None
+    except BootstrapUnavailable as error:
+        samples, unavailable = [None] * len(records), str(error)
     by_path = {r.path: s for r, s in zip(records, samples)}
+    influence = {r.path: macro_influence(r.predictions.probs, targets) for r in records}
 
-    def group_samples(group: Group, metric: str) -> np.ndarray:
-        return np.mean([by_path[r.path][metric] for r in group.runs], axis=0)
+    def group_mean(values: dict, group: Group, metric: str) -> np.ndarray:
+        return np.mean([values[r.path][metric] for r in group.runs], axis=0)
 
     def group_point(group: Group, metric: str) -> float:
         return float(np.mean([getattr(r.report, metric) for r in group.runs]))
@@ -266,23 +317,36 @@ def compare_runs(paths: list[str | Path], out: str | Path, *, reference: str | P
         for metric in ("roc_auc", "pr_auc", "tpr", "fpr"):
             mean, std = _mean_std([getattr(r.report, metric) for r in group.runs])
             row[metric], row[f"{metric}_std"] = mean, std
-        for metric in ("roc_auc", "pr_auc"):
-            row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = percentile_interval(group_samples(group, metric))
-            diff = paired_difference(group_samples(ref_group, metric), group_samples(group, metric),
-                                     group_point(ref_group, metric), group_point(group, metric))
+        for metric in METRICS:
+            if unavailable:
+                nan = float("nan")
+                row[f"{metric}_ci_low"], row[f"{metric}_ci_high"], row[f"{metric}_ci_note"] = nan, nan, unavailable
+                row[f"{metric}_diff"] = group_point(group, metric) - group_point(ref_group, metric)
+                row[f"{metric}_diff_low"] = row[f"{metric}_diff_high"] = row[f"{metric}_diff_p"] = nan
+                row[f"{metric}_diff_note"] = unavailable
+                continue
+            interval = bca_interval(group_mean(by_path, group, metric), group_point(group, metric),
+                                    group_mean(influence, group, metric))
+            row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = interval.low, interval.high
+            row[f"{metric}_ci_note"] = interval.reason
+            diff = paired_difference(group_mean(by_path, ref_group, metric), group_mean(by_path, group, metric),
+                                     group_point(ref_group, metric), group_point(group, metric),
+                                     group_mean(influence, ref_group, metric), group_mean(influence, group, metric))
             row[f"{metric}_diff"], row[f"{metric}_diff_low"], row[f"{metric}_diff_high"] = diff.value, diff.low, diff.high
             row[f"{metric}_diff_p"] = diff.p_value
+            row[f"{metric}_diff_note"] = None if group is ref_group else diff.reason
         if published is not None:
             paper = published.get(row["model"]) or {}
             for metric in ("roc_auc", "pr_auc", "tpr", "fpr"):
                 row[f"published_{metric}"] = paper.get(metric)
         rows.append(row)
+    verdict = separation_verdict(rows, records[0].predictions.targets, records[0].predictions.tags, unavailable)
 
     out = Path(out).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     files = {"md": out / COMPARISON_MD, "csv": out / COMPARISON_CSV, "per_tag_csv": out / PER_TAG_CSV}
     meta = {"n_resamples": n_resamples, "seed": seed, "reference": ref_group.label, "n_clips": records[0].predictions.n_clips,
-            "title": title, "notes": notes or [], "published": published}
+            "title": title, "notes": notes or [], "published": published, "verdict": verdict}
     write_text_atomic(files["csv"], _csv(rows))
     write_text_atomic(files["md"], _markdown(rows, meta))
     per_tag = _per_tag_differences(groups, ref_group)
@@ -294,7 +358,7 @@ def compare_runs(paths: list[str | Path], out: str | Path, *, reference: str | P
         files["per_tag_png"] = save_figure(figure, out / PER_TAG_PNG)
     if log_wandb:
         _log_wandb(rows, out)
-    return Comparison(rows, files, ref_group.label, records[0].predictions.n_clips)
+    return Comparison(rows, files, ref_group.label, records[0].predictions.n_clips, verdict)
 
 
 def _label_groups(groups: list[Group]) -> None:
@@ -308,7 +372,8 @@ CSV_COLUMNS = ["label", "model", "recipe", "parameters", "data", "vocabulary", "
                "reference", "roc_auc", "roc_auc_std", "roc_auc_ci_low", "roc_auc_ci_high", "pr_auc", "pr_auc_std",
                "pr_auc_ci_low", "pr_auc_ci_high", "tpr", "tpr_std", "fpr", "fpr_std", "roc_auc_diff",
                "roc_auc_diff_low", "roc_auc_diff_high", "roc_auc_diff_p", "pr_auc_diff", "pr_auc_diff_low",
-               "pr_auc_diff_high", "pr_auc_diff_p"]
+               "pr_auc_diff_high", "pr_auc_diff_p", "roc_auc_ci_note", "pr_auc_ci_note", "roc_auc_diff_note",
+               "pr_auc_diff_note"]
 PUBLISHED_COLUMNS = ["published_roc_auc", "published_pr_auc", "published_tpr", "published_fpr"]
 
 
@@ -327,24 +392,40 @@ def _markdown(rows: list[dict], meta: dict) -> str:
     first = rows[0]
     lines = [f"# {meta['title'] or 'Comparison'}", "",
              f"Test set: {first['test_clips']} clips, {first['split']} split, {first['vocabulary']}, data: "
-             f"{first['data']}. Intervals: 95% bootstrap over test clips ({meta['n_resamples']} resamples, seed "
+             f"{first['data']}. Intervals: 95% BCa bootstrap over test clips ({meta['n_resamples']} resamples, seed "
              f"{meta['seed']}); differences are paired (both models scored on the same resampled clips) against "
              f"the reference, **{meta['reference']}**.", ""]
+    if meta.get("verdict"):
+        lines += [f"**{meta['verdict']}**", ""]
     published = meta["published"] is not None
     head = ["model", "recipe", "parameters", "seeds", "ROC-AUC", "95% CI", "PR-AUC", "95% CI", "TPR", "FPR",
             "ΔROC-AUC [95% CI]", "p", "ΔPR-AUC [95% CI]", "p"]
     if published:
         head += ["published ROC-AUC", "published PR-AUC", "published TPR", "published FPR"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    footnotes: list[str] = []
+
+    def not_given(reason: str) -> str:
+        if reason not in footnotes:
+            footnotes.append(reason)
+        return f"{NOT_GIVEN} ({footnotes.index(reason) + 1})"
+
     for row in rows:
         cells = [row["label"] + (" (reference)" if row["reference"] else ""), row["recipe"],
-                 f"{row['parameters']:,}" if row["parameters"] is not None else "n/a", row["seeds"],
-                 _pm(row["roc_auc"], row["roc_auc_std"]), f"[{_f(row['roc_auc_ci_low'])}, {_f(row['roc_auc_ci_high'])}]",
-                 _pm(row["pr_auc"], row["pr_auc_std"]), f"[{_f(row['pr_auc_ci_low'])}, {_f(row['pr_auc_ci_high'])}]",
-                 _f(row["tpr"], 3), _f(row["fpr"], 3)]
-        for metric in ("roc_auc", "pr_auc"):
+                 f"{row['parameters']:,}" if row["parameters"] is not None else "n/a", row["seeds"]]
+        for metric in METRICS:
+            cells.append(_pm(row[metric], row[f"{metric}_std"]))
+            if row.get(f"{metric}_ci_note"):
+                cells.append(not_given(row[f"{metric}_ci_note"]))
+            else:
+                cells.append(f"[{_f(row[f'{metric}_ci_low'])}, {_f(row[f'{metric}_ci_high'])}]")
+        cells += [_f(row["tpr"], 3), _f(row["fpr"], 3)]
+        for metric in METRICS:
             if row["reference"]:
                 cells += ["—", "—"]
+            elif row.get(f"{metric}_diff_note"):
+                cells += [f"{row[f'{metric}_diff']:+.4f} " + not_given(row[f"{metric}_diff_note"]),
+                          _p(row[f"{metric}_diff_p"])]
             else:
                 cells += [f"{row[f'{metric}_diff']:+.4f} [{row[f'{metric}_diff_low']:+.4f}, "
                           f"{row[f'{metric}_diff_high']:+.4f}]", _p(row[f"{metric}_diff_p"])]
@@ -352,10 +433,14 @@ def _markdown(rows: list[dict], meta: dict) -> str:
             cells += [_f(row.get(f"published_{m}"), 3 if m in ("tpr", "fpr") else 4) if row.get(f"published_{m}")
                       is not None else "n/a" for m in ("roc_auc", "pr_auc", "tpr", "fpr")]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    if footnotes:
+        lines += ["", "Intervals not given:"] + [f"({i}) {note}." for i, note in enumerate(footnotes, 1)]
     lines += ["", "ROC-AUC and PR-AUC: macro means over the tags with a positive and a negative test clip; "
               "mean ± standard deviation over seeds when a row has several. TPR / FPR: means over tags at the "
-              "per-tag thresholds chosen on validation (TPR = 1 - FPR there). p: two-sided paired bootstrap "
-              "p-value of \"no difference\" (see docs/evaluation.md, \"Comparing models\")."]
+              "per-tag thresholds chosen on validation (TPR = 1 - FPR there). Intervals: bias-corrected and "
+              "accelerated (BCa) over resampled test sets that keep every scored tag; one that would not contain "
+              "its estimate is not given. p: two-sided paired bootstrap p-value of \"no difference\" (the BCa "
+              "interval inverted). See docs/reading-results.md."]
     lines += [""] + list(meta["notes"]) if meta["notes"] else []
     return "\n".join(lines).rstrip("\n") + "\n"
 

@@ -23,8 +23,6 @@ releases it. `taggram_figure` draws the tag-probability-over-time plot of `run.p
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,6 +31,8 @@ import torch
 
 from callbacks.test_predictions import TestPredictionsCapture
 from infrastructure.audio import SAMPLE_RATE
+from infrastructure.io import atomic_path
+from lightning_modules.metrics import fallback_states
 
 FIGURES_DIR = "figures"
 PAPER_THRESHOLD_TAG = "classical"  # the paper's Figure 3
@@ -49,17 +49,12 @@ def _figure(width: float, height: float):
 
 
 def save_figure(figure, path: str | Path) -> Path:
-    """Render `figure` to a PNG at `path` (atomically: a reader never sees half a file)."""
+    """Render `figure` to a PNG at `path` (`infrastructure.io.atomic_path`: a reader never sees half a file, and
+    the file gets the mode the user's umask gives)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(handle)
     try:
-        figure.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_path(path) as tmp:
+            figure.savefig(tmp, format="png")
     finally:
         figure.clear()
     return path
@@ -159,8 +154,18 @@ def loss_history_figure(rows: Sequence[dict], title: str | None = None):
     return figure
 
 
-def threshold_figure(scores, labels, threshold: float, tag: str, subset: str = "test clips"):
-    """Figure 3: TPR, FPR and 1 - FPR of one tag against the threshold, the chosen threshold marked."""
+FELL_BACK_LABEL = "fallback threshold {:.3f}: too few validation positives to choose one"
+UNKNOWN_LABEL = "threshold {:.3f}: chosen, or fallen back (checkpoint from before fallbacks were recorded)"
+
+
+def threshold_figure(scores, labels, threshold: float, tag: str, subset: str = "test clips",
+                     fell_back: bool | None = False):
+    """Figure 3: TPR, FPR and 1 - FPR of one tag against the threshold, the threshold marked.
+
+    `fell_back` True: the threshold was not chosen but fell back to 0.5 (validation had no
+    positive or no negative clip of the tag): its line and the title say so. None: unknown (a
+    checkpoint saved before fallbacks were recorded): the label says it may have.
+    """
     thresholds, tpr, fpr = threshold_curves(scores, labels)
     figure = _figure(7.0, 4.5)
     axes = figure.add_subplot()
@@ -171,14 +176,21 @@ def threshold_figure(scores, labels, threshold: float, tag: str, subset: str = "
     chosen = scores_np >= threshold
     tpr_at = chosen[labels_np].mean() if labels_np.any() else math.nan
     fpr_at = chosen[~labels_np].mean() if (~labels_np).any() else math.nan
-    axes.axvline(threshold, color="black", linewidth=1, gid="chosen-threshold",
-                 label=f"chosen threshold {threshold:.3f} (TPR {tpr_at:.2f}, FPR {fpr_at:.2f})")
+    rates = f" (TPR {tpr_at:.2f}, FPR {fpr_at:.2f})"
+    if fell_back is None:
+        label, gid, how = UNKNOWN_LABEL.format(threshold), "unknown-threshold", "threshold chosen or fallen back"
+    elif fell_back:
+        label, gid, how = FELL_BACK_LABEL.format(threshold), "fallback-threshold", "threshold FELL BACK to 0.5"
+    else:
+        label, gid = f"chosen threshold {threshold:.3f}", "chosen-threshold"
+        how = "threshold chosen where TPR = 1 - FPR"
+    axes.axvline(threshold, color="black", linewidth=1, linestyle="-" if fell_back is False else ":", gid=gid,
+                 label=label + rates)
     axes.set_xlim(0, 1)
     axes.set_ylim(-0.02, 1.02)
     axes.set_xlabel("threshold")
     axes.set_ylabel("rate")
-    axes.set_title(f"Threshold selection for '{tag}' ({subset}; threshold chosen where TPR = 1 - FPR on validation)",
-                   fontsize=9)
+    axes.set_title(f"Threshold selection for '{tag}' ({subset}; {how} on validation)", fontsize=9)
     axes.legend(fontsize=8)
     return figure
 
@@ -313,13 +325,15 @@ def example_mel(waveform: torch.Tensor, frontend: dict | None, sample_rate: int)
 
 def write_run_figures(run_dir: Path, *, tags: Sequence[str], tag_counts, n_clips: int | None,
                       history_rows: Sequence[dict], probs=None, targets=None, thresholds=None,
+                      threshold_fell_back: Sequence[bool | None] | None = None,
                       per_tag_auc: Sequence[float | None] | None = None, example_position: int | None = None,
                       example_waveform: torch.Tensor | None = None, example_name: str = "",
                       frontend: dict | None = None, sample_rate: int = SAMPLE_RATE) -> dict[str, Path]:
     """Write the run's figures into `run_dir/figures/`; returns {name: path} of those written.
 
-    `probs`/`targets` are the (clips, tags) test predictions; `example_waveform` is the float
-    waveform of clip `example_position` among them. Figures whose data is missing (no history,
+    `probs`/`targets` are the (clips, tags) test predictions; `threshold_fell_back` says per tag
+    whether its threshold fell back (`metrics.fallback_states`; None: all chosen); `example_waveform`
+    is the float waveform of clip `example_position` among them. Figures whose data is missing (no history,
     no test predictions, no example clip) are left out.
     """
     out = Path(run_dir) / FIGURES_DIR
@@ -333,8 +347,10 @@ def write_run_figures(run_dir: Path, *, tags: Sequence[str], tag_counts, n_clips
         index = threshold_tag_index(tags, targets)
         if index is not None:
             tag = tags[index]
+            fell_back = False if threshold_fell_back is None else threshold_fell_back[index]
             written["threshold"] = save_figure(
-                threshold_figure(_numpy(probs)[:, index], _numpy(targets)[:, index], float(thresholds[index]), tag),
+                threshold_figure(_numpy(probs)[:, index], _numpy(targets)[:, index], float(thresholds[index]), tag,
+                                 fell_back=fell_back),
                 out / f"fig3_threshold_{tag.replace(' ', '_').replace('/', '_')}.png")
         if per_tag_auc is not None and any(a is not None and not math.isnan(a) for a in per_tag_auc):
             written["roc"] = save_figure(roc_figure(probs, targets, tags, per_tag_auc), out / "roc_best_worst.png")
@@ -367,6 +383,7 @@ def figures_for_run(run_dir: Path, module, datamodule, capture: TestPredictionsC
     return write_run_figures(
         run_dir, tags=tags, tag_counts=labels.sum(axis=0), n_clips=len(labels), history_rows=history,
         probs=capture.probs, targets=capture.targets, thresholds=module.thresholds.detach().cpu(),
+        threshold_fell_back=fallback_states(module.threshold_fallback.detach().cpu()),
         per_tag_auc=report.per_tag_roc_auc if report is not None else None, example_position=position,
         example_waveform=waveform, example_name=name, frontend=module.hparams.frontend,
         sample_rate=int(module.hparams.sample_rate))

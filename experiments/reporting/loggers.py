@@ -269,15 +269,17 @@ def _cell(value: Any) -> Any:
 
 
 def per_tag_table(report) -> tuple[list[str], list[list[Any]]]:
-    """Columns and rows of the per-tag test metrics (a `TaggingReport`), NaN as None."""
-    columns = ["tag", "positives", "roc_auc", "pr_auc", "threshold", "tpr", "fpr", "evaluable"]
+    """Columns and rows of the per-tag test metrics (a `TaggingReport`), NaN as None; `threshold_fell_back` as in
+    per_tag.csv (None: unknown, or no thresholds)."""
+    columns = ["tag", "positives", "roc_auc", "pr_auc", "threshold", "threshold_fell_back", "tpr", "fpr", "evaluable"]
     excluded = set(report.excluded_tags)
     rows = []
     for i, tag in enumerate(report.tag_names):
         def pick(values):
             return None if values is None else _cell(values[i])
         rows.append([tag, int(report.positives[i]), pick(report.per_tag_roc_auc), pick(report.per_tag_pr_auc),
-                     pick(report.thresholds), pick(report.per_tag_tpr), pick(report.per_tag_fpr),
+                     pick(report.thresholds), None if report.threshold_fell_back is None else
+                     report.threshold_fell_back[i], pick(report.per_tag_tpr), pick(report.per_tag_fpr),
                      tag not in excluded])
     return columns, rows
 

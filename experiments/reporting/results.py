@@ -25,19 +25,38 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}f}"
 
 
+FALLBACK_CELLS = {True: "True", False: "False", None: "unknown"}
+
+
+def fell_back_tags(report: TaggingReport) -> tuple[list[str], list[str]]:
+    """(tags whose threshold fell back to 0.5, tags for which that is unknown), in column order."""
+    states = report.threshold_fell_back or []
+    return ([t for t, s in zip(report.tag_names, states) if s is True],
+            [t for t, s in zip(report.tag_names, states) if s is None])
+
+
 def per_tag_csv(report: TaggingReport) -> str:
-    """One row per tag: positives, ROC-AUC, PR-AUC, threshold, TPR and FPR at it (empty when not evaluable)."""
+    """One row per tag: positives, ROC-AUC, PR-AUC, threshold, whether it fell back, TPR and FPR at it.
+
+    Metric cells are empty when the tag is not evaluable; `threshold_fell_back` is True when the
+    threshold is 0.5 because validation had no positive (or no negative) clip of the tag, False
+    when it was chosen there, "unknown" for a checkpoint saved before that was recorded, and empty
+    when no thresholds were applied.
+    """
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["tag", "positives", "roc_auc", "pr_auc", "threshold", "tpr", "fpr", "evaluable"])
+    writer.writerow(["tag", "positives", "roc_auc", "pr_auc", "threshold", "threshold_fell_back", "tpr", "fpr",
+                     "evaluable"])
     excluded = set(report.excluded_tags)
     for i, tag in enumerate(report.tag_names):
         def cell(values):
             if values is None or values[i] is None or (isinstance(values[i], float) and math.isnan(values[i])):
                 return ""
             return f"{values[i]:.6f}"
+        fell_back = ("" if report.thresholds is None or report.threshold_fell_back is None
+                     else FALLBACK_CELLS[report.threshold_fell_back[i]])
         writer.writerow([tag, report.positives[i], cell(report.per_tag_roc_auc), cell(report.per_tag_pr_auc),
-                         cell(report.thresholds), cell(report.per_tag_tpr), cell(report.per_tag_fpr),
+                         cell(report.thresholds), fell_back, cell(report.per_tag_tpr), cell(report.per_tag_fpr),
                          tag not in excluded])
     return out.getvalue()
 
@@ -57,6 +76,13 @@ def results_markdown(model: str, report: TaggingReport, run_dir: Path, data: str
         lines.append(f"| {model} (paper, Table 4, real MTAT) | {auc:.3f} | n/a | {tpr:.3f} | {fpr:.3f} |")
     lines += ["", "TPR and FPR are means over tags at per-tag thresholds where TPR = 1 - FPR on the validation "
               "set (paper §4.6), applied to the test set."]
+    fell_back, unknown = fell_back_tags(report)
+    if fell_back:
+        lines += ["", f"Thresholds that fell back to 0.5 (too few validation positives to choose one; their TPR "
+                  f"and FPR count in the means all the same): {', '.join(fell_back)}."]
+    if unknown:
+        lines += ["", f"Thresholds of exactly 0.5 that may have fallen back (the checkpoint was saved before "
+                  f"fallbacks were recorded): {', '.join(unknown)}."]
     if report.excluded_tags:
         lines += ["", f"Left out of the macro averages (no positive or no negative test clip): "
                   f"{', '.join(report.excluded_tags)}."]

@@ -278,13 +278,20 @@ def test_compare_two_jamendo_runs_and_refuse_an_mtat_run(wandb_run, table_runs, 
     assert [r["model"] for r in rows] == ["mel_cnn", "short_chunk_cnn"]
     for row in rows:
         assert row["data"].startswith("generated MTG-Jamendo (24 tracks") and row["test_clips"] == "7"
-        low, high = float(row["roc_auc_ci_low"]), float(row["roc_auc_ci_high"])
-        assert 0.0 <= low <= high <= 1.0 and _finite(float(row["roc_auc"]))
-        assert float(row["pr_auc_ci_low"]) <= float(row["pr_auc_ci_high"])
-    assert float(rows[1]["roc_auc_diff_low"]) <= float(rows[1]["roc_auc_diff"]) <= float(rows[1]["roc_auc_diff_high"])
+        assert _finite(float(row["roc_auc"]))
+        for metric in ("roc_auc", "pr_auc"):  # on 7 test tracks an interval may be refused, saying why
+            if row[f"{metric}_ci_note"]:
+                assert row[f"{metric}_ci_low"] == row[f"{metric}_ci_high"] == ""
+            else:
+                low, high = float(row[f"{metric}_ci_low"]), float(row[f"{metric}_ci_high"])
+                assert 0.0 <= low <= float(row[metric]) <= high <= 1.0
+    if not rows[1]["roc_auc_diff_note"]:
+        assert float(rows[1]["roc_auc_diff_low"]) <= float(rows[1]["roc_auc_diff"]) <= float(rows[1]["roc_auc_diff_high"])
     assert float(rows[1]["roc_auc_diff"]) == pytest.approx(float(rows[1]["roc_auc"]) - float(rows[0]["roc_auc"]),
                                                            abs=1e-6)
-    assert "95% CI" in (out / "comparison.md").read_text() and (out / "per_tag_differences.csv").is_file()
+    md = (out / "comparison.md").read_text()
+    assert "95% CI" in md and (out / "per_tag_differences.csv").is_file()
+    assert "cannot separate these runs" in md  # 7 test tracks: every tag has fewer than 10 positive ones
 
     probs, targets = scores(n_clips=7)
     mtat = fake_run(tmp_path / "mtat-run", probs, targets)

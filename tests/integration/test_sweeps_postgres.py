@@ -52,7 +52,7 @@ def pg():
 
 
 def test_without_a_server_the_tests_skip_saying_why_but_fail_under_ci(monkeypatch):
-    from tests import pg_server
+    from tests.support import pg_server
 
     monkeypatch.setattr(pg_server, "bin_dir", lambda: None)
     monkeypatch.delenv("CI", raising=False)
@@ -327,3 +327,54 @@ def test_a_sigkilled_worker_is_failed_by_optunas_heartbeat_and_its_retry_resumes
     assert retry.state == TrialState.COMPLETE and retry.user_attrs["resumed"] is True
     assert Path(retry.user_attrs["run_dir"]) == second and (second / "metrics.json").is_file()
     assert len(after) == 3
+
+
+SECRET = "Sekr1t-7fQ2"
+
+
+@pytest.mark.slow
+def test_a_storage_password_reaches_no_file_log_report_study_or_wandb(pg, pg_sweep_cache, tmp_path, capsys,
+                                                                      monkeypatch):
+    """A worker given `--storage postgresql://USER:PASSWORD@...` (a server that checks the password): the password
+    is in none of --print-config's output, the worker's stdout/stderr, the files under RUNS_ROOT (trial config.json
+    and config.yaml, W&B's offline run with its config and metadata, the sweep report), nor the study's attributes;
+    the --print-config file read back connects with PGPASSWORD and is refused in one line without it."""
+    import psycopg
+
+    plain = pg.create_password_database("sweeper", SECRET)
+    url = plain.replace("sweeper@", f"sweeper:{SECRET}@")
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(plain.replace("sweeper@", "sweeper:wrong@")).close()  # the server does check it
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    runs_root = tmp_path / "runs"
+    args = _sweep_args(pg_sweep_cache, runs_root, url, "--study-name", "secret", "--trials", "1", "--max-epochs", "1")
+    args[args.index("--logger") + 1] = "wandb"
+
+    assert run.main(["--print-config", *args]) == 0
+    printed = capsys.readouterr().out
+    assert SECRET not in printed and "storage: postgresql://sweeper:***@127.0.0.1" in printed
+    (tmp_path / "sweep.yaml").write_text(printed)
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", WANDB_MODE="offline")
+    worker = subprocess.run([sys.executable, str(REPO_ROOT / "run.py"), *args], cwd=REPO_ROOT, env=env, text=True,
+                            capture_output=True, timeout=420)
+    assert worker.returncode == 0, worker.stdout[-3000:] + worker.stderr[-3000:]
+    assert SECRET not in worker.stdout + worker.stderr and "sweeper:***@" in worker.stdout
+    files = [p for p in runs_root.rglob("*") if p.is_file()]
+    names = {p.name for p in files}
+    assert {"config.json", "config.yaml", "trials.md", "trials.csv", "best_params.json"} <= names
+    (wandb_run,) = [p for p in files if p.suffix == ".wandb"]  # W&B's offline run: config, metadata, console
+    assert b"sweeper:***@" in wandb_run.read_bytes()  # it recorded the command line, masked
+    assert [str(p) for p in files if SECRET.encode() in p.read_bytes()] == []
+    study = _load(url, "secret")
+    attrs = [study.user_attrs, study._storage.get_study_system_attrs(study._study_id)]
+    attrs += [[t.user_attrs, t.system_attrs, t.params] for t in study.trials]
+    assert len(study.trials) == 1 and SECRET not in json.dumps(attrs, default=str)
+
+    assert run.main(["--config", str(tmp_path / "sweep.yaml"), "--sweep-report"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "set PGPASSWORD" in err and SECRET not in err
+    monkeypatch.setenv("PGPASSWORD", SECRET)  # the file read back: the masked URL connects with PGPASSWORD
+    assert run.main(["--config", str(tmp_path / "sweep.yaml"), "--sweep-report"]) == 0
+    out = capsys.readouterr().out
+    assert "study secret: 1 complete" in out and SECRET not in out

@@ -15,7 +15,7 @@ import torch
 
 from experiments.reporting.predictions import PREDICTIONS_FILE, Predictions, write_predictions
 from experiments.reporting.results import write_results
-from lightning_modules.metrics import equal_error_thresholds, tagging_metrics
+from lightning_modules.metrics import equal_error_thresholds, tagging_metrics, threshold_fallbacks
 
 TAGS = ["guitar", "drums", "piano", "voice", "quiet"]
 
@@ -26,14 +26,17 @@ def fake_run(folder: Path, probs: np.ndarray, targets: np.ndarray, *, seed: int 
     folder.mkdir(parents=True)
     clip_ids = np.arange(len(probs)) * 3 + 100 if clip_ids is None else clip_ids
     thresholds = equal_error_thresholds(torch.from_numpy(probs), torch.from_numpy(targets))
-    report = tagging_metrics(torch.from_numpy(probs), torch.from_numpy(targets), tags, thresholds=thresholds)
+    fell_back = threshold_fallbacks(torch.from_numpy(targets)).to(torch.int8)  # the test clips stand in for validation
+    report = tagging_metrics(torch.from_numpy(probs), torch.from_numpy(targets), tags, thresholds=thresholds,
+                             threshold_fell_back=fell_back)
     resolved = dict({"model": model, "seed": seed, "data": "synthetic", "tags": "paper", "split": "folder",
                      "optimizer": "sgd", "lr": 0.01, "synthetic_clips": 120, "synthetic_clip_samples": 84000,
                      "synthetic_seed": 0, "run_dir": str(folder), "logger": "none"}, **config)
     resolved["resolved"] = {"tags": list(tags), "parameters": 1234}
     (folder / "config.json").write_text(json.dumps(resolved))
     write_predictions(folder / PREDICTIONS_FILE, Predictions(
-        clip_ids, np.arange(len(probs)), targets, probs, thresholds.numpy(), tags, "folder", "paper", "synthetic"))
+        clip_ids, np.arange(len(probs)), targets, probs, thresholds.numpy(), tags, "folder", "paper", "synthetic",
+        fell_back.numpy()))
     write_results(folder, resolved, report, thresholds, best_checkpoint=None, best_val={}, epochs=1)
     return folder
 

@@ -136,6 +136,22 @@ class PostgresServer:
             connection.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
+    def create_password_database(self, role: str, password: str) -> str:
+        """A new database owned by `role`, which must log in with `password` (SCRAM) over TCP while every other
+        role is still trusted; returns its URL without the password."""
+        import psycopg
+
+        self._databases += 1
+        name = f"secret_{self._databases}"
+        with psycopg.connect(self.url(), autocommit=True) as connection:
+            connection.execute(f"CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}'")
+            connection.execute(f'CREATE DATABASE "{name}" OWNER "{role}"')
+        hba = self.data / "pg_hba.conf"
+        hba.write_text(f"host all {role} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())  # first match wins
+        self._as_server_user(str(self.bin / "pg_ctl"), "-D", str(self.data), "reload")
+        time.sleep(0.5)  # the postmaster rereads pg_hba.conf on SIGHUP, shortly after pg_ctl returns
+        return f"postgresql://{role}@127.0.0.1:{self.port}/{name}"
+
     def remove(self) -> None:
         """Stop the server (if it runs) and delete its folder."""
         try:

@@ -94,6 +94,56 @@ def test_runs_on_other_clips_or_tags_cannot_be_compared(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_the_comparison_says_when_its_test_set_cannot_separate_the_runs(tmp_path):
+    """The rule of `separation_verdict`: no difference interval excludes 0, or a scored tag has fewer than
+    MIN_TAG_POSITIVES positive clips, or the test set is too small to resample; else no sentence."""
+    from experiments.reporting.compare import MIN_TAG_POSITIVES
+
+    probs, targets = scores()
+    assert (targets.sum(axis=0) >= MIN_TAG_POSITIVES).all()
+    same = compare_runs([fake_run(tmp_path / "a", probs, targets), fake_run(tmp_path / "b", probs, targets, lr=0.05)],
+                        tmp_path / "same", n_resamples=100, log_wandb=False)
+    assert same.verdict == ("This test set (120 clips) cannot separate these runs: the 95% interval of every "
+                            "difference to the reference contains 0 (or could not be given).")
+    assert f"**{same.verdict}**" in (tmp_path / "same" / "comparison.md").read_text()
+    strong = fake_run(tmp_path / "strong", _noisy(targets, 2.0, 9), targets, model="lstm_mel")
+    apart = compare_runs([tmp_path / "a", strong], tmp_path / "apart", n_resamples=100, log_wandb=False)
+    assert apart.verdict is None and "cannot separate" not in (tmp_path / "apart" / "comparison.md").read_text()
+
+    rare = targets.copy()
+    rare[:, 2] = 0
+    rare[:3, 2] = 1  # piano: 3 positive test clips
+    few = compare_runs([fake_run(tmp_path / "ra", probs, rare), fake_run(tmp_path / "rb", _noisy(rare, 2.0, 9), rare,
+                                                                           model="lstm_mel")],
+                       tmp_path / "few", n_resamples=100, log_wandb=False)
+    assert few.rows[1]["roc_auc_diff_low"] > 0  # separated by the intervals, but on too few piano clips
+    assert few.verdict == (f"This test set (120 clips) cannot separate these runs: 1 of its 5 scored tags have fewer "
+                           f"than {MIN_TAG_POSITIVES} positive test clips (piano (3)), too few for resampling to "
+                           "imitate another test set.")
+    alone = compare_runs([tmp_path / "ra"], tmp_path / "alone", n_resamples=50, log_wandb=False)
+    assert alone.verdict.startswith("This test set (120 clips) cannot give trustworthy intervals: 1 of its 5")
+
+
+def test_a_test_set_too_small_to_resample_gives_no_interval_and_says_why(tmp_path, capsys):
+    tags = [f"tag{i}" for i in range(8)]
+    targets = np.zeros((20, len(tags)), dtype=np.uint8)
+    targets[np.arange(len(tags)), np.arange(len(tags))] = 1  # one positive clip per tag: most resamples lose one
+    rng = np.random.default_rng(0)
+    a = fake_run(tmp_path / "a", rng.random(targets.shape).astype(np.float32), targets, tags=tags)
+    b = fake_run(tmp_path / "b", rng.random(targets.shape).astype(np.float32), targets, tags=tags, model="lstm_mel")
+    assert run.main(["--compare", str(a), str(b), "--out", str(tmp_path / "out"), "--bootstrap", "50"]) == 0
+    md = (tmp_path / "out" / "comparison.md").read_text()
+    (sentence,) = [line for line in md.splitlines() if "cannot separate" in line]
+    assert sentence.startswith("**This test set cannot separate these runs: only ") and "too small" in sentence
+    assert sentence.strip("*") in capsys.readouterr().out
+    rows = list(csv.DictReader((tmp_path / "out" / "comparison.csv").open()))
+    assert all(r["roc_auc_ci_low"] == "" and "too small" in r["roc_auc_ci_note"] for r in rows)
+    assert rows[1]["roc_auc_diff"] != "" and rows[1]["roc_auc_diff_low"] == "" and rows[1]["roc_auc_diff_p"] == ""
+    assert md.count("not given (1)") == 6  # two intervals per row, two differences: one shared reason
+    (note,) = [line for line in md.splitlines() if line.startswith("(1) ")]
+    assert "1 positive of 20" in note
+
+
 def test_old_run_folders_without_predictions_are_named(tmp_path):
     probs, targets = scores()
     a = fake_run(tmp_path / "a", probs, targets)

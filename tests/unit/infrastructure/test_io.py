@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 
@@ -24,6 +25,7 @@ from infrastructure.io import (
     write_json_atomic,
     write_text_atomic,
 )
+from tests.support.modes import UMASKS, umask, wrong_modes
 from tests.support.paths import REPO_ROOT
 
 
@@ -119,6 +121,26 @@ def test_atomic_path_for_files_a_library_writes(tmp_path):
         tmp.write_text(json.dumps([1]))
         assert not target.exists()
     assert json.loads(target.read_text()) == [1]
+
+
+@pytest.mark.parametrize("mask", UMASKS)
+def test_every_atomic_writer_gives_the_umasks_mode_whoever_created_the_file(tmp_path, mask):
+    """mkstemp creates 0600 whatever the umask: a file a library made that way still ends up at the umask's mode."""
+    with umask(mask):
+        root = tmp_path / "root"
+        write_bytes_atomic(root / "a" / "bytes.bin", b"1")  # folders created on the way
+        write_text_atomic(root / "text.txt", "x")
+        write_json_atomic(root / "data.json", {"a": 1})
+        with atomic_path(root / "library.png") as tmp:
+            handle, made = tempfile.mkstemp(dir=tmp.parent)  # a writer that creates 0600
+            os.close(handle)
+            os.replace(made, tmp)
+        with atomic_path(root / "private.txt") as tmp:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o600))
+        assert io.umask_mode() == 0o666 & ~mask and io.umask_mode(directory=True) == 0o777 & ~mask
+        assert io.current_umask() == mask
+    assert wrong_modes(root, mask) == []
+    assert len([p for p in root.rglob("*") if p.is_file()]) == 5
 
 
 def test_json_safe_replaces_non_finite_numbers():
