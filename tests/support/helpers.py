@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -53,6 +54,20 @@ def run_options(*argv: str, model: str = "mel_cnn"):
     import run
 
     return run.parse_options(["--model", model, *argv])
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    """Torch on one thread inside the block: on 2 shared cores a second thread slows an LSTM step many times over
+    (platform-facts.md), and results recorded on one thread are reproduced bit for bit."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def small_model_args(name: str) -> list[str]:

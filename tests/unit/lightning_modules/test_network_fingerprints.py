@@ -13,8 +13,8 @@ and a sweep's default study name (a digest of its space) reopens the same study.
 from __future__ import annotations
 
 import pytest
-import torch
 
+from tests.support.helpers import one_torch_thread
 from tests.support.network_fingerprints import fingerprint
 
 # Recorded from commit 2f67a39 (see the module doc).
@@ -85,12 +85,8 @@ DIGESTS = ("config", "state", "small_config", "small_state", "sweep")
 
 @pytest.mark.parametrize("name", BEFORE)
 def test_the_network_is_the_one_before_the_refactor(name):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         now = fingerprint(name)
-    finally:
-        torch.set_num_threads(threads)
     before = BEFORE[name]
     assert {k: now[k] for k in DIGESTS} == {k: before[k] for k in DIGESTS}
     for key in ("eval", "train", "grad"):  # float sums: equal up to rounding in the last digits
