@@ -24,6 +24,7 @@ from sweeps.spaces import BASELINES, SPACES, baseline_points, default_space_valu
 from tests.support.paths import REPO_ROOT
 
 
+@pytest.mark.slow  # a subprocess (the suite's rule for what runs in the fast part)
 def test_the_registry_and_the_mel_settings_import_without_torch():
     """run.py's command line reads the registry; importing it must not cost torch's import."""
     code = ("import sys; import lightning_modules.registry, datamodules.mel_config; "
