@@ -124,7 +124,7 @@ class ModelOptions:
     """model: which architecture, and the network options that are not the model's defaults."""
 
     model: str | None = option(None, "architecture: " + "; ".join(f"{n} ({s.table})" for n, s in MODELS.items()),
-                               tunable=False)  # checked against the registry when parsed (recipes.default_recipe)
+                               choices=MODELS.keys(), tunable=False)  # a live view: models registered later count
     dropout: float | None = option(None, "override the network's dropout rate", type=float)
     width: int | None = option(None, "base channel width of Won et al.'s networks (their 128), e.g. smaller for quick "
                                "CPU tries (default: the model's)", type=positive_int, added=True)
@@ -449,7 +449,7 @@ class SweepOptions:
     sweep: str | None = option(None, "tune MODEL's search space (sweeps/spaces.py; lstm_mel: FFT, hop, Mel bands, "
                                "segments per clip, lr, global decay): runs trials until the study has --trials, then "
                                "writes the report into RUNS_ROOT/sweeps/STUDY; start it many times (or on many "
-                               "machines) to add workers", metavar="MODEL")
+                               "machines) to add workers", choices=MODELS.keys(), metavar="MODEL")
     trials: int = option(20, "trials in the whole study, all workers together (complete + pruned)", type=positive_int)
     timeout: float | None = option(None, "this worker starts no new trial after S seconds", type=float, metavar="S")
     study_name: str | None = option(None, "study name (default: MODEL-<hash of the fixed options and the space>)")

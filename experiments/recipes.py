@@ -56,8 +56,7 @@ MEL_ONLY = ("freq_mask", "time_mask", "n_masks")
 
 
 def default_recipe(model: str) -> str:
-    """The recipe of `model`'s registry entry (ConfigError for an unknown model: this is where the command line's
-    --model and --sweep values are checked)."""
+    """The recipe of `model`'s registry entry."""
     return model_spec(model).recipe
 
 
