@@ -207,13 +207,12 @@ def network_config(spec: ModelSpec, shape: tuple[int, ...], n_tags: int, options
 
 
 def network_class(config: dict) -> type:
-    """The class of the network a config describes: its model's entry, else the one entry with that class name."""
+    """The class of the network a config describes: its model's entry's, else that of an entry with the config's class
+    name (`register` lets one class name stand for one import path only)."""
     class_name = config.get("class")
     spec = MODELS.get(config.get("name"))
     if spec is None or spec.network_class_name != class_name:
-        paths = {s.network for s in MODELS.values() if s.network_class_name == class_name}
-        spec = next((s for s in MODELS.values() if s.network_class_name == class_name), None) \
-            if len(paths) == 1 else None
+        spec = next((s for s in MODELS.values() if s.network_class_name == class_name), None)
     if spec is None:
         raise ConfigError(f"unknown network {class_name!r} in config {config}")
     return spec.network_class()
