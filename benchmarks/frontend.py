@@ -41,15 +41,16 @@ from benchmarks.common import (  # noqa: E402
     start_benchmark,
     stats,
 )
+from lightning_modules.registry import MODELS as REGISTERED  # noqa: E402
 
 NAME = "frontend"
-MODELS = ("mel_cnn", "lstm_mel")
+MODELS = tuple(name for name, spec in REGISTERED.items() if spec.recipe == "paper" and spec.frontend is not None)
 QUICK_MEL = {"mel_cnn": {"hop_length": 512, "n_mels": 96}, "lstm_mel": {"hop_length": 256, "n_mels": 64}}
 
 
 def parse_args(argv=None):
     parser = base_parser(__doc__)
-    parser.add_argument("--models", default=",".join(MODELS), help="Mel models to measure (mel_cnn,lstm_mel)")
+    parser.add_argument("--models", default=",".join(MODELS), help=f"Mel models to measure ({','.join(MODELS)})")
     add_dataset_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=None, help="override the models' batch sizes (32)")
     args = parser.parse_args(argv)

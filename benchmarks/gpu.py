@@ -49,10 +49,10 @@ from benchmarks.common import (  # noqa: E402
     usable_cores,
     write_outputs,
 )
+from lightning_modules.registry import MODELS as REGISTERED  # noqa: E402
 
 NAME = "gpu"
-MODELS = ("sample_cnn", "sample_cnn_frames", "mel_cnn", "lstm_mel", "fcn", "crnn", "musicnn", "sample_cnn_se",
-          "short_chunk_cnn", "short_chunk_resnet", "harmonic_cnn", "tagging_transformer")
+MODELS = tuple(REGISTERED)  # every registered model
 PRECISIONS = ("32", "bf16-mixed")
 
 # Dense (no sparsity) peak TFLOP/s from the vendor's data sheets: (bf16 tensor, tf32 tensor, fp32).

@@ -50,16 +50,17 @@ from benchmarks.common import (  # noqa: E402
     start_benchmark,
     stats,
 )
+from lightning_modules.registry import MODELS as REGISTERED  # noqa: E402
 
 NAME = "training"
-MODELS = ("sample_cnn", "sample_cnn_frames", "mel_cnn", "lstm_mel")
+MODELS = tuple(name for name, spec in REGISTERED.items() if spec.recipe == "paper")  # the paper's (its recipe's)
 QUICK_MEL = {"mel_cnn": {"hop_length": 512, "n_mels": 96}, "lstm_mel": {"hop_length": 256, "n_mels": 64}}
 RESULT_MARK = "BENCHMARK-RESULT "
 
 
 def parse_args(argv=None):
     parser = base_parser(__doc__)
-    parser.add_argument("--models", default=",".join(MODELS), help="models to measure (all four)")
+    parser.add_argument("--models", default=",".join(MODELS), help=f"models to measure ({', '.join(MODELS)})")
     add_dataset_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=None, help="override every model's batch size")
     parser.add_argument("--steps", type=int, default=None, help="measured steps per model after one warm-up (3; quick 1)")

@@ -8,7 +8,8 @@ checkpoints stay small and do not depend on the backend that computed the featur
 
 What lives here
 ---------------
-* `MelConfig`: the Mel settings (defaults: the paper's 2D CNN input, FFT 2048, hop 1792, 128 Mel
+* `MelConfig` (defined in `datamodules/mel_config.py`, which imports no torch; importable from
+  here too): the Mel settings (defaults: the paper's 2D CNN input, FFT 2048, hop 1792, 128 Mel
   bands at 16 kHz, i.e. 261 frames for a 465,984-sample clip) and the amplitude compression.
 * `LogMel`: (B, n_samples) waveform -> (B, n_mels, n_frames) float32 compressed Mel power,
   backed by nnAudio or torchaudio with identical settings (Slaney Mel scale and area

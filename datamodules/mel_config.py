@@ -1,8 +1,8 @@
-"""The Mel settings of a model's input, and the libraries and compressions the frontend offers.
+"""The Mel settings (`MelConfig`) and the names the frontend accepts, without torch.
 
-Apart from the frontend (`datamodules.frontend`, which computes the spectrogram with torch) because the
-settings are read where torch is not needed: the model registry's defaults, the command line's choices,
-checkpoints and exported models describing their input.
+The model registry, the command line and the option docs read these; importing them must not
+import torch (`run.py --help` and its errors stay fast). The frontend that computes the Mel
+(`datamodules/frontend.py`) imports them from here.
 """
 
 from __future__ import annotations

@@ -23,13 +23,7 @@ from infrastructure.audio import MTAT_CLIP_SAMPLES
 from infrastructure.errors import ConfigError, DataError
 from infrastructure.io import file_lock, local_rank
 from infrastructure.locations import default_cache_root
-from lightning_modules.registry import MODELS, ModelSpec
-
-
-def model_spec(name: str) -> ModelSpec:
-    if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
-    return MODELS[name]
+from lightning_modules.registry import ModelSpec, model_spec  # noqa: F401 (model_spec: callers import it from here)
 
 
 def frontend_config(spec: ModelSpec, options: RunOptions) -> MelConfig | None:

@@ -44,7 +44,7 @@ from infrastructure.audio import MTAT_CLIP_SAMPLES
 from infrastructure.errors import ConfigError
 from infrastructure.locations import default_cache_root
 from lightning_modules.optimization import NONFINITE_ACTIONS, OPTIMIZERS
-from lightning_modules.registry import MODELS
+from lightning_modules.registry import MODELS, model_spec
 
 LOGGERS = ("wandb", "csv", "tensorboard", "none")
 STRATEGIES = ("auto", "ddp")
@@ -123,6 +123,15 @@ def float_list(text) -> list[float]:
         raise OptionValueError(f"expected comma-separated numbers such as 1e-3,1e-4,1e-5, got {text}") from None
 
 
+def registered_model(name: str) -> str:
+    """A model of the registry (the error names the closest one): checked when parsed, so that models registered
+    after this module was imported count too."""
+    try:
+        return model_spec(str(name)).name
+    except ConfigError as error:
+        raise OptionValueError(str(error)) from None
+
+
 def fraction_or_count(text: str) -> float | int:
     value = float(text)
     return int(value) if value > 1 and value.is_integer() else value
@@ -183,7 +192,7 @@ class ModelOptions:
     """model: which architecture, and the network options that are not the model's defaults."""
 
     model: str | None = option(None, "architecture: " + "; ".join(f"{n} ({s.table})" for n, s in MODELS.items()),
-                               choices=tuple(MODELS), tunable=False,
+                               type=registered_model, tunable=False,
                                essential="train and test this model (see --summary for its layers)",
                                known_as=("arch", "architecture", "network", "net"))
     dropout: float | None = option(None, "override the network's dropout rate", type=float, valid="[0, 1)",
@@ -574,7 +583,7 @@ class SweepOptions:
     sweep: str | None = option(None, "tune MODEL's search space (sweeps/spaces.py; lstm_mel: FFT, hop, Mel bands, "
                                "segments per clip, lr, global decay): runs trials until the study has --trials, then "
                                "writes the report into RUNS_ROOT/sweeps/STUDY; start it many times (or on many "
-                               "machines) to add workers", choices=tuple(MODELS), metavar="MODEL",
+                               "machines) to add workers", type=registered_model, metavar="MODEL",
                                essential="tune MODEL's search space with Optuna (start it again to add workers)")
     trials: int = option(20, "trials in the whole study, all workers together (complete + pruned)", type=int,
                          valid="[1, inf)", essential="trials in the whole study", known_as=("n_trials", "num_trials"))

@@ -37,7 +37,7 @@ from types import MappingProxyType
 from callbacks.schedules import SCHEDULES
 from infrastructure.devices import gpu_count
 from infrastructure.errors import ConfigError
-from lightning_modules.registry import MODELS
+from lightning_modules.registry import model_spec
 
 RECIPES = MappingProxyType({
     "paper": MappingProxyType({
@@ -60,9 +60,8 @@ MEL_ONLY = ("freq_mask", "time_mask", "n_masks")
 
 
 def default_recipe(model: str) -> str:
-    if model not in MODELS:
-        raise ConfigError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
-    return MODELS[model].recipe
+    """The recipe of `model`'s registry entry."""
+    return model_spec(model).recipe
 
 
 def recipe_values(name: str, model: str, accelerator: str = "auto") -> dict:
@@ -70,7 +69,7 @@ def recipe_values(name: str, model: str, accelerator: str = "auto") -> dict:
     if name not in RECIPES:
         raise ConfigError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
     values = dict(RECIPES[name])
-    if MODELS[model].frontend is None:
+    if model_spec(model).frontend is None:
         for key in MEL_ONLY:
             values.pop(key, None)
     if name == "modern":
@@ -94,7 +93,7 @@ def apply_recipe(options, given, model: str | None = None):
         return options
     name = options.recipe or default_recipe(model)
     values = {k: v for k, v in recipe_values(name, model, options.accelerator).items() if k not in given}
-    crop = values.get("train_crop", options.train_crop) or MODELS[model].train_crop
+    crop = values.get("train_crop", options.train_crop) or model_spec(model).train_crop
     if "random_crops_per_clip" in values and crop != "random":
         del values["random_crops_per_clip"]  # e.g. an explicit --train-crop fixed: training reads the fixed segments
     return options.replace(recipe=name, **values)
@@ -102,7 +101,7 @@ def apply_recipe(options, given, model: str | None = None):
 
 def check_recipe_options(options) -> None:
     """One-line ConfigErrors for schedule and augmentation settings that cannot work (before any data)."""
-    spec = MODELS.get(options.model) if options.model else None
+    spec = model_spec(options.model) if options.model else None
     schedule = options.schedule
     if schedule not in SCHEDULES:
         raise ConfigError(f"unknown --schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")

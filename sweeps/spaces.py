@@ -4,7 +4,10 @@ A space is a tuple of `Param`s, each naming one of run.py's options by its dest 
 `segments_per_clip`, `lr`, ...). A trial's parameters are merged into the run's options, so a
 trial is an ordinary run with some options chosen by the sampler.
 
-The spaces (`SPACES`) and the paper's settings they contain:
+Each model's space and first trials are data in its registry entry (lightning_modules/registry.py
+`ModelSpec.space` and `baselines`, in `--sweep-space`'s form); an entry that declares no space gets
+the default one (`default_space_values`: Mel settings for Mel models, dropout, learning rate,
+decay). `SPACES` and `BASELINES` follow the registry. The spaces and the paper's settings they contain:
 
 * `lstm_mel` (§4.4.2, "sequence length decisive"): FFT window, hop, Mel bands and segments per
   clip set the LSTM's sequence length (frames per segment = (clip // hop + 1) // segments). The
@@ -42,15 +45,24 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from experiments.data import frontend_config, model_spec
+from experiments.data import frontend_config
 from experiments.options import NOT_TUNABLE, RUN_OPTION_NAMES, RunOptions
 from infrastructure.errors import ConfigError
-from lightning_modules.registry import build_network, input_shape, network_config, segment_layout
+from lightning_modules.registry import (
+    MODELS,
+    ModelSpec,
+    build_network,
+    input_shape,
+    model_spec,
+    network_config,
+    segment_layout,
+)
 
 CATEGORICAL, FLOAT, INT = "categorical", "float", "int"
 KINDS = (CATEGORICAL, FLOAT, INT)
@@ -205,62 +217,77 @@ class SearchSpace:
         return "; ".join(p.describe() for p in self.params) or "(empty: every option is fixed)"
 
 
-_LR = log_float("lr", 1e-3, 1e-1)
-_GLOBAL_DECAY = categorical("global_decay", (0.1, 0.2, 0.5))
-_WAVEFORM = (_LR, categorical("dropout", (0.25, 0.5)), _GLOBAL_DECAY)
+def default_space_values(spec: ModelSpec) -> tuple[tuple[str, object], ...]:
+    """The space of a model whose registry entry declares none, as `--sweep-space` data.
 
-SPACES: dict[str, SearchSpace] = {
-    "lstm_mel": SearchSpace("lstm_mel", (
-        categorical("n_fft", (512, 1024, 2048)),
-        categorical("hop_length", (256, 512, 768, 1024, 1536, 2048, 2560, 3072)),
-        categorical("n_mels", (64, 96, 128)),
-        categorical("segments_per_clip", (1, 2, 4, 8)),
-        _LR, _GLOBAL_DECAY)),
-    "mel_cnn": SearchSpace("mel_cnn", (
-        categorical("n_fft", (1024, 2048)),
-        categorical("hop_length", (1024, 1280, 1536, 1792, 2048)),
-        categorical("n_mels", (64, 96, 128)),
-        categorical("dropout", (0.0, 0.1, 0.25, 0.5)),
-        _LR, _GLOBAL_DECAY)),
-    "sample_cnn": SearchSpace("sample_cnn", _WAVEFORM),
-    "sample_cnn_frames": SearchSpace("sample_cnn_frames", _WAVEFORM),
-    # Won et al.'s models: Mel bands and hop (choices their chunk cannot take are dropped by adapt_to_clip, e.g. the
-    # plain short-chunk CNN needs >= 128 bands and frames), dropout, learning rate, decay.
-    "short_chunk_cnn": SearchSpace("short_chunk_cnn", (
-        categorical("hop_length", (128, 256)), categorical("dropout", (0.25, 0.5)), _LR, _GLOBAL_DECAY)),
-    "short_chunk_resnet": SearchSpace("short_chunk_resnet", (
-        categorical("hop_length", (128, 256, 512)), categorical("n_mels", (64, 96, 128)),
-        categorical("dropout", (0.25, 0.5)), _LR, _GLOBAL_DECAY)),
-    "harmonic_cnn": SearchSpace("harmonic_cnn", _WAVEFORM),
-    "tagging_transformer": SearchSpace("tagging_transformer", (
-        categorical("hop_length", (256, 512, 1024)), categorical("n_mels", (64, 96, 128)),
-        categorical("dropout", (0.0, 0.1, 0.2)), _LR, _GLOBAL_DECAY)),
-    # From the literature: their architectures fix the input's shape closely (FCN and CRNN pool 96 or 128 Mel
-    # bands down to one row; musicnn's timbral filters are fractions of the bands), so the Mel bands, dropout,
-    # learning rate and decay are tuned.
-    **{name: SearchSpace(name, (categorical("n_mels", (96, 128)), categorical("dropout", (0.25, 0.5)),
-                                _LR, _GLOBAL_DECAY))
-       for name in ("fcn", "crnn", "musicnn")},
-    "sample_cnn_se": SearchSpace("sample_cnn_se", _WAVEFORM),
-}
+    A Mel model tunes its hop (half, its own, double) and its Mel bands (64, 96, 128 and its own); every model its
+    dropout (its own, 0.25 and 0.5; when the network takes one), the learning rate and the global decay. For a
+    waveform model that is the paper's SampleCNN space (learning rate, dropout, decay), which those models use.
+    """
+    values: list[tuple[str, object]] = []
+    if spec.frontend is not None:
+        hop, bands = spec.frontend.hop_length, spec.frontend.n_mels
+        values += [("hop_length", sorted({max(1, hop // 2), hop, 2 * hop})), ("n_mels", sorted({64, 96, 128, bands}))]
+    values.append(("lr", {"low": 1e-3, "high": 1e-1, "log": True}))
+    dropout = dict(spec.network_defaults).get("dropout")
+    if dropout is not None:
+        values.append(("dropout", sorted({float(dropout), 0.25, 0.5})))
+    values.append(("global_decay", [0.1, 0.2, 0.5]))
+    return tuple(values)
 
-BASELINES: dict[str, tuple[dict, ...]] = {
-    "lstm_mel": (
-        # §4.4.2: 0.861 AUC with FFT 2048 and a stride of 2560 over whole clips ...
-        {"n_fft": 2048, "hop_length": 2560, "n_mels": 128, "segments_per_clip": 1, "lr": 0.01, "global_decay": 0.2},
-        # ... and the best, 0.87, with 4 segments of 227 frames (hop 512; Table 3)
-        {"n_fft": 2048, "hop_length": 512, "n_mels": 128, "segments_per_clip": 4, "lr": 0.01, "global_decay": 0.2},
-    ),
-    "mel_cnn": ({"n_fft": 2048, "hop_length": 1792, "n_mels": 128, "dropout": 0.1, "lr": 0.01, "global_decay": 0.2},),
-    "sample_cnn": ({"lr": 0.01, "dropout": 0.5, "global_decay": 0.2},),
-    "sample_cnn_frames": ({"lr": 0.01, "dropout": 0.5, "global_decay": 0.2},),
-    # the publications' network settings, with the suite's default lr and decay (their Adam recipe is not the paper's)
-    "short_chunk_cnn": ({"hop_length": 256, "dropout": 0.5, "lr": 0.01, "global_decay": 0.2},),
-    "short_chunk_resnet": ({"hop_length": 256, "n_mels": 128, "dropout": 0.5, "lr": 0.01, "global_decay": 0.2},),
-    "harmonic_cnn": ({"lr": 0.01, "dropout": 0.5, "global_decay": 0.2},),
-    "tagging_transformer": ({"hop_length": 512, "n_mels": 128, "dropout": 0.1, "lr": 0.01, "global_decay": 0.2},),
-}
-"""The paper's own settings: enqueued as a new study's first trials, restricted to the tuned parameters."""
+
+def space_of(model: str) -> SearchSpace:
+    """The search space of registry model `model`: its entry's own (`ModelSpec.space`) or the default one."""
+    spec = model_spec(model)
+    values = spec.space if spec.space is not None else default_space_values(spec)
+    space = SearchSpace(spec.name, ())
+    for name, value in values:
+        if name in space.names:
+            raise ConfigError(f"the search space of model {spec.name} (its registry entry) names {name} twice")
+        try:
+            space = apply_overrides(space, {name: value}, RUN_OPTION_NAMES)
+        except ConfigError as error:
+            raise ConfigError(f"model {spec.name}'s registry entry: {error}") from None
+    return space
+
+
+def baseline_points(model: str) -> tuple[dict, ...]:
+    """The points a new study of `model` enqueues first: its entry's `baselines`, else its own settings (Mel
+    settings, segments per clip, dropout) for the parameters of its space (the run's options fill in the rest)."""
+    spec = model_spec(model)
+    if spec.baselines is not None:
+        return tuple(spec.baselines)
+    own = {"segments_per_clip": spec.segments_per_clip, "dropout": dict(spec.network_defaults).get("dropout")}
+    if spec.frontend is not None:
+        own.update(n_fft=spec.frontend.n_fft, hop_length=spec.frontend.hop_length, n_mels=spec.frontend.n_mels)
+    names = space_of(model).names
+    return ({k: v for k, v in own.items() if k in names and v is not None},)
+
+
+class _PerModel(Mapping):
+    """Model name -> value, for every registered model (follows the registry)."""
+
+    def __init__(self, value_of) -> None:
+        self._value_of = value_of
+
+    def __getitem__(self, model: str):
+        if model not in MODELS:
+            raise KeyError(model)
+        return self._value_of(model)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(MODELS))
+
+    def __len__(self) -> int:
+        return len(MODELS)
+
+
+SPACES: Mapping[str, SearchSpace] = _PerModel(space_of)
+"""Every registered model's search space (before the command line and the clip length change it)."""
+
+BASELINES: Mapping[str, tuple[dict, ...]] = _PerModel(baseline_points)
+"""The paper's own settings (each model's registry entry): enqueued as a new study's first trials, restricted to the
+tuned parameters."""
 
 
 def parse_overrides(text: str | None) -> dict:
@@ -405,9 +432,7 @@ def for_schedule(space: SearchSpace, options: RunOptions) -> SearchSpace:
 def build_space(model: str, options: RunOptions, clip_samples: int, fixed=(), overrides: dict | None = None) -> SearchSpace:
     """The space a sweep of `model` tunes: defaults, minus options `fixed` on the command line,
     with `overrides` (`--sweep-space`) applied, adapted to the clip length."""
-    if model not in SPACES:
-        raise ConfigError(f"no search space for model {model!r}; choose one of {', '.join(SPACES)}")
-    space = SPACES[model]
+    space = space_of(model)
     overrides = dict(overrides or {})
     clash = sorted(set(fixed) & {k for k, v in overrides.items() if v is not None})
     if clash:
@@ -427,7 +452,7 @@ def baselines(space: SearchSpace, options: RunOptions) -> list[dict]:
     points' SGD rate and decay give way to the recipe's rate (the publication's settings under that recipe).
     """
     out = []
-    for point in BASELINES.get(space.model, ()):
+    for point in baseline_points(space.model):
         if options.schedule != "paper":
             point = {k: v for k, v in point.items() if k not in (*PAPER_DECAY_PARAMS, "lr")}
         params = {name: point.get(name, getattr(options, name)) for name in space.names}

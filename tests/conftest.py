@@ -81,14 +81,10 @@ def lstm_mel_run(tiny_cache, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def cpu_variant(monkeypatch):
-    """Swap a literature model's registry entry for its CPU-sized variant (tests/support/helpers.py CPU_VARIANTS)."""
-    import dataclasses
-
+    """Swap a model's registry entry for its CPU-sized variant (the entry's `small.spec`; its options are
+    tests/support/helpers.py `small_model_args`) for the rest of the test."""
     from lightning_modules import registry
-    from tests.support.helpers import CPU_VARIANTS
 
     def apply(model: str) -> None:
-        if model in CPU_VARIANTS:
-            monkeypatch.setitem(registry.MODELS, model,
-                                dataclasses.replace(registry.MODELS[model], **CPU_VARIANTS[model]))
+        monkeypatch.setitem(registry.MODELS, model, registry.model_spec(model).small_variant())
     return apply

@@ -97,7 +97,11 @@ class PooledResBlock(nn.Module):
 
 
 class DenseHead(nn.Module):
-    """Won et al.'s classifier: dense + BatchNorm1d + ReLU + dropout, then dense to the tags (logits)."""
+    """Won et al.'s classifier: dense + BatchNorm1d + ReLU + dropout, then dense to the tags (logits).
+
+    `embed` is the part before the dropout (the network's embedding), `classify` the rest; a network
+    calls the two separately, so `--summary` lists the head as one row of its `layers()`.
+    """
 
     def __init__(self, features: int, n_tags: int, dropout: float) -> None:
         super().__init__()
@@ -107,8 +111,18 @@ class DenseHead(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(features, n_tags)
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.bn(self.dense(x)))
+
+    def classify(self, embedding: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(embedding))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(self.relu(self.bn(self.dense(x)))))
+        return self.classify(self.embed(x))
+
+    def layers(self) -> tuple[nn.Module, ...]:
+        """The modules in the order they run (one `--summary` row)."""
+        return (self.dense, self.bn, self.relu, self.dropout, self.classifier)
 
 
 class GlobalMaxPool(nn.Module):

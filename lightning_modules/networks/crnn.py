@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from lightning_modules.networks.args import check_channels, check_dropout, check_int
+from lightning_modules.networks.base import MelNetwork
 from lightning_modules.networks.fcn import (
     _check_pools,
     check_pooled_input,
@@ -49,7 +50,7 @@ CRNN_POOLS: tuple[tuple[int, int], ...] = ((2, 2), (3, 3), (4, 4), (4, 4))
 """Max-pool sizes (Mel, time) of the four conv blocks (the paper's)."""
 
 
-class CRNN(nn.Module):
+class CRNN(MelNetwork):
     """Conv + GRU: log-Mel (batch, n_mels, n_frames) -> tag logits (batch, n_tags).
 
     Layers: ``input_norm`` (BatchNorm2d, one channel), ``blocks`` (``conv`` = conv 3x3 + BN +
@@ -83,10 +84,6 @@ class CRNN(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(gru_hidden, n_tags)
 
-    @property
-    def input_shape(self) -> tuple[int, int]:
-        return (self.n_mels, self.n_frames)
-
     def paper_layers(self) -> Iterator[tuple[str, nn.Module]]:
         """The layers in forward order, as (display name, module) pairs (for ``--summary``)."""
         yield "input batch norm", self.input_norm
@@ -95,12 +92,12 @@ class CRNN(nn.Module):
         yield f"dropout {self.dropout.p:g}", self.dropout
         yield f"dense {self.n_tags}", self.classifier
 
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        """Tag logits (batch, n_tags) for a log-Mel batch (batch, n_mels, n_frames)."""
-        if mel.dim() != 3 or tuple(mel.shape[1:]) != (self.n_mels, self.n_frames):
-            raise ValueError(f"CRNN expects input of shape (batch, {self.n_mels}, {self.n_frames}), "
-                             f"got {tuple(mel.shape)}")
+    def features(self, mel: torch.Tensor) -> torch.Tensor:
+        """The GRU's last time step (batch, gru_hidden) for a log-Mel batch."""
         x = self.blocks(self.input_norm(mel.unsqueeze(1)))      # (batch, channels, mel', steps)
         sequence = x.flatten(1, 2).transpose(1, 2)              # (batch, steps, channels * mel')
         outputs, _ = self.gru(sequence)
-        return self.classifier(self.dropout(outputs[:, -1]))
+        return outputs[:, -1]
+
+    def classify(self, embedding: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(embedding))

@@ -34,6 +34,7 @@ from torch import nn
 
 from infrastructure.errors import ConfigError
 from lightning_modules.networks.args import check_channels, check_dropout, check_int
+from lightning_modules.networks.base import MelNetwork
 
 WON_CHANNELS: tuple[int, ...] = (64, 128, 128, 128, 64)
 """Channels of Won et al. 2020's FCN (the suite's default)."""
@@ -98,7 +99,7 @@ def conv_pool_layers(blocks: nn.Sequential) -> Iterator[tuple[str, nn.Module]]:
         yield f"maxpool {tuple(block.pool.kernel_size)}", block.pool
 
 
-class FCN(nn.Module):
+class FCN(MelNetwork):
     """Fully convolutional network: log-Mel (batch, n_mels, n_frames) -> tag logits (batch, n_tags).
 
     Layers: ``input_norm`` (BatchNorm2d over the one input channel), ``blocks`` (one per entry of
@@ -129,10 +130,6 @@ class FCN(nn.Module):
         self.feature_shape = (height, width, in_channels)
         self.classifier = nn.Linear(height * width * in_channels, n_tags)
 
-    @property
-    def input_shape(self) -> tuple[int, int]:
-        return (self.n_mels, self.n_frames)
-
     def paper_layers(self) -> Iterator[tuple[str, nn.Module]]:
         """The layers in forward order, as (display name, module) pairs (for ``--summary``)."""
         yield "input batch norm", self.input_norm
@@ -140,10 +137,9 @@ class FCN(nn.Module):
         yield f"dropout {self.dropout.p:g}", self.dropout
         yield f"dense {self.n_tags}", self.classifier
 
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        """Tag logits (batch, n_tags) for a log-Mel batch (batch, n_mels, n_frames)."""
-        if mel.dim() != 3 or tuple(mel.shape[1:]) != (self.n_mels, self.n_frames):
-            raise ValueError(f"FCN expects input of shape (batch, {self.n_mels}, {self.n_frames}), "
-                             f"got {tuple(mel.shape)}")
-        x = self.blocks(self.input_norm(mel.unsqueeze(1)))
-        return self.classifier(self.dropout(torch.flatten(x, 1)))
+    def features(self, mel: torch.Tensor) -> torch.Tensor:
+        """The flattened last map (batch, mel * time * channels) for a log-Mel batch."""
+        return torch.flatten(self.blocks(self.input_norm(mel.unsqueeze(1))), 1)
+
+    def classify(self, embedding: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(embedding))

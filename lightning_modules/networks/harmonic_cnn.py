@@ -40,6 +40,7 @@ from torch import nn
 from infrastructure.audio import SAMPLE_RATE
 from infrastructure.errors import ConfigError
 from lightning_modules.networks.args import check_dropout, check_int
+from lightning_modules.networks.base import WaveformNetwork
 from lightning_modules.networks.blocks2d import ConvBlock, DenseHead, GlobalMaxPool, PooledResBlock, pooled_size
 
 CHUNK_SAMPLES = 80_000
@@ -134,7 +135,7 @@ class HarmonicFilterbank(nn.Module):
                 f"n_bands={self.n_bands}, learn_bandwidth={isinstance(self.bandwidth_q, nn.Parameter)}")
 
 
-class HarmonicCNN(nn.Module):
+class HarmonicCNN(WaveformNetwork):
     """Harmonic CNN: waveform (batch, n_samples) -> tag logits (batch, n_tags).
 
     Layers: ``frontend`` (`HarmonicFilterbank`), ``input_bn``, ``blocks`` (seven, see the module
@@ -187,10 +188,6 @@ class HarmonicCNN(nn.Module):
         self.pool = GlobalMaxPool()
         self.head = DenseHead(in_channels, n_tags, dropout)
 
-    @property
-    def input_shape(self) -> tuple[int]:
-        return (self.n_samples,)
-
     def paper_layers(self) -> Iterator[tuple[str, nn.Module]]:
         """Layers in forward order for `--summary`, as (display name, module) pairs."""
         f = self.frontend
@@ -203,12 +200,16 @@ class HarmonicCNN(nn.Module):
             yield f"{kind} {pool} - {width}", block
         yield "global max pool", self.pool
         yield f"dense {self.head.dense.out_features} + BN + dropout {self.head.dropout.p:g} + dense {self.n_tags}", \
-            self.head
+            self.head.layers()
 
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        """Tag logits (batch, n_tags) for a waveform batch (batch, n_samples)."""
-        if waveform.dim() != 2 or waveform.shape[1] != self.n_samples:
-            raise ValueError(f"harmonic_cnn expects input of shape (batch, {self.n_samples}), "
-                             f"got {tuple(waveform.shape)}")
+    @property
+    def tag_layer(self) -> nn.Linear:
+        return self.head.classifier
+
+    def features(self, waveform: torch.Tensor) -> torch.Tensor:
+        """The head's dense layer after BN and ReLU (batch, 2 * channels) for a waveform batch."""
         x = self.input_bn(self.frontend(waveform))
-        return self.head(self.pool(self.blocks(x)))
+        return self.head.embed(self.pool(self.blocks(x)))
+
+    def classify(self, embedding: torch.Tensor) -> torch.Tensor:
+        return self.head.classify(embedding)

@@ -26,9 +26,10 @@ from torch import nn
 
 from infrastructure.errors import ConfigError
 from lightning_modules.networks.args import check_dropout, check_int
+from lightning_modules.networks.base import MelNetwork
 
 
-class LSTMMel(nn.Module):
+class LSTMMel(MelNetwork):
     """BiLSTM + Conv1D: log-Mel (batch, n_mels, n_frames) -> tag logits (batch, n_tags).
 
     Layers: ``lstm`` (``num_layers`` stacked bidirectional LSTMs of ``hidden_size`` units,
@@ -37,7 +38,7 @@ class LSTMMel(nn.Module):
     n_frames). Raises ConfigError when n_frames is too short for the convolutions.
 
     Attributes: ``n_mels``, ``n_frames``, ``n_tags``, ``input_shape`` ((n_mels, n_frames)),
-    ``feature_shape`` ((time, features) entering the dense layer).
+    ``feature_shape`` ((time, features) entering the dense layer; the embedding is it flattened).
     """
 
     def __init__(self, n_mels: int, n_frames: int, n_tags: int, hidden_size: int = 100,
@@ -76,11 +77,6 @@ class LSTMMel(nn.Module):
         self.feature_shape = (length, in_channels)
         self.classifier = nn.Linear(length * in_channels, n_tags)
 
-    @property
-    def input_shape(self) -> tuple[int, int]:
-        """Shape of one input example, without the batch dimension."""
-        return (self.n_mels, self.n_frames)
-
     def paper_layers(self) -> Iterator[tuple[str, nn.Module]]:
         """The layers of Table 3 in forward order, as (display name, module) pairs.
 
@@ -94,14 +90,14 @@ class LSTMMel(nn.Module):
         yield f"dropout {self.dropout.p:g}", self.dropout
         yield f"dense {self.n_tags}", self.classifier
 
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        """Tag logits (batch, n_tags) for a log-Mel batch (batch, n_mels, n_frames)."""
-        if mel.dim() != 3 or tuple(mel.shape[1:]) != (self.n_mels, self.n_frames):
-            raise ValueError(f"LSTMMel expects input of shape (batch, {self.n_mels}, "
-                             f"{self.n_frames}), got {tuple(mel.shape)}")
+    def features(self, mel: torch.Tensor) -> torch.Tensor:
+        """The flattened last conv output (batch, channels * time') for a log-Mel batch."""
         if self.input_norm is not None:
             mel = self.input_norm(mel)
         sequence, _ = self.lstm(mel.transpose(1, 2))   # (batch, time, 2 * hidden)
-        x = self.convs(sequence.transpose(1, 2))       # (batch, channels, time')
-        x = self.dropout(x)
-        return self.classifier(torch.flatten(x, 1))
+        return torch.flatten(self.convs(sequence.transpose(1, 2)), 1)  # convs: (batch, channels, time')
+
+    def classify(self, embedding: torch.Tensor) -> torch.Tensor:
+        """Dropout on the (channels, time') map, as Table 3's rows show it, then the dense layer."""
+        length, channels = self.feature_shape
+        return self.classifier(torch.flatten(self.dropout(embedding.unflatten(1, (channels, length))), 1))

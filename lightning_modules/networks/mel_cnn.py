@@ -18,6 +18,7 @@ from torch import nn
 
 from infrastructure.errors import ConfigError
 from lightning_modules.networks.args import check_channels, check_dropout, check_int
+from lightning_modules.networks.base import MelNetwork
 
 
 def _block_sizes(size: int, n_blocks: int) -> list[int]:
@@ -39,7 +40,7 @@ def min_input_size(n_blocks: int) -> int:
     return size
 
 
-class MelCNN(nn.Module):
+class MelCNN(MelNetwork):
     """2D CNN: log-Mel (batch, n_mels, n_frames) -> tag logits (batch, n_tags).
 
     Layers: ``blocks`` (one per entry of ``channels``: ``conv`` = Conv2d 3x3 + BatchNorm2d +
@@ -47,7 +48,7 @@ class MelCNN(nn.Module):
     Raises ConfigError when n_mels or n_frames is too small for the blocks.
 
     Attributes: ``n_mels``, ``n_frames``, ``n_tags``, ``input_shape`` ((n_mels, n_frames)),
-    ``feature_shape`` ((mel, time, channels) entering the dense layer).
+    ``feature_shape`` ((mel, time, channels) entering the dense layer; the embedding is it flattened).
     """
 
     def __init__(self, n_mels: int, n_frames: int, n_tags: int,
@@ -88,11 +89,6 @@ class MelCNN(nn.Module):
         self.feature_shape = (height, width, in_channels)
         self.classifier = nn.Linear(height * width * in_channels, n_tags)
 
-    @property
-    def input_shape(self) -> tuple[int, int]:
-        """Shape of one input example, without the batch dimension."""
-        return (self.n_mels, self.n_frames)
-
     def paper_layers(self) -> Iterator[tuple[str, nn.Module]]:
         """The layers of Table 2 in forward order, as (display name, module) pairs."""
         for block in self.blocks:
@@ -101,10 +97,6 @@ class MelCNN(nn.Module):
             yield f"dropout {block.dropout.p:g}", block.dropout
         yield f"dense {self.n_tags}", self.classifier
 
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        """Tag logits (batch, n_tags) for a log-Mel batch (batch, n_mels, n_frames)."""
-        if mel.dim() != 3 or tuple(mel.shape[1:]) != (self.n_mels, self.n_frames):
-            raise ValueError(f"MelCNN expects input of shape (batch, {self.n_mels}, "
-                             f"{self.n_frames}), got {tuple(mel.shape)}")
-        x = self.blocks(mel.unsqueeze(1))
-        return self.classifier(torch.flatten(x, 1))
+    def features(self, mel: torch.Tensor) -> torch.Tensor:
+        """The flattened last block's map (batch, mel * time * channels) for a log-Mel batch."""
+        return torch.flatten(self.blocks(mel.unsqueeze(1)), 1)

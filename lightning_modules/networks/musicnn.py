@@ -37,6 +37,7 @@ from torch import nn
 
 from infrastructure.errors import ConfigError
 from lightning_modules.networks.args import check_dropout, check_int
+from lightning_modules.networks.base import MelNetwork
 
 TIMBRAL_HEIGHTS: tuple[float, ...] = (0.7, 0.4)
 """Heights of the timbral filters as fractions of the Mel bands (the authors' f77 and f74)."""
@@ -73,7 +74,7 @@ class _MidendLayer(nn.Module):
         return self.norm(self.relu(self.conv(x)))
 
 
-class Musicnn(nn.Module):
+class Musicnn(MelNetwork):
     """musicnn: log-Mel (batch, n_mels, n_frames) -> tag logits (batch, n_tags).
 
     Layers: ``input_norm``, ``timbral`` and ``temporal`` (front-end branches), ``midend`` (three
@@ -138,10 +139,6 @@ class Musicnn(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(backend_units, n_tags)
 
-    @property
-    def input_shape(self) -> tuple[int, int]:
-        return (self.n_mels, self.n_frames)
-
     def paper_layers(self) -> Iterator[tuple[str, nn.Module]]:
         """The layers in forward order, as (display name, module) pairs (for ``--summary``)."""
         yield "input batch norm", self.input_norm
@@ -161,11 +158,8 @@ class Musicnn(nn.Module):
         yield f"dropout {self.dropout.p:g}", self.dropout
         yield f"dense {self.n_tags}", self.classifier
 
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        """Tag logits (batch, n_tags) for a log-Mel batch (batch, n_mels, n_frames)."""
-        if mel.dim() != 3 or tuple(mel.shape[1:]) != (self.n_mels, self.n_frames):
-            raise ValueError(f"Musicnn expects input of shape (batch, {self.n_mels}, {self.n_frames}), "
-                             f"got {tuple(mel.shape)}")
+    def features(self, mel: torch.Tensor) -> torch.Tensor:
+        """The back-end's dense layer after its batch norm (batch, backend_units) for a log-Mel batch."""
         x = self.input_norm(mel.unsqueeze(1))
         frontend = torch.cat([branch(x) for branch in (*self.timbral, *self.temporal)], dim=1)  # (B, 561, T)
         features = [frontend]
@@ -176,5 +170,7 @@ class Musicnn(nn.Module):
         dense_features = torch.cat(features, dim=1)                                           # (B, 753, T)
         pooled = torch.cat([dense_features.amax(dim=2), dense_features.mean(dim=2)], dim=1)    # (B, 1506)
         x = self.backend_dropout(self.backend_norm(pooled))
-        x = self.dropout(self.dense_norm(self.dense(x)))
-        return self.classifier(x)
+        return self.dense_norm(self.dense(x))
+
+    def classify(self, embedding: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(embedding))

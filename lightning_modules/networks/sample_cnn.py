@@ -24,6 +24,7 @@ from torch import nn
 
 from infrastructure.errors import ConfigError
 from lightning_modules.networks.args import check_channels, check_dropout, check_int
+from lightning_modules.networks.base import WaveformNetwork
 
 FRAME_SAMPLES = 59_049
 """Input length of the frame variant: 3^10 samples (3.69 s at 16 kHz)."""
@@ -45,7 +46,7 @@ def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, stride:
     )
 
 
-class SampleCNN(nn.Module):
+class SampleCNN(WaveformNetwork):
     """SampleCNN: raw waveform (batch, n_samples) -> tag logits (batch, n_tags).
 
     Layers: ``stem`` (conv3 stride 3, no padding, + BN + ReLU), ``blocks`` (one per entry of
@@ -56,7 +57,7 @@ class SampleCNN(nn.Module):
 
     Attributes: ``n_samples``, ``n_tags``, ``input_shape`` (``(n_samples,)``), ``lengths``
     (time steps after the stem and after each block), ``feature_shape`` ((length, channels)
-    entering the dense layer).
+    entering the dense layer; the embedding is it flattened).
     """
 
     def __init__(self, n_samples: int, n_tags: int,
@@ -116,11 +117,6 @@ class SampleCNN(nn.Module):
         options.update(overrides)
         return cls(FRAME_SAMPLES, n_tags, **options)
 
-    @property
-    def input_shape(self) -> tuple[int]:
-        """Shape of one input example, without the batch dimension."""
-        return (self.n_samples,)
-
     def paper_layers(self) -> Iterator[tuple[str, nn.Module]]:
         """The layers of Table 1 in forward order, as (display name, module) pairs."""
         stem_conv = self.stem[0]
@@ -133,15 +129,16 @@ class SampleCNN(nn.Module):
         yield f"dropout {self.dropout.p:g}", self.dropout
         yield f"dense {self.n_tags}", self.classifier
 
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        """Tag logits (batch, n_tags) for a waveform batch (batch, n_samples)."""
-        if waveform.dim() != 2 or waveform.shape[1] != self.n_samples:
-            raise ValueError(f"SampleCNN expects input of shape (batch, {self.n_samples}), "
-                             f"got {tuple(waveform.shape)}")
+    def features(self, waveform: torch.Tensor) -> torch.Tensor:
+        """The flattened last map (batch, channels * length) for a waveform batch."""
         x = self.stem(waveform.unsqueeze(1))
         for block in self.blocks:
             x = block(x)
         if self.head is not None:
             x = self.head(x)
-        x = self.dropout(x)
-        return self.classifier(torch.flatten(x, 1))
+        return torch.flatten(x, 1)
+
+    def classify(self, embedding: torch.Tensor) -> torch.Tensor:
+        """Dropout on the (channels, length) map, as Table 1's rows show it, then the dense layer."""
+        length, channels = self.feature_shape
+        return self.classifier(torch.flatten(self.dropout(embedding.unflatten(1, (channels, length))), 1))

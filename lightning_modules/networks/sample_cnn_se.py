@@ -31,6 +31,7 @@ from torch import nn
 
 from infrastructure.errors import ConfigError
 from lightning_modules.networks.args import check_channels, check_dropout, check_int
+from lightning_modules.networks.base import WaveformNetwork
 
 SE_CHANNELS: tuple[int, ...] = (128, 128, 256, 256, 256, 256, 256, 256, 512)
 """Channels of the nine SE blocks (Kim et al. 2018; the 3^9 SampleCNN's)."""
@@ -51,7 +52,7 @@ class SqueezeExcitation(nn.Module):
         return x * self.excite(x.mean(dim=2)).unsqueeze(2)
 
 
-class SampleCNNSE(nn.Module):
+class SampleCNNSE(WaveformNetwork):
     """SampleCNN + SE + multi-level aggregation: waveform (batch, n_samples) -> tag logits (batch, n_tags).
 
     Layers: ``stem`` (conv 3 stride 3 + BN + ReLU), ``blocks`` (``conv`` = conv 3 + BN + ReLU,
@@ -106,10 +107,6 @@ class SampleCNNSE(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(self.aggregated_features, n_tags)
 
-    @property
-    def input_shape(self) -> tuple[int]:
-        return (self.n_samples,)
-
     def paper_layers(self) -> Iterator[tuple[str, nn.Module]]:
         """The layers in forward order, as (display name, module) pairs (for ``--summary``)."""
         yield f"conv 3 - {self.stem[0].out_channels} (stride 3)", self.stem
@@ -122,15 +119,15 @@ class SampleCNNSE(nn.Module):
         yield f"dropout {self.dropout.p:g}", self.dropout
         yield f"dense {self.n_tags}", self.classifier
 
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        """Tag logits (batch, n_tags) for a waveform batch (batch, n_samples)."""
-        if waveform.dim() != 2 or waveform.shape[1] != self.n_samples:
-            raise ValueError(f"SampleCNNSE expects input of shape (batch, {self.n_samples}), "
-                             f"got {tuple(waveform.shape)}")
+    def features(self, waveform: torch.Tensor) -> torch.Tensor:
+        """The dense layer over the aggregated levels (batch, aggregated_features) for a waveform batch."""
         x = self.stem(waveform.unsqueeze(1))
         levels = []
         for block in self.blocks:
             x = block(x)
             levels.append(x.amax(dim=2))
         aggregated = torch.cat(levels[-self.aggregate_last:], dim=1)
-        return self.classifier(self.dropout(self.head(aggregated)))
+        return self.head(aggregated)
+
+    def classify(self, embedding: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(embedding))

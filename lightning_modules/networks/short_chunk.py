@@ -32,6 +32,7 @@ from torch import nn
 
 from infrastructure.errors import ConfigError
 from lightning_modules.networks.args import check_dropout, check_int
+from lightning_modules.networks.base import MelNetwork
 from lightning_modules.networks.blocks2d import (
     ConvBlock,
     DenseHead,
@@ -48,7 +49,7 @@ CHUNK_SAMPLES = 59_049
 """Won et al.'s chunk: 3^10 samples, 3.69 s at 16 kHz (the same length as SampleCNN's frames)."""
 
 
-class ShortChunkCNN(nn.Module):
+class ShortChunkCNN(MelNetwork):
     """Short-chunk CNN (``residual=False``) or ResNet (``residual=True``): log-Mel -> tag logits.
 
     Input (batch, n_mels, n_frames); output (batch, n_tags). Layers: ``input_bn``, ``blocks``
@@ -99,10 +100,6 @@ class ShortChunkCNN(nn.Module):
         self.pool = GlobalMaxPool()
         self.head = DenseHead(in_channels, n_tags, dropout)
 
-    @property
-    def input_shape(self) -> tuple[int, int]:
-        return (self.n_mels, self.n_frames)
-
     def paper_layers(self) -> Iterator[tuple[str, nn.Module]]:
         """Layers in forward order for `--summary`, as (display name, module) pairs."""
         yield "input batch norm", self.input_bn
@@ -112,12 +109,15 @@ class ShortChunkCNN(nn.Module):
             yield f"{kind} - {width}", block
         yield "global max pool", self.pool
         yield f"dense {self.head.dense.out_features} + BN + dropout {self.head.dropout.p:g} + dense {self.n_tags}", \
-            self.head
+            self.head.layers()
 
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        """Tag logits (batch, n_tags) for a log-Mel batch (batch, n_mels, n_frames)."""
-        if mel.dim() != 3 or tuple(mel.shape[1:]) != (self.n_mels, self.n_frames):
-            raise ValueError(f"{self.name} expects input of shape (batch, {self.n_mels}, {self.n_frames}), "
-                             f"got {tuple(mel.shape)}")
-        x = self.blocks(self.input_bn(mel.unsqueeze(1)))
-        return self.head(self.pool(x))
+    @property
+    def tag_layer(self) -> nn.Linear:
+        return self.head.classifier
+
+    def features(self, mel: torch.Tensor) -> torch.Tensor:
+        """The head's dense layer after BN and ReLU (batch, 4 * channels) for a log-Mel batch."""
+        return self.head.embed(self.pool(self.blocks(self.input_bn(mel.unsqueeze(1)))))
+
+    def classify(self, embedding: torch.Tensor) -> torch.Tensor:
+        return self.head.classify(embedding)

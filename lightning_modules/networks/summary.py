@@ -15,8 +15,10 @@ input with hooks on the layers a network names through its ``paper_layers()`` me
 one :class:`LayerRow` per table row; :func:`format_summary` prints the rows as a text table
 (this is what ``run.py --model NAME --summary`` shows).
 
-A network takes part by defining ``paper_layers()``, yielding ``(display_name, module)`` pairs
-in forward order that together hold every parameter of the network, and ``input_shape``, the
+A network takes part through `TaggingNetwork` (``lightning_modules/networks/base.py``): its
+``paper_layers()`` yields ``(display_name, module)`` pairs in forward order that together hold
+every parameter of the network (a row may name a tuple of modules that run one after the other:
+their parameters add up and the last one's output is the row's), and ``input_shape`` is the
 shape of one example without the batch dimension.
 """
 
@@ -133,11 +135,12 @@ def layer_summary(network: nn.Module, input_shape: Sequence[int] | None = None) 
     """
     if input_shape is None:
         input_shape = network.input_shape
-    layers = list(network.paper_layers())
-    outputs: dict[int, object] = {}
-    calls: dict[int, int] = {}
+    layers = [(name, tuple(modules) if isinstance(modules, (tuple, list)) else (modules,))
+              for name, modules in network.paper_layers()]
+    outputs: dict[tuple[int, int], object] = {}
+    calls: dict[tuple[int, int], int] = {}
 
-    def make_hook(index: int):
+    def make_hook(index: tuple[int, int]):
         def hook(module: nn.Module, args: tuple, output: object) -> None:
             calls[index] = calls.get(index, 0) + 1
             outputs[index] = output
@@ -146,7 +149,8 @@ def layer_summary(network: nn.Module, input_shape: Sequence[int] | None = None) 
     first = next(network.parameters(), None)
     device = first.device if first is not None else torch.device("cpu")
     dtype = first.dtype if first is not None else torch.float32
-    handles = [module.register_forward_hook(make_hook(i)) for i, (_, module) in enumerate(layers)]
+    handles = [module.register_forward_hook(make_hook((i, j)))
+               for i, (_, modules) in enumerate(layers) for j, module in enumerate(modules)]
     was_training = network.training
     try:
         network.eval()
@@ -159,11 +163,19 @@ def layer_summary(network: nn.Module, input_shape: Sequence[int] | None = None) 
 
     rows: list[LayerRow] = []
     covered: list[nn.Parameter] = []
-    for index, (name, module) in enumerate(layers):
-        if calls.get(index, 0) != 1:
-            raise RuntimeError(f"layer_summary: layer {name!r} ({_kind(module)}) ran "
-                               f"{calls.get(index, 0)} times in one forward pass, expected once")
-        shape = _paper_layout(module, outputs[index])
+    for index, (name, modules) in enumerate(layers):
+        for part, module in enumerate(modules):
+            if calls.get((index, part), 0) != 1:
+                raise RuntimeError(f"layer_summary: layer {name!r} ({_kind(module)}) ran "
+                                   f"{calls.get((index, part), 0)} times in one forward pass, expected once")
+        module = modules[-1]
+        shape = _paper_layout(module, outputs[(index, len(modules) - 1)])
+        if len(modules) > 1:
+            covered.extend(p for m in modules for p in m.parameters())
+            rows.append(LayerRow(name=name, kind="+".join(_kind(m) for m in modules), output_shape=shape,
+                                 torch_params=sum(torch_parameter_count(m) for m in modules),
+                                 paper_params=sum(paper_parameter_count(m) for m in modules)))
+            continue
         if isinstance(module, (nn.LSTM, nn.GRU)) and module.num_layers > 1:
             for layer in range(module.num_layers):
                 params, paper = _lstm_layer_params(module, layer)

@@ -36,6 +36,7 @@ from torch.nn import functional as F
 
 from infrastructure.errors import ConfigError
 from lightning_modules.networks.args import check_dropout, check_int
+from lightning_modules.networks.base import MelNetwork
 from lightning_modules.networks.blocks2d import PooledResBlock, pooled_size
 
 CHUNK_SAMPLES = 160_000
@@ -112,7 +113,7 @@ class EncoderLayer(nn.Module):
         return x + self.ff(self.ff_norm(x))
 
 
-class TaggingTransformer(nn.Module):
+class TaggingTransformer(MelNetwork):
     """CNN front-end + transformer encoder: log-Mel (batch, n_mels, n_frames) -> tag logits (batch, n_tags).
 
     Layers: ``input_bn``, ``frontend`` (`CNNFrontEnd`), ``embedding`` (`TokenEmbedding`),
@@ -154,10 +155,6 @@ class TaggingTransformer(nn.Module):
         self.layers = nn.ModuleList(EncoderLayer(d_model, n_heads, 4 * d_model, dropout) for _ in range(n_layers))
         self.head = nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, n_tags))
 
-    @property
-    def input_shape(self) -> tuple[int, int]:
-        return (self.n_mels, self.n_frames)
-
     def paper_layers(self) -> Iterator[tuple[str, nn.Module]]:
         """Layers in forward order for `--summary`, as (display name, module) pairs."""
         yield "input batch norm", self.input_bn
@@ -169,14 +166,15 @@ class TaggingTransformer(nn.Module):
         yield f"[CLS] + positions ({self.embedding.max_tokens} + 1)", self.embedding
         for i, layer in enumerate(self.layers):
             yield f"transformer layer {i + 1} ({layer.n_heads} heads, ff {layer.ff[0].out_features})", layer
-        yield f"LayerNorm + dense {self.n_tags} on [CLS]", self.head
+        yield f"LayerNorm + dense {self.n_tags} on [CLS]", tuple(self.head)
 
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        """Tag logits (batch, n_tags) for a log-Mel batch (batch, n_mels, n_frames)."""
-        if mel.dim() != 3 or tuple(mel.shape[1:]) != (self.n_mels, self.n_frames):
-            raise ValueError(f"tagging_transformer expects input of shape (batch, {self.n_mels}, {self.n_frames}), "
-                             f"got {tuple(mel.shape)}")
+    @property
+    def tag_layer(self) -> nn.Linear:
+        return self.head[1]
+
+    def features(self, mel: torch.Tensor) -> torch.Tensor:
+        """The layer-normed [CLS] output (batch, d_model) for a log-Mel batch."""
         x = self.embedding(self.frontend(self.input_bn(mel.unsqueeze(1))))
         for layer in self.layers:
             x = layer(x)
-        return self.head(x[:, 0])
+        return self.head[0](x[:, 0])

@@ -210,8 +210,10 @@ def test_script_prints_one_line_without_traceback(tmp_path):
 def test_unknown_model_name(capsys):
     line = usage_error(["--model", "resnet50"], capsys)
     assert "--model" in line and "invalid choice: 'resnet50'" in line and "mel_cnn" in line
-    with pytest.raises(ConfigError, match="unknown model .resnet50.; choose one of .*mel_cnn"):
+    with pytest.raises(ConfigError, match=r"unknown model 'resnet50' \(known: .*mel_cnn"):
         model_spec("resnet50")
+    with pytest.raises(ConfigError, match=r"unknown model 'mel_cn'; did you mean mel_cnn\? \(known: "):
+        model_spec("mel_cn")
 
 
 def test_evaluate_with_another_model(mel_cnn_run, capsys):

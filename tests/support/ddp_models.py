@@ -12,7 +12,6 @@ the default group on torchrun's agent store reads the previous group's keys and 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -23,7 +22,6 @@ import run  # noqa: E402
 from lightning_modules import registry  # noqa: E402
 from tests.support.helpers import (  # noqa: E402
     CHUNK_CLIP_SAMPLES,
-    CPU_VARIANTS,
     DDP_MODEL_ARGS,
     TINY_CLIP_SAMPLES,
     small_model_args,
@@ -36,8 +34,7 @@ def main(argv: list[str]) -> int:
     os.environ.pop("TORCHELASTIC_USE_AGENT_STORE", None)
     for name, port in zip(models, ports, strict=True):
         os.environ["MASTER_PORT"] = port
-        if name in CPU_VARIANTS:
-            registry.MODELS[name] = dataclasses.replace(registry.MODELS[name], **CPU_VARIANTS[name])
+        registry.MODELS[name] = registry.MODELS[name].small_variant()
         # the tiny 3.7 s clips, or test_compare's 5.25 s ones where the chunk is longer (5 s: harmonic_cnn and
         # tagging_transformer's CPU variant)
         chunk = registry.MODELS[name].frame_samples or 0

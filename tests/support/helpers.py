@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
+
+from lightning_modules.registry import MODELS, model_spec
 
 # 3.7 s clips (3^10 samples): long enough for every architecture, short enough for CPU training.
 TINY_CLIP_SAMPLES = 59_049
@@ -38,15 +41,6 @@ def tiny_data_args(cache_dir: Path, clips: int = TINY_CLIPS, clip_samples: int =
             *([] if figures else ["--no-figures"]), *(["--mel-backend", mel_backend] if mel_backend else [])]
 
 
-# Mel settings that fit 3.7 s clips (the paper's hop 1792 gives mel_cnn only 33 frames there).
-TINY_MEL_ARGS = {
-    "sample_cnn": [],
-    "sample_cnn_frames": [],
-    "mel_cnn": ["--hop-length", "512", "--n-mels", "96"],
-    "lstm_mel": ["--hop-length", "512", "--n-mels", "64", "--segments-per-clip", "2"],
-}
-
-
 # The shared lstm_mel run's settings (tests/conftest.py `lstm_mel_run`): 4 segments of 3.7 s clips.
 TRAINED_LSTM_ARGS = ["--hop-length", "256", "--n-mels", "64", "--segments-per-clip", "4"]
 
@@ -62,44 +56,29 @@ def run_options(*argv: str, model: str = "mel_cnn"):
     return run.parse_options(["--model", model, *argv])
 
 
-# CPU variants of the literature models for the training tests on short clips: a few hundred MFLOP per
-# example instead of several GFLOP, so that a test fits its budget on 2 shared cores. What changes:
-# fcn, crnn: 32 Mel bands, hop 512 (116 frames), every pool 2 x 2 (FCN's five 32 -> 1 Mel rows, 116 -> 3
-# steps; CRNN's four leave 2 Mel rows stacked into 7 GRU steps); widths, dense/GRU sizes as registered.
-# musicnn: 1 s chunks, 48 Mel bands, hop 512 (the architecture takes any chunk and band count; timbral
-# filters stay 70% and 40% of the bands). sample_cnn_se: seven SE blocks of half the widths (64, 64, 128 x4,
-# 256) on 6,561-sample frames (3^8) instead of nine on 59,049, aggregating the last three as in the paper.
-# musicnn and sample_cnn_se evaluate 2 segments per clip (not the 4 and 9 that cover a 3.7 s clip).
-# tagging_transformer: 5 s chunks (the Harmonic CNN's) instead of 10 s, so that the two read one generated set of
-# 5 s clips in the DDP runs (a set of 10 s clips costs about 13 s more to generate and decode on 2 cores), and the
-# stand-in's 4-8 s tracks hold a whole chunk. Its width and Mel settings: small_model_args.
-_POOLS_2X2 = [[2, 2]] * 5
-CPU_VARIANTS = {
-    "fcn": dict(network_defaults=(("dropout", 0.5), ("pools", _POOLS_2X2))),
-    "crnn": dict(network_defaults=(("dropout", 0.5), ("pools", _POOLS_2X2[:4]))),
-    "musicnn": dict(frame_samples=16_000),
-    "sample_cnn_se": dict(frame_samples=6_561, network_defaults=(
-        ("dropout", 0.5), ("block_channels", [64, 64, 128, 128, 128, 128, 256]))),
-    "tagging_transformer": dict(frame_samples=80_000),
-}
-CPU_ARGS = {"fcn": ["--n-mels", "32", "--hop-length", "512"],
-            "crnn": ["--n-mels", "32", "--hop-length", "512"],
-            "musicnn": ["--n-mels", "48", "--hop-length", "512", "--segments-per-clip", "2"],
-            "sample_cnn_se": ["--segments-per-clip", "2"]}
+@contextlib.contextmanager
+def one_torch_thread():
+    """Torch on one thread inside the block: on 2 shared cores a second thread slows an LSTM step many times over
+    (platform-facts.md), and results recorded on one thread are reproduced bit for bit."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def small_model_args(name: str) -> list[str]:
-    """run.py options that make model `name` small enough for seconds-long CPU runs on 3.7 s clips."""
-    from lightning_modules.registry import MODELS
+    """run.py options that make model `name` small enough for seconds-long CPU runs on 3.7 s clips: its registry
+    entry's `small.args` (the entry's own changes, `small.spec`, are applied by the `cpu_variant` fixture)."""
+    return list(model_spec(name).small.args)
 
-    if name in CPU_ARGS:
-        return CPU_ARGS[name]
-    if MODELS[name].width_kwarg:
-        args = ["--width", "8"]
-        if name == "tagging_transformer":
-            args += ["--n-mels", "64", "--hop-length", "1024"]
-        return args
-    return TINY_MEL_ARGS[name]
+
+TINY_MEL_ARGS = {name: small_model_args(name) for name in MODELS}
+"""Each model's small-variant options: for the paper's Mel models, Mel settings that fit 3.7 s clips (the paper's
+hop 1792 gives mel_cnn only 33 frames there)."""
 
 
 # One epoch of two training batches per rank under 2-process DDP on the CPU (tests/support/ddp_models.py), at a rate

@@ -18,7 +18,7 @@ def test_every_registered_model_has_its_own_module_class():
     assert set(MODULES) == set(MODELS)
     for name, cls in MODULES.items():
         assert issubclass(cls, TaggingModule) and cls.MODEL == name and module_class(name) is cls
-    with pytest.raises(ConfigError, match="no LightningModule"):
+    with pytest.raises(ConfigError, match="unknown model 'resnet9000'"):
         module_class("resnet9000")
 
 

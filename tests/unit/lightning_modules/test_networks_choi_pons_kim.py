@@ -9,8 +9,8 @@ Learning tests: on 2 shared CPU cores every one of these networks costs 0.5-1 s 
 (forward + backward) at its real input size, so a learning test at that size would take minutes.
 Where the architecture accepts a shorter input unchanged (crnn on 3.7 s clips, musicnn on shorter
 chunks and fewer Mel bands) the test uses it; where it does not, the test trains a registry variant
-scaled to the short clips, named in `CPU_VARIANTS` with what changed. Forward and backward at the
-real sizes are checked separately below.
+scaled to the short clips: the entry's `small` variant (what changes is written there, in
+lightning_modules/registry.py). Forward and backward at the real sizes are checked separately below.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from lightning_modules.networks.musicnn import Musicnn
 from lightning_modules.networks.sample_cnn_se import SampleCNNSE
 from lightning_modules.networks.summary import layer_summary, paper_parameter_count, torch_parameter_count
 from sweeps.spaces import SPACES, build_space
-from tests.support.helpers import CPU_ARGS, read_metrics, tiny_data_args
+from tests.support.helpers import read_metrics, small_model_args, tiny_data_args
 
 MODELS = ("fcn", "crnn", "musicnn", "sample_cnn_se")
 N_TAGS = 50
@@ -253,7 +253,7 @@ LEARNING_MODELS = ("fcn", "musicnn", "sample_cnn_se")
 def test_model_learns_on_the_generated_data(model, cache_dir, tmp_path, cpu_variant):
     cpu_variant(model)
     run_dir = tmp_path / "run"
-    code = run.main(["--model", model, *tiny_data_args(cache_dir), *CPU_ARGS[model],
+    code = run.main(["--model", model, *tiny_data_args(cache_dir), *small_model_args(model),
                      "--max-epochs", str(EPOCHS[model]), "--recipe", "paper", "--optimizer", "adam", "--lr", "0.001",
                      "--run-dir", str(run_dir), "--logger", "none"])
     assert code == 0
@@ -261,7 +261,7 @@ def test_model_learns_on_the_generated_data(model, cache_dir, tmp_path, cpu_vari
     print(f"{model}: test ROC-AUC {metrics['roc_auc']:.3f}, best validation {metrics.get('best_val')}")
     assert metrics["roc_auc"] >= LEARNING_BAR, metrics["test"]
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["resolved"]["network"]["class"] == type(registry.MODELS[model].network(
+    assert config["resolved"]["network"]["class"] == type(registry.MODELS[model].network_class()(
         **config["resolved"]["network"]["kwargs"])).__name__
 
 
@@ -283,7 +283,7 @@ def test_a_run_resumes_exactly_evaluates_and_tags(model, cache_dir, tmp_path, ca
     cache = cache_dir
 
     def options(run_dir):
-        argv = ["--model", model, *tiny_data_args(cache, clips=120), *CPU_ARGS[model],
+        argv = ["--model", model, *tiny_data_args(cache, clips=120), *small_model_args(model),
                 "--max-epochs", "2", "--limit-train-batches", "2", "--batch-size", "4", "--optimizer", "adam",
                 "--lr", "0.001", "--deterministic", "--logger", "none", "--run-dir", str(run_dir)]
         return run.parse_options(argv)
