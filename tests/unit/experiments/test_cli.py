@@ -29,7 +29,7 @@ def test_lstm_summary_prints_layers_and_both_totals(capsys):
 
 
 @pytest.mark.parametrize("argv, expected", [
-    (["--model", "vgg"], "argument --model: invalid choice: 'vgg'"),
+    (["--model", "vgg"], "argument --model: unknown model 'vgg'"),
     (["--model", "mel_cnn", "--batch-size", "0"], "argument --batch-size: must be >= 1, got 0"),
     (["--checkpoint", "x.ckpt"], "--checkpoint goes with --tag PATH..."),
     ([], "--model is required"),

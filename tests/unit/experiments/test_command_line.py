@@ -144,10 +144,11 @@ def _imported_by(argv: list[str]) -> set[str]:
     code = ("import sys, run\n"
             "try:\n    run.main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
             "heavy = {'torch', 'lightning', 'torchaudio', 'nnAudio', 'optuna', 'wandb', 'pandas', 'matplotlib'}\n"
-            "print(' '.join(sorted(m for m in heavy if m in sys.modules)))\n")
+            "print('HEAVY:' + ' '.join(sorted(m for m in heavy if m in sys.modules)))\n")
     result = subprocess.run([sys.executable, "-c", code, *argv], cwd=REPO_ROOT, capture_output=True, text=True,
                             timeout=120)
-    return set(result.stdout.strip().splitlines()[-1].split()) if result.stdout.strip() else set()
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("HEAVY:")]
+    return set(line.removeprefix("HEAVY:").split())
 
 
 @pytest.mark.parametrize("argv", [
