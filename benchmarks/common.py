@@ -412,15 +412,15 @@ class ModelSetup:
 def model_setup(name: str, clip_samples: int, mel_overrides: dict | None = None, batch_size: int | None = None,
                 backend: str | None = None, train_crop: str | None = None) -> ModelSetup:
     """The suite's configuration of model ``name`` for clips of ``clip_samples`` (paper defaults)."""
-    from experiments.data import frontend_config, model_spec
     from experiments.options import RunOptions
-    from lightning_modules.registry import input_shape, segment_layout
+    from experiments.resolve import mel_settings
+    from lightning_modules.registry import input_shape, model_spec, segment_layout
 
     spec = model_spec(name)
     options = RunOptions(model=name, **(mel_overrides or {}))
     if backend and spec.frontend is not None:
         options = options.replace(mel_backend=backend)
-    frontend = frontend_config(spec, options)
+    frontend = mel_settings(spec, options)
     layout = segment_layout(spec, clip_samples, frontend, None, train_crop)
     return ModelSetup(name, frontend, layout, input_shape(frontend, layout), batch_size or spec.batch_size,
                       layout.segments_per_clip)

@@ -72,12 +72,12 @@ def parse_args(argv=None):
 # ---- measured in a fresh process each ------------------------------------------------------------
 def _datamodule(data_dir: str, cache_root: str, workers: int):
     import run
-    from experiments.data import build_datamodule, model_spec
+    from experiments.resolve import build_datamodule, resolve
 
     options = run.parse_options(["--model", "short_chunk_cnn", "--dataset", "mtg-jamendo", "--data", data_dir,
                                  "--cache-dir", cache_root, "--prepare-workers", str(workers), "--no-progress",
                                  "--logger", "none"])
-    return build_datamodule(options, model_spec("short_chunk_cnn"))
+    return build_datamodule(resolve(options))
 
 
 def _decode_track(path: str) -> int:

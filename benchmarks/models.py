@@ -95,11 +95,9 @@ def parse_args(argv=None):
 def trains_on_random_crops(argv: list[str]) -> bool:
     """Whether the run these run.py options describe trains on random crops (as run.py resolves recipe and flags)."""
     import run
-    from experiments.data import default_train_crop
-    from lightning_modules.registry import MODELS
+    from experiments.resolve import resolve
 
-    options = run.parse_options(argv)
-    return (default_train_crop(options) or MODELS[options.model].train_crop) == "random"
+    return resolve(run.parse_options(argv)).layout.train_crop == "random"
 
 
 def run_argv(pair: str, args, work: Path) -> list[str]:

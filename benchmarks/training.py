@@ -250,10 +250,13 @@ def plain_epochs(options, device) -> tuple[list[float], list[float], list]:
     import torch
     import torch.nn.functional as F
 
-    from experiments.train import resolve_run
+    from experiments.data import prepare_data_once
+    from experiments.resolve import build_datamodule, build_module, resolve
 
+    run = resolve(options)
     pl.seed_everything(options.seed, workers=True, verbose=False)
-    _, datamodule, module, _ = resolve_run(options)
+    datamodule = build_datamodule(run)
+    module = build_module(run.with_data(prepare_data_once(datamodule)))
     datamodule.setup("fit")
     network = module.network.to(device)
     network.train()

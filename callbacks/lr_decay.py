@@ -31,7 +31,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 
 from callbacks.progress_bar import tell
-from callbacks.schedules import GLOBAL_DECAY_SCHEDULES, LOCAL_DECAY_FORMULAS
+from callbacks.schedule_names import GLOBAL_DECAY_SCHEDULES, LOCAL_DECAY_FORMULAS
 from infrastructure.errors import ConfigError
 
 GLOBAL_LR_KEY = "global_lr"

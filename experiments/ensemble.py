@@ -24,14 +24,14 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from datamodules.frontend import MelConfig
-from experiments.data import build_datamodule, model_spec, prepare_data_once
+from experiments.data import prepare_data_once
 from experiments.options import RunOptions
 from experiments.reporting.predictions import PREDICTIONS_FILE, Predictions, write_predictions
 from experiments.reporting.results import write_results
+from experiments.resolve import build_datamodule, resolve_checkpoint
 from experiments.run_folder import CONFIG_FILE, RunOutcome
 from experiments.train import versions
-from experiments.trainer import build_trainer, check_run_options, planned_processes
+from experiments.trainer import build_trainer
 from infrastructure.errors import ConfigError, DataError
 from infrastructure.io import write_json_atomic, write_text_atomic
 from lightning_modules.metrics import equal_error_thresholds, tagging_metrics, threshold_fallbacks
@@ -115,29 +115,25 @@ def _identity(label: str, options: RunOptions, checkpoint: Path) -> dict:
 
 
 def _evaluate_member(label: str, options: RunOptions, checkpoint: Path, run_dir: Path) -> Member:
-    check_run_options(options)
-    if planned_processes(options) > 1:
-        raise ConfigError("an ensemble evaluates in one process: leave --devices/--num-nodes at one device")
     pl.seed_everything(options.seed, workers=True, verbose=False)
     module = TaggingModule.from_checkpoint(checkpoint)
-    hparams = module.hparams
-    name = hparams.network_config.get("name")
-    spec = model_spec(name)
-    frontend = MelConfig.from_dict(hparams.frontend) if hparams.frontend is not None else None
-    datamodule = build_datamodule(options.replace(model=name), spec, dict(hparams.layout), frontend)
-    info = prepare_data_once(datamodule)
-    if tuple(info.tags) != tuple(hparams.tags):
-        raise ConfigError(f"{label}: its checkpoint was trained on {len(hparams.tags)} tags, the data give "
-                          f"{len(info.tags)}: use the training run's --data, --tags and --n-tags")
+    run = resolve_checkpoint(options, checkpoint, dict(module.hparams))
+    if run.processes > 1:
+        raise ConfigError("an ensemble evaluates in one process: leave --devices/--num-nodes at one device")
+    datamodule = build_datamodule(run)
+    try:
+        run = run.with_data(prepare_data_once(datamodule))
+    except ConfigError as error:
+        raise ConfigError(f"{label}: {error}") from None
     capture = EvaluationCapture()
-    trainer = build_trainer(options, run_dir, [capture], logger=False)
+    trainer = build_trainer(run, run_dir, [capture], logger=False)
     trainer.validate(module, datamodule=datamodule, verbose=False)
     trainer.test(module, datamodule=datamodule, verbose=False)
     clip_id_of_row = datamodule.clip_ids()
     stages = {stage: _by_clip(rows, probs, targets, clip_id_of_row)
               for stage, (probs, targets, rows) in capture.results.items()}
     parameters = sum(p.numel() for p in module.network.parameters())
-    return Member(label, checkpoint, name, parameters, tuple(info.tags), options.split, str(info.data_dir), stages)
+    return Member(label, checkpoint, run.spec.name, parameters, run.tags, run.options.split, run.data_dir, stages)
 
 
 def _average(members: list[Member], stage: str):

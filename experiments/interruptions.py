@@ -38,7 +38,6 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from experiments.trainer import resolved_accelerator
 from infrastructure.errors import RunStopped
 from infrastructure.io import is_global_zero
 
@@ -50,7 +49,7 @@ _WORKER_DIED = re.compile(r"DataLoader worker \(pid(?:\(s\))? (?P<pids>[\d, ]+)\
                           r"(?: with exit code (?P<code>-?\d+))?)")
 
 
-def inexact_resume_reasons(options) -> list[str]:
+def inexact_resume_reasons(accelerator: str, deterministic: bool, cudnn_benchmark: bool) -> list[str]:
     """Why a resumed run of these options may not end with the uninterrupted run's exact metrics.
 
     On the CPU every kernel the networks use is deterministic, so a resume is exact at any thread
@@ -61,10 +60,10 @@ def inexact_resume_reasons(options) -> list[str]:
     them) add with atomic operations in an order that varies from run to run. The differences
     start in the last bits and grow with training.
     """
-    if options.deterministic or resolved_accelerator(options) == "cpu":
+    if deterministic or accelerator == "cpu":
         return []
     reasons = []
-    if options.cudnn_benchmark:
+    if cudnn_benchmark:
         reasons.append("cuDNN autotuning (--cudnn-benchmark, the default) picks convolution algorithms by timing "
                        "them in each process, so the resumed process may pick others")
     reasons.append("CUDA kernels with atomic additions (cuDNN's backward convolutions among them) sum in a varying "
@@ -72,9 +71,9 @@ def inexact_resume_reasons(options) -> list[str]:
     return reasons
 
 
-def say_if_resume_inexact(options, run_dir: Path) -> None:
+def say_if_resume_inexact(run, run_dir: Path) -> None:
     """Print, when resuming, that this run's continuation can differ from an uninterrupted one, and why."""
-    reasons = inexact_resume_reasons(options)
+    reasons = inexact_resume_reasons(run.accelerator, run.options.deterministic, run.options.cudnn_benchmark)
     if reasons and is_global_zero():
         print(f"note: {run_dir} resumes on a GPU without --deterministic: the data order, random crops and dropout "
               f"masks are those of an uninterrupted run, but its metrics may differ slightly, because "

@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from callbacks.schedules import GLOBAL_DECAY_SCHEDULES, LOCAL_DECAY_FORMULAS, SCHEDULES
+from callbacks.schedule_names import GLOBAL_DECAY_SCHEDULES, LOCAL_DECAY_FORMULAS, SCHEDULES
 from datamodules.datasets.jamendo.splits import QUALITIES as JAMENDO_QUALITIES
 from datamodules.datasets.jamendo.splits import SPLITS as JAMENDO_SPLITS
 from datamodules.datasets.jamendo.splits import SUBSETS as JAMENDO_SUBSETS

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from callbacks.schedules import SCHEDULES
+from callbacks.schedule_names import SCHEDULES
 from infrastructure.devices import gpu_count
 from infrastructure.errors import ConfigError
 from lightning_modules.registry import model_spec

@@ -17,24 +17,14 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from callbacks.ema import EMAWeights
 from callbacks.history import HISTORY_FILE, TrainingHistory
-from callbacks.lr_decay import GlobalDecayRestart, LocalDecay
-from callbacks.recipe_schedules import WarmupCosine, Won2020Stages
 from callbacks.rng_state import RNGStateCheckpoint
+from callbacks.schedules import build_schedule
 from callbacks.step_seeds import StepSeeds
 from callbacks.test_predictions import TestPredictionsCapture
-from datamodules.datamodule import DatasetInfo, MTATDataModule
-from experiments.checks import check_segments_fit
+from datamodules.datamodule import MTATDataModule
 from experiments.cli import dump_yaml
-from experiments.data import (
-    build_datamodule,
-    default_train_crop,
-    frontend_config,
-    layout_clip_samples,
-    model_spec,
-    prepare_data_once,
-)
+from experiments.data import prepare_data_once
 from experiments.interruptions import ctrl_c_stops, say_if_resume_inexact
 from experiments.options import RunOptions
 from experiments.peers import peer_lost
@@ -42,6 +32,7 @@ from experiments.reporting.figures import figures_for_run
 from experiments.reporting.loggers import build_logger, finish_logger, log_run_results
 from experiments.reporting.predictions import save_run_predictions
 from experiments.reporting.results import write_results
+from experiments.resolve import ResolvedRun, build_datamodule, build_module, mel_settings, resolve
 from experiments.run_folder import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -52,45 +43,10 @@ from experiments.run_folder import (
     run_dir_of,
     warn_if_scale_changed,
 )
-from experiments.trainer import build_trainer, check_run_options, close_process_group, planned_processes
-from infrastructure.audio import SAMPLE_RATE
+from experiments.trainer import build_trainer, close_process_group
 from infrastructure.io import is_global_zero, write_json_atomic, write_text_atomic
-from lightning_modules.architectures import module_class
-from lightning_modules.registry import build_network, input_shape, network_config, segment_layout
+from lightning_modules.registry import build_network, input_shape, model_spec, network_config, segment_layout
 from lightning_modules.tagging_module import TaggingModule
-
-
-def resolve_run(options: RunOptions) -> tuple[dict, MTATDataModule, TaggingModule, DatasetInfo]:
-    """Prepare the data and build the data module and the model the options describe."""
-    spec = model_spec(options.model)
-    frontend = frontend_config(spec, options)
-    datamodule = build_datamodule(options, spec, frontend=frontend)
-    check_segments_fit(options, spec, frontend, datamodule.reader.clip_samples())  # before any data is prepared
-    info = prepare_data_once(datamodule)
-    layout = segment_layout(spec, layout_clip_samples(options, spec, info.clip_samples), frontend,
-                            options.segments_per_clip, default_train_crop(options), options.random_crops_per_clip)
-    datamodule = build_datamodule(options, spec, layout.to_dict(), frontend)
-    net_config = network_config(spec, input_shape(frontend, layout), len(info.tags), options)
-    module = module_class(spec.name)(
-        network_config=net_config, tags=list(info.tags),
-        frontend=frontend.to_dict() if frontend is not None else None, layout=layout.to_dict(),
-        sample_rate=SAMPLE_RATE, optimizer=options.optimizer, lr=options.lr, momentum=options.momentum,
-        weight_decay=options.weight_decay, nesterov=options.nesterov, nonfinite_loss=options.nonfinite_loss,
-        **augmentation_kwargs(options))
-    processes = planned_processes(options)
-    resolved = dict(options.to_dict(), resolved={
-        "data_dir": str(info.data_dir), "clip_samples": info.clip_samples, "sample_rate": SAMPLE_RATE,
-        "tags": list(info.tags), "layout": layout.to_dict(),
-        "frontend": frontend.to_dict() if frontend is not None else None, "network": net_config,
-        "batch_size": datamodule.hparams.batch_size, "processes": processes,
-        "global_batch_size": datamodule.hparams.batch_size * processes, "versions": versions()})
-    return resolved, datamodule, module, info
-
-def augmentation_kwargs(options: RunOptions) -> dict:
-    """The module's mixup/SpecAugment arguments; none at their defaults, so the paper's modules are built as before."""
-    values = {"mixup_alpha": options.mixup_alpha, "freq_mask": options.freq_mask, "time_mask": options.time_mask,
-              "n_masks": options.n_masks}
-    return values if options.mixup_alpha or options.freq_mask or options.time_mask else {}
 
 
 def versions() -> dict:
@@ -101,34 +57,24 @@ def versions() -> dict:
     return {"torch": torch.__version__, "torchaudio": torchaudio.__version__, "lightning": lightning.__version__,
             "torchmetrics": torchmetrics.__version__, "nnAudio": getattr(nnAudio, "__version__", "unknown")}
 
-def build_callbacks(options: RunOptions, run_dir: Path) -> tuple[list[Callback], ModelCheckpoint]:
+
+def build_callbacks(run: ResolvedRun, run_dir: Path) -> tuple[list[Callback], ModelCheckpoint, object]:
+    """The run's callbacks (in the order they must act), its checkpoint callback, and its optimiser source."""
+    options = run.options
     checkpoint = ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename="best-{epoch:03d}",
                                  monitor=options.monitor, mode=options.monitor_mode, save_top_k=1,
                                  save_last=True, auto_insert_metric_name=False)
-    callbacks: list[Callback] = [checkpoint, RNGStateCheckpoint(), StepSeeds(options.seed)]
-    if options.schedule == "won2020":
-        callbacks.append(Won2020Stages(stage_epochs=options.stage_epochs, stage_lrs=options.stage_lrs,
-                                       momentum=options.momentum, weight_decay=options.weight_decay,
-                                       nesterov=options.nesterov, monitor=options.monitor, mode=options.monitor_mode))
-    elif options.schedule == "cosine":
-        callbacks.append(WarmupCosine(warmup=options.warmup))
-    if options.ema_decay > 0:
-        callbacks.append(EMAWeights(options.ema_decay))
-    if options.local_decay > 0:
-        callbacks.append(LocalDecay(decay=options.local_decay, formula=options.local_decay_formula))
-    if options.max_restarts >= 0 and options.patience > 0:
-        callbacks.append(GlobalDecayRestart(
-            monitor=options.monitor, mode=options.monitor_mode, patience=options.patience,
-            global_decay=options.global_decay, max_restarts=options.max_restarts,
-            schedule=options.global_decay_schedule))
-    callbacks.append(TrainingHistory(run_dir / HISTORY_FILE))  # after GlobalDecayRestart: sees its restarts
-    return callbacks, checkpoint
+    schedule, optimizer_source = build_schedule(options)
+    # the history after the schedule's callbacks: it sees their restarts at the same validation end
+    callbacks: list[Callback] = [checkpoint, RNGStateCheckpoint(), StepSeeds(options.seed), *schedule,
+                                 TrainingHistory(run_dir / HISTORY_FILE)]
+    return callbacks, checkpoint, optimizer_source
 
 
-def save_run_config(run_dir: Path, resolved: dict, options: RunOptions, tags) -> None:
+def save_run_config(run_dir: Path, config: dict, options: RunOptions, tags) -> None:
     """config.json (options and what was resolved from them), config.yaml (the options) and tags.txt."""
     if is_global_zero():
-        write_json_atomic(run_dir / CONFIG_FILE, resolved)
+        write_json_atomic(run_dir / CONFIG_FILE, config)
         write_text_atomic(run_dir / CONFIG_YAML, dump_yaml(options))
         write_text_atomic(run_dir / "tags.txt", "\n".join(tags) + "\n")
 
@@ -138,36 +84,39 @@ def run_experiment(options: RunOptions, extra_callbacks: tuple[Callback, ...] = 
 
     `extra_callbacks` join the run's own (a sweep adds its pruning callback here).
     """
-    check_run_options(options)  # before the data are prepared: a bad option fails at once
+    run = resolve(options)  # every check before the data are prepared: a bad option fails at once
     pl.seed_everything(options.seed, workers=True, verbose=False)
-    resolved, datamodule, module, info = resolve_run(options)
+    datamodule = build_datamodule(run)
+    run = run.with_data(prepare_data_once(datamodule))
+    module = build_module(run)
+    config = run.config(versions())
     run_dir = run_dir_of(options)
     last = run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
     resume_from = last if last.is_file() else None
     if (run_dir / "metrics.json").is_file():
         # Rerunning the command of a finished run (a requeued job, a sweep retry) changes nothing.
-        check_same_run(run_dir, resolved)
+        check_same_run(run_dir, config)
         metrics = json.loads((run_dir / "metrics.json").read_text())
         print(f"{run_dir} already holds this finished run; pass another --run-dir to train again", file=sys.stderr)
         best = Path(metrics["best_checkpoint"]) if metrics.get("best_checkpoint") else None
         return RunOutcome(run_dir, best, metrics)
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume_from is not None:
-        if is_global_zero():
+        warn_if_scale_changed(run_dir, check_same_run(run_dir, config), config)
+        say_if_resume_inexact(run, run_dir)
+        if is_global_zero():  # Lightning's own line is silenced with its other info lines
             print(f"resuming {run_dir} from {resume_from.relative_to(run_dir)}", file=sys.stderr, flush=True)
-        warn_if_scale_changed(run_dir, check_same_run(run_dir, resolved), resolved)
-        say_if_resume_inexact(options, run_dir)
-    save_run_config(run_dir, resolved, options, info.tags)
+    save_run_config(run_dir, config, options, run.tags)
     if options.compile:
         # in place: state_dict keys stay those of the plain network
         module.network.compile(backend=options.compile_backend or "inductor")
-    callbacks, checkpoint = build_callbacks(options, run_dir)
+    callbacks, checkpoint, module.optimizer_source = build_callbacks(run, run_dir)
     capture = TestPredictionsCapture()
     callbacks += [capture, *extra_callbacks]
-    logger = build_logger(options, run_dir, config=resolved)
+    logger = build_logger(options, run_dir, config=config)
     failed = True
     try:
-        trainer = build_trainer(options, run_dir, callbacks, logger)
+        trainer = build_trainer(run, run_dir, callbacks, logger)
         with ctrl_c_stops(run_dir):
             trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
             best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
@@ -176,7 +125,7 @@ def run_experiment(options: RunOptions, extra_callbacks: tuple[Callback, ...] = 
         if trainer.is_global_zero:
             save_run_predictions(run_dir, capture, datamodule, module.thresholds.cpu(), options,
                                  module.threshold_fallback.cpu())
-            metrics = write_results(run_dir, resolved, module.last_test_report, module.thresholds.cpu(),
+            metrics = write_results(run_dir, config, module.last_test_report, module.thresholds.cpu(),
                                     best_checkpoint=best, best_val=_best_val(checkpoint), epochs=trainer.current_epoch)
             _figures_and_tables(run_dir, module, datamodule, capture, logger, metrics, options)
         failed = False
@@ -189,6 +138,7 @@ def run_experiment(options: RunOptions, extra_callbacks: tuple[Callback, ...] = 
         finish_logger(logger, failed=failed)
     close_process_group()
     return RunOutcome(run_dir, best, metrics)
+
 
 def _figures_and_tables(run_dir: Path, module: TaggingModule, datamodule: MTATDataModule,
                         capture: TestPredictionsCapture, logger, metrics: dict, options: RunOptions) -> None:
@@ -214,7 +164,7 @@ def describe_network(options: RunOptions) -> str:
     from lightning_modules.networks.summary import format_summary, layer_summary
 
     spec = model_spec(options.model)
-    frontend = frontend_config(spec, options)
+    frontend = mel_settings(spec, options)
     layout = segment_layout(spec, MTAT_CLIP_SAMPLES, frontend, options.segments_per_clip,
                             options.train_crop, options.random_crops_per_clip)
     shape = input_shape(frontend, layout)

@@ -8,44 +8,18 @@ import warnings
 from pathlib import Path
 
 import lightning.pytorch as pl
-import torch
 from lightning.pytorch.callbacks import Callback
 
 from callbacks.progress_bar import TaggingProgressBar
 from callbacks.sync_buffers import SyncModelBuffers
-from experiments.checks import check_chunk_network
-from experiments.options import DEFAULT_LOG_EVERY_N_STEPS, PRECISIONS, STRATEGIES, RunOptions
+from experiments.options import DEFAULT_LOG_EVERY_N_STEPS
 from experiments.peers import ddp_timeout
-from experiments.recipes import check_recipe_options
-from infrastructure.errors import ConfigError
+from experiments.resolve import ResolvedRun, uses_ddp
 
 SANITY_VAL_STEPS = 2  # validation batches run before training starts (catches evaluation bugs at once)
 
 
-def resolved_accelerator(options: RunOptions) -> str:
-    """'gpu' or 'cpu' for the usual values of --accelerator ('auto': a GPU when CUDA sees one)."""
-    name = str(options.accelerator or "auto").lower()
-    if name == "auto":
-        return "gpu" if torch.cuda.is_available() else "cpu"
-    return "gpu" if name in ("gpu", "cuda") else name
-
-
-def planned_processes(options: RunOptions) -> int:
-    """Training processes the options ask for: devices per node x nodes.
-
-    `--devices auto` (or -1) means every GPU of the node, or one process on CPU.
-    """
-    devices = options.devices
-    if isinstance(devices, (list, tuple)):
-        per_node = len(devices)
-    elif devices in ("auto", -1, "-1"):
-        per_node = torch.cuda.device_count() if resolved_accelerator(options) == "gpu" else 1
-    else:
-        per_node = int(devices)
-    return max(1, per_node) * int(options.num_nodes or 1)
-
-
-def build_strategy(options: RunOptions):
+def build_strategy(run: ResolvedRun):
     """DDP when more than one process trains (or when asked for), else Lightning's single-device choice.
 
     DDP settings: no search for unused parameters (every parameter of these networks gets a
@@ -54,15 +28,10 @@ def build_strategy(options: RunOptions):
     each evaluation instead, which is all evaluation needs; training-mode BatchNorm uses batch
     statistics, so the running statistics never affect a training step).
     """
-    name = options.strategy or "auto"
-    if name not in STRATEGIES:
-        raise ConfigError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
-    if name == "auto" and planned_processes(options) == 1:
+    if not uses_ddp(run.options):
         return "auto"
-    if options.sync_batchnorm and resolved_accelerator(options) == "cpu":
-        raise ConfigError("--sync-batchnorm needs GPUs: PyTorch's SyncBatchNorm does not run on CPU tensors")
     from lightning.pytorch.strategies import DDPStrategy
-    return DDPStrategy(find_unused_parameters=False, timeout=ddp_timeout(options), **no_forward_buffer_sync())
+    return DDPStrategy(find_unused_parameters=False, timeout=ddp_timeout(run.options), **no_forward_buffer_sync())
 
 
 def no_forward_buffer_sync() -> dict:
@@ -92,26 +61,6 @@ def cluster_plugins() -> list:
     if SLURMEnvironment.detect():
         return [SLURMEnvironment(auto_requeue=False)]
     return []
-
-
-def check_precision(options: RunOptions) -> str:
-    precision = str(options.precision or "32")
-    if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if precision == "16-mixed" and resolved_accelerator(options) == "cpu":
-        raise ConfigError("--precision 16-mixed needs a GPU (PyTorch has no float16 autocast for CPU training); "
-                          "use bf16-mixed on CPU")
-    return precision
-
-
-def check_run_options(options: RunOptions) -> None:
-    """Raise ConfigError for precision and distributed settings that cannot work here."""
-    check_precision(options)
-    if options.compile_backend is not None and not options.compile:
-        raise ConfigError(f"--compile-backend {options.compile_backend} needs --compile")
-    check_recipe_options(options)
-    build_strategy(options)
-    check_chunk_network(options)  # a chunk model's network is known before the data: refuse impossible sizes now
 
 
 LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
@@ -150,8 +99,9 @@ def quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message=SRUN_WARNING)
 
 
-def build_trainer(options: RunOptions, run_dir: Path, callbacks: list[Callback], logger) -> pl.Trainer:
+def build_trainer(run: ResolvedRun, run_dir: Path, callbacks: list[Callback], logger) -> pl.Trainer:
     quiet_lightning()
+    options = run.options
     if options.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     log_every = int(options.log_every_n_steps or DEFAULT_LOG_EVERY_N_STEPS)
@@ -161,8 +111,8 @@ def build_trainer(options: RunOptions, run_dir: Path, callbacks: list[Callback],
         callbacks.append(TaggingProgressBar(refresh_rate=log_every))
     return pl.Trainer(
         default_root_dir=run_dir, max_epochs=options.max_epochs, accelerator=options.accelerator,
-        devices=options.devices, num_nodes=options.num_nodes, strategy=build_strategy(options),
-        plugins=cluster_plugins(), precision=check_precision(options), sync_batchnorm=options.sync_batchnorm,
+        devices=options.devices, num_nodes=options.num_nodes, strategy=build_strategy(run),
+        plugins=cluster_plugins(), precision=run.precision, sync_batchnorm=options.sync_batchnorm,
         deterministic=options.deterministic, callbacks=callbacks, logger=logger,
         benchmark=bool(options.cudnn_benchmark) and not options.deterministic,
         use_distributed_sampler=False,  # MTATDataModule shards by rank itself (exact evaluation)

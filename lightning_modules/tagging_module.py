@@ -113,6 +113,9 @@ class TaggingModule(pl.LightningModule):
         self._window_steps: list[tuple[int, int, int]] = []  # their (global step, epoch, batch index)
         self.last_val_report: TaggingReport | None = None
         self.last_test_report: TaggingReport | None = None
+        self.optimizer_source = None
+        """What chooses the optimiser when the schedule changes it (`callbacks.schedules.build_schedule`); None:
+        the module's own, always."""
 
     @property
     def tags(self) -> list[str]:
@@ -284,14 +287,11 @@ class TaggingModule(pl.LightningModule):
 
     # ---- optimisation ------------------------------------------------------------------------------
     def configure_optimizers(self):
-        """The optimiser the options name, or, under `--schedule won2020`, that of the current stage
-        (`callbacks.recipe_schedules.Won2020Stages`, whose state is restored before this is called)."""
-        from callbacks.recipe_schedules import Won2020Stages
-
-        trainer = self._trainer
-        stages = [c for c in (trainer.callbacks if trainer is not None else []) if isinstance(c, Won2020Stages)]
-        if stages:
-            return stages[0].optimizer_for(self, self._own_optimizer)
+        """The optimiser the options name, or the one `optimizer_source` names for the current point of the
+        schedule (Won et al.'s stages: their state is restored before this is called, so a run resumed in an SGD
+        stage gets SGD)."""
+        if self.optimizer_source is not None:
+            return self.optimizer_source.optimizer_for(self, self._own_optimizer)
         return self._own_optimizer()
 
     def _own_optimizer(self):

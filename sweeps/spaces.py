@@ -51,8 +51,8 @@ from pathlib import Path
 
 import torch
 
-from experiments.data import frontend_config
 from experiments.options import NOT_TUNABLE, RUN_OPTION_NAMES, RunOptions
+from experiments.resolve import mel_settings
 from infrastructure.errors import ConfigError
 from lightning_modules.registry import (
     MODELS,
@@ -350,7 +350,7 @@ def infeasibility(model: str, options: RunOptions, params: dict, clip_samples: i
     merged = options.replace(**params)
     try:
         spec = model_spec(model)
-        frontend = frontend_config(spec, merged)
+        frontend = mel_settings(spec, merged)
         layout = segment_layout(spec, clip_samples, frontend, merged.segments_per_clip, merged.train_crop,
                                 merged.random_crops_per_clip)
         layout.check_fits(clip_samples)

@@ -69,8 +69,9 @@ from lightning.pytorch.callbacks import Callback
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-from experiments.data import build_datamodule, frontend_config, model_spec, prepare_data_once
+from experiments.data import prepare_data_once
 from experiments.options import NON_IDENTITY_OPTIONS, RunOptions, SweepOptions
+from experiments.resolve import build_datamodule, resolve
 from experiments.run_folder import CHECKPOINT_DIR, CONFIG_FILE, LAST_CHECKPOINT
 from experiments.train import run_experiment
 from infrastructure.errors import ConfigError, DataError, RunStopped, SuiteError
@@ -475,8 +476,7 @@ def dataset_clip_samples(options: RunOptions) -> int:
 
 def _datamodule(options: RunOptions):
     """The options' data module, unprepared: its reader knows the clip length before any data work."""
-    spec = model_spec(options.model)
-    return build_datamodule(options, spec, frontend=frontend_config(spec, options))
+    return build_datamodule(resolve(options))
 
 
 def _check_single_process(options: RunOptions) -> dict:

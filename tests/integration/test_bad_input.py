@@ -32,9 +32,9 @@ from torch.utils.data import DataLoader, Dataset
 import run
 from datamodules.datamodule import MTATDataModule
 from datamodules.datasets.mtat.standin import synthetic_dir_name
-from experiments.data import model_spec
 from infrastructure.audio import SAMPLE_RATE
 from infrastructure.errors import ConfigError, DataError
+from lightning_modules.registry import model_spec
 from lightning_modules.tagging_module import TaggingModule
 from tests.support.helpers import TINY_CLIP_SAMPLES, TINY_MEL_ARGS, read_metrics, tiny_data_args
 from tests.support.paths import REPO_ROOT
@@ -209,7 +209,8 @@ def test_script_prints_one_line_without_traceback(tmp_path):
 # ---------------------------------------------------------------------------------------------- models and checkpoints
 def test_unknown_model_name(capsys):
     line = usage_error(["--model", "resnet50"], capsys)
-    assert "--model" in line and "invalid choice: 'resnet50'" in line and "mel_cnn" in line
+    assert "argument --model: unknown model 'resnet50'" in line and "mel_cnn" in line
+    assert "did you mean mel_cnn?" in usage_error(["--model", "mel_cn"], capsys)
     with pytest.raises(ConfigError, match=r"unknown model 'resnet50' \(known: .*mel_cnn"):
         model_spec("resnet50")
     with pytest.raises(ConfigError, match=r"unknown model 'mel_cn'; did you mean mel_cnn\? \(known: "):

@@ -31,9 +31,9 @@ import run
 from callbacks.sync_buffers import SyncModelBuffers
 from datamodules.datamodule import default_num_workers
 from datamodules.frontend import MelConfig
-from experiments.data import build_datamodule
 from experiments.options import RunOptions
-from experiments.trainer import build_strategy, check_precision, cluster_plugins, planned_processes
+from experiments.resolve import build_datamodule, planned_processes, resolve, resolve_checkpoint
+from experiments.trainer import build_strategy, cluster_plugins
 from infrastructure.audio import SAMPLE_RATE
 from infrastructure.errors import ConfigError
 from lightning_modules.registry import MODELS, build_network, input_shape, network_config, segment_layout
@@ -156,8 +156,7 @@ def test_ddp_validation_equals_single_process_validation_of_the_checkpoint(ddp_r
     options = RunOptions.from_dict(config)
     module = TaggingModule.from_checkpoint(best)
     saved_thresholds = module.thresholds.clone()
-    datamodule = build_datamodule(options, MODELS["mel_cnn"], dict(module.hparams.layout),
-                                  MelConfig.from_dict(module.hparams.frontend))
+    datamodule = build_datamodule(resolve_checkpoint(options, best, dict(module.hparams)))
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                          enable_model_summary=False, use_distributed_sampler=False)
     trainer.validate(module, datamodule=datamodule, verbose=False)
@@ -197,28 +196,28 @@ def test_nnaudio_kernels_are_not_model_buffers():
     assert all(n in ("thresholds", "threshold_fallback")
                or n.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked") for n in names), names
     assert sum(b.numel() * b.element_size() for b in module.buffers()) < 4096
-    datamodule = build_datamodule(_options(*TINY_MEL_ARGS["mel_cnn"]), spec, layout.to_dict(), frontend)
+    datamodule = build_datamodule(resolve(_options(*TINY_MEL_ARGS["mel_cnn"])))
     assert sum(b.numel() * b.element_size() for b in datamodule.frontend.buffers()) > 1_000_000
 
 
 def test_strategy_is_ddp_without_per_step_buffer_broadcast_when_several_processes():
     from lightning.pytorch.strategies import DDPStrategy
 
-    assert build_strategy(_options("--accelerator", "cpu")) == "auto"
+    assert build_strategy(resolve(_options("--accelerator", "cpu"))) == "auto"
     assert planned_processes(_options("--accelerator", "cpu", "--devices", "2", "--num-nodes", "3")) == 6
     assert planned_processes(_options("--accelerator", "gpu", "--devices", "0,1")) == 2
     for extra in (["--devices", "2"], ["--num-nodes", "2"], ["--strategy", "ddp"]):
-        strategy = build_strategy(_options("--accelerator", "cpu", *extra))
+        strategy = build_strategy(resolve(_options("--accelerator", "cpu", *extra)))
         assert isinstance(strategy, DDPStrategy), extra
         assert strategy._ddp_kwargs == {"find_unused_parameters": False, "forward_sync_buffers": False}
 
 
 def test_invalid_distributed_and_precision_options_are_config_errors(capsys):
     with pytest.raises(ConfigError, match="SyncBatchNorm"):
-        build_strategy(_options("--accelerator", "cpu", "--devices", "2", "--sync-batchnorm"))
+        resolve(_options("--accelerator", "cpu", "--devices", "2", "--sync-batchnorm"))
     with pytest.raises(ConfigError, match="16-mixed needs a GPU"):
-        check_precision(_options("--accelerator", "cpu", "--precision", "16-mixed"))
-    assert check_precision(_options("--accelerator", "cpu", "--precision", "bf16-mixed")) == "bf16-mixed"
+        resolve(_options("--accelerator", "cpu", "--precision", "16-mixed"))
+    assert resolve(_options("--accelerator", "cpu", "--precision", "bf16-mixed")).precision == "bf16-mixed"
     for bad in ("two", "0", "-2", "1,x"):
         with pytest.raises(ConfigError, match="--devices"):
             _options("--devices", bad)
@@ -263,8 +262,7 @@ def test_loader_workers_are_sized_to_each_processs_share_of_the_cores(monkeypatc
     monkeypatch.setenv("SLURM_LOCALID", "1")
     assert default_num_workers(4) == 5  # srun gave this task its own 6 cores
 
-    spec = MODELS["mel_cnn"]
-    datamodule = build_datamodule(_options(), spec, {"segment_samples": 1, "segments_per_clip": 1})
+    datamodule = build_datamodule(resolve(_options()))
     datamodule.trainer = SimpleNamespace(world_size=8, num_nodes=2,
                                          strategy=SimpleNamespace(root_device=torch.device("cpu")))
     monkeypatch.delenv("SLURM_CPUS_PER_TASK")

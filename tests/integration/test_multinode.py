@@ -33,6 +33,7 @@ import pytest
 
 import run
 from experiments.peers import DEFAULT_DDP_TIMEOUT, _describe, is_peer_error
+from experiments.resolve import resolve
 from experiments.trainer import build_strategy
 from tests.support.helpers import TINY_MEL_ARGS, read_metrics, run_options, tiny_data_args
 from tests.support.paths import REPO_ROOT
@@ -48,9 +49,9 @@ _options = run_options
 
 
 def test_ddp_timeout_reaches_the_strategy():
-    assert build_strategy(_options("--accelerator", "cpu", "--num-nodes", "2"))._timeout == timedelta(
+    assert build_strategy(resolve(_options("--accelerator", "cpu", "--num-nodes", "2")))._timeout == timedelta(
         seconds=DEFAULT_DDP_TIMEOUT)
-    strategy = build_strategy(_options("--accelerator", "cpu", "--num-nodes", "2", "--ddp-timeout", "45"))
+    strategy = build_strategy(resolve(_options("--accelerator", "cpu", "--num-nodes", "2", "--ddp-timeout", "45")))
     assert strategy._timeout == timedelta(seconds=45)
     with pytest.raises(SystemExit):
         run.build_parser().parse_args(["--ddp-timeout", "0"])

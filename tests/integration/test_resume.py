@@ -27,7 +27,6 @@ from experiments.interruptions import (
     inexact_resume_reasons,
     killed_worker,
 )
-from experiments.options import RunOptions
 from tests.support.helpers import TINY_MEL_ARGS, read_metrics
 from tests.support.paths import REPO_ROOT
 
@@ -230,11 +229,11 @@ def test_torchs_reports_of_a_dead_loader_worker_are_recognised():
 
 
 def test_only_a_gpu_without_deterministic_is_named_as_an_inexact_resume():
-    assert inexact_resume_reasons(RunOptions(accelerator="cpu")) == []
-    assert inexact_resume_reasons(RunOptions(accelerator="gpu", deterministic=True)) == []
-    reasons = inexact_resume_reasons(RunOptions(accelerator="gpu", cudnn_benchmark=True))
+    assert inexact_resume_reasons("cpu", deterministic=False, cudnn_benchmark=True) == []
+    assert inexact_resume_reasons("gpu", deterministic=True, cudnn_benchmark=True) == []
+    reasons = inexact_resume_reasons("gpu", deterministic=False, cudnn_benchmark=True)
     assert len(reasons) == 2 and "cuDNN autotuning" in reasons[0] and "atomic" in reasons[1]
-    assert len(inexact_resume_reasons(RunOptions(accelerator="gpu", cudnn_benchmark=False))) == 1
+    assert len(inexact_resume_reasons("gpu", deterministic=False, cudnn_benchmark=False)) == 1
 
 
 @pytest.mark.slow

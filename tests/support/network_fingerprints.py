@@ -66,14 +66,14 @@ def outputs_fingerprint(network: nn.Module, shape) -> dict:
 def small_setup(name: str) -> tuple[dict, tuple[int, ...]]:
     """(network config, input shape) of model `name`'s CPU-sized variant, as its tests' runs build it."""
     import run
-    from experiments.data import frontend_config
+    from experiments.resolve import mel_settings
     from lightning_modules.registry import input_shape, model_spec, network_config, segment_layout
     from tests.support.helpers import CHUNK_CLIP_SAMPLES, TINY_CLIP_SAMPLES, small_model_args
 
     spec = model_spec(name).small_variant()
     options = run.parse_options(["--model", name, *small_model_args(name)])
     clip = TINY_CLIP_SAMPLES if (spec.frame_samples or 0) <= TINY_CLIP_SAMPLES else CHUNK_CLIP_SAMPLES
-    frontend = frontend_config(spec, options)
+    frontend = mel_settings(spec, options)
     layout = segment_layout(spec, clip, frontend, options.segments_per_clip, options.train_crop,
                             options.random_crops_per_clip)
     shape = input_shape(frontend, layout)

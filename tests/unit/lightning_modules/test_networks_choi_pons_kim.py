@@ -26,8 +26,8 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 import run
-from experiments.data import frontend_config
 from experiments.options import RunOptions
+from experiments.resolve import mel_settings
 from experiments.train import run_experiment
 from infrastructure.audio import MTAT_CLIP_SAMPLES, SAMPLE_RATE
 from infrastructure.errors import ConfigError
@@ -92,7 +92,7 @@ for _name, (_torch_count, _) in list(EXPECTED_COUNTS.items()):
 
 def _network_at_mtat_size(model: str) -> nn.Module:
     spec = registry.MODELS[model]
-    frontend = frontend_config(spec, RunOptions(model=spec.name))
+    frontend = mel_settings(spec, RunOptions(model=spec.name))
     layout = registry.segment_layout(spec, MTAT_CLIP_SAMPLES, frontend)
     shape = registry.input_shape(frontend, layout)
     return registry.build_network(registry.network_config(spec, shape, N_TAGS))
@@ -123,7 +123,7 @@ def test_registry_defaults_follow_the_publications():
     layouts = {}
     for model in MODELS:
         spec = registry.MODELS[model]
-        frontend = frontend_config(spec, RunOptions(model=spec.name))
+        frontend = mel_settings(spec, RunOptions(model=spec.name))
         layouts[model] = registry.segment_layout(spec, MTAT_CLIP_SAMPLES, frontend)
         if frontend is not None:
             assert (frontend.n_fft, frontend.hop_length, frontend.n_mels, frontend.sample_rate) == (512, 256, 96, 16000)

@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 import run
-from experiments.data import frontend_config
 from experiments.options import RunOptions
+from experiments.resolve import mel_settings
 from infrastructure.errors import ConfigError
 from lightning_modules.networks.harmonic_cnn import HarmonicCNN, HarmonicFilterbank, base_frequencies
 from lightning_modules.networks.short_chunk import ShortChunkCNN
@@ -82,7 +82,7 @@ def tagging_transformer_count(w: int = 128, d: int = 256, layers: int = 4, posit
 def build(name: str, **options) -> nn.Module:
     spec = MODELS[name]
     options = RunOptions(model=name, **options)
-    frontend = frontend_config(spec, options)
+    frontend = mel_settings(spec, options)
     layout = segment_layout(spec, 465_984, frontend)
     return build_network(network_config(spec, input_shape(frontend, layout), N_TAGS, options))
 

@@ -163,10 +163,11 @@ def jamendo_cache(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_the_store_is_prepared_once_and_records_skipped_tracks(jamendo_cache, tmp_path):
-    from experiments.data import build_datamodule, model_spec, prepare_data_once
+    from experiments.data import prepare_data_once
+    from experiments.resolve import build_datamodule, resolve
 
     options = run.parse_options([*JAMENDO_STAND_IN_ARGS, "--model", "mel_cnn", "--cache-dir", str(jamendo_cache)])
-    datamodule = build_datamodule(options, model_spec("mel_cnn"))
+    datamodule = build_datamodule(resolve(options))
     datamodule.reader.prepare(progress=False)
     clips = datamodule.reader.read()
     root = datamodule.reader.audio_root()
