@@ -246,7 +246,7 @@ class Tagger:
         model's rate, `batch_size` segments per forward pass."""
         probs, embeddings = [], []
         for begin in range(0, len(segments), self.batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(segments[begin:begin + self.batch_size],
+            batch = torch.from_numpy(np.array(segments[begin:begin + self.batch_size], copy=True,
                                                           dtype=np.float32)).to(self.device)
             embedding = self.network.embed(self.frontend(batch))
             logits = self.network.classify(embedding)

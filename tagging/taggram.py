@@ -9,9 +9,9 @@ whatever the input length), every window a full model input, as in training.
 
 Windows, for an excerpt of n samples, a model input of w samples and a hop of h samples
 (h = round(hop seconds x 16 kHz)): W = floor(n / h) + 1 windows, window k centred on sample k h,
-i.e. covering samples [k h - floor(w / 2), k h - floor(w / 2) + w). The parts of a window outside
-the excerpt are zeros, the way training zero-pads a clip shorter than its input
-(`padded[k]`: the fraction of window k that is padding). So every model, a whole-clip one on a
+i.e. covering samples [k h - floor(w / 2), k h - floor(w / 2) + w). A window reaching outside the
+excerpt is padded the way training pads a clip shorter than its input: the audio it holds first,
+then zeros up to the input length (`padded[k]`: the fraction of window k that is padding). So every model, a whole-clip one on a
 clip shorter than its input included, gets a column per hop: near the start a window holds the
 song's first w / 2 seconds behind silence, near the end its last ones before silence, and in
 between (for a song longer than w) only music. A column's value is the model's reading of the
@@ -120,10 +120,10 @@ class Taggram:
 
 def compute_taggram(tagger, waveform: np.ndarray, start_s: float, hop_s: float = DEFAULT_TAGGRAM_HOP_S) -> Taggram:
     """Centre `tagger`'s input window on every hop of `waveform` (mono, at the model's rate, starting at `start_s`
-    in the song), zero-padding what falls outside it.
+    in the song); a window reaching outside it holds its audio first, then zeros (as training pads).
 
-    The windows are strided views of the padded waveform, batched by `tagger.segment_probabilities`, so
-    a long song with a long input (mel_cnn: 29.1 s every 3 s) is never copied window by window.
+    The windows that start inside the song are strided views of it, batched by `tagger.segment_probabilities`,
+    so a long song with a long input (mel_cnn: 29.1 s every 3 s) is never copied window by window.
     """
     rate = tagger.sample_rate
     window = tagger.segment_samples
@@ -132,11 +132,14 @@ def compute_taggram(tagger, waveform: np.ndarray, start_s: float, hop_s: float =
     n = len(waveform)
     starts = window_starts(n, window, hop)
     before = window // 2
-    padded = np.concatenate([np.zeros(before, np.float32), waveform,
-                             np.zeros(max(0, int(starts[-1]) + window - n), np.float32)])
-    windows = np.lib.stride_tricks.sliding_window_view(padded, window)[::hop][:len(starts)]
-    assert len(windows) == len(starts)
-    probs = tagger.segment_probabilities(windows)
+    # a window's audio first, then zeros up to the input length: how training pads a short clip
+    tail = np.concatenate([waveform, np.zeros(window, np.float32)])
+    early = starts < 0
+    head = np.zeros((int(early.sum()), window), np.float32)
+    for row, s in zip(head, starts[early]):
+        row[:window + s] = tail[:window + s]
+    rest = np.lib.stride_tricks.sliding_window_view(tail, window)[starts[~early]] if (~early).any() else head[:0]
+    probs = np.concatenate([tagger.segment_probabilities(head), tagger.segment_probabilities(rest)])
     return Taggram(starts_s=start_s + starts / rate, centres_s=start_s + (starts + before) / rate, probs=probs,
                    window_s=window / rate, hop_s=hop / rate, padded=padded_fractions(n, window, starts),
                    excerpt=(float(start_s), float(start_s + n / rate)))
