@@ -1,6 +1,6 @@
 """Tag a catalogue: `run.py --tag DIR... --checkpoint RUN --out tags.csv [--embeddings emb.npy]`.
 
-Fast: worker processes (`infrastructure.workers.WorkerPool`, `--prepare-workers`, default all cores)
+Fast: worker processes (`infrastructure.workers.WorkerPool`, `--prepare-workers`, default `default_workers`)
 decode the files piece by piece (`tagging.reading`: at most `PIECE_SECONDS` of audio each, so memory
 stays bounded whatever the files' lengths) and feed batched inference in this process, on the
 device; at most two pieces per worker wait at any time. A progress bar on stderr shows files/s and
@@ -243,7 +243,7 @@ def _tag_files(tagger, todo: list[tuple[str, int, int]], writer: JournalWriter, 
 
     if not todo:
         return 0
-    n_workers = max(1, min(workers or _cores(), len(todo)))
+    n_workers = max(1, min(workers or default_workers(tagger.device.type), len(todo)))
     feed = _Feed()
     states: dict[int, _FileState] = {}
     for fid, (path, size, mtime) in enumerate(todo):
@@ -341,13 +341,16 @@ def _decode_task(path, sample_rate, segment_samples, start_s, duration_s, piece,
     return fid, decode_piece(path, sample_rate, segment_samples, start_s, duration_s, piece, plan)
 
 
-def _cores() -> int:
+def default_workers(device: str) -> int:
+    """Decoding processes when --prepare-workers is not given: every core on a GPU machine; on the CPU one core is
+    left to the network, whose threads a decoder on every core would slow (an LSTM many times over)."""
     import os
 
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    return cores if device == "cuda" else max(1, cores - 1)
 
 
 # ---- outputs ---------------------------------------------------------------------------------------------------
