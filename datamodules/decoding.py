@@ -451,7 +451,7 @@ class AudioDecoder:
         missing = 0
         mismatch = _HEADER_MISMATCH.search(extra or "") if self.strict else None
         if mismatch:
-            present, declared = int(mismatch.group(1)), int(mismatch.group(2))
+            declared, present = int(mismatch.group(1)), int(mismatch.group(2))  # "data : HEADER (should be FOUND)"
             missing = int(round(frames * (declared - present) / max(present, 1)))
             if missing > self._tolerated(frames + missing):
                 raise AudioDecodeError(path, "wrong_length",
