@@ -7,6 +7,9 @@
     python run.py --resume runs/mel_cnn-seed0-1a2b3c4d      # continue a killed run
     python run.py --sweep lstm_mel --trials 50              # one worker of an Optuna study (start many)
     python run.py --tag song.mp3 music/ --checkpoint runs/mel_cnn-seed0-1a2b3c4d   # tag your own music
+    python run.py --tag music/ --checkpoint RUN --out tags.csv --embeddings emb.npy   # a catalogue, resumable
+    python run.py --similar song.mp3 --embeddings emb.npy --checkpoint RUN         # the nearest tracks
+    python run.py --export RUN --out exported/ --format onnx                       # a portable model
 
 Every training option defaults to the paper's value where the paper gives one; `--help` lists them.
 Problems you can fix (missing files, bad options) end with one line on stderr and exit code 2.
@@ -55,8 +58,12 @@ def main(argv: list[str] | None = None) -> int:
             return _download(mode.download, mode.download_url, command.run)
         if mode.tag:
             return _tag(command)
+        if mode.similar:
+            return _similar(command)
+        if mode.export:
+            return _export(command)
         if command.tagging.checkpoint:
-            parser.error("--checkpoint goes with --tag PATH...")
+            parser.error("--checkpoint goes with --tag PATH... or --similar FILE")
         if mode.resume:
             return _resume(mode.resume)
         if mode.evaluate:
@@ -177,16 +184,60 @@ def _sweep(parser, command) -> int:
     return 0
 
 
-def _tag(command) -> int:
-    from tagging.tagger import run_tagging
+def _batch_size(command) -> int | None:
+    """--batch-size or --eval-batch-size, when given: segments per forward pass of tagging."""
+    given = command.given
+    run = command.run
+    return run.eval_batch_size if "eval_batch_size" in given else run.batch_size if "batch_size" in given else None
 
-    tagging, run = command.tagging, command.run
+
+def _tag(command) -> int:
+    tagging, run, mode = command.tagging, command.run, command.mode
     if not tagging.checkpoint:
-        raise ConfigError("--tag needs --checkpoint CKPT (a .ckpt file or a run folder)")
-    return run_tagging(command.mode.tag, tagging.checkpoint, top_k=tagging.top_k, json_output=tagging.json,
+        raise ConfigError("--tag needs --checkpoint CKPT (a .ckpt file, a run folder or an exported folder)")
+    if mode.out:
+        from tagging.catalogue import run_catalogue
+
+        for name in ("json", "taggram", "taggram_hop"):
+            if name in command.given:
+                raise ConfigError(f"--{name.replace('_', '-')} goes with --tag without --out (a report per file); "
+                                  "--out writes a catalogue")
+        return run_catalogue(mode.tag, tagging.checkpoint, mode.out, embeddings=tagging.embeddings,
+                             top_k=tagging.top_k, workers=run.prepare_workers, accelerator=run.accelerator,
+                             batch_size=_batch_size(command), progress=run.progress, model=run.model,
+                             start_s=tagging.start, duration_s=tagging.duration)
+    if tagging.embeddings:
+        raise ConfigError("--embeddings goes with --tag DIR --out FILE (a catalogue) or with --similar FILE")
+    from tagging.report import run_tagging
+
+    return run_tagging(mode.tag, tagging.checkpoint, top_k=tagging.top_k, json_output=tagging.json,
                        taggram=tagging.taggram, start_s=tagging.start, duration_s=tagging.duration,
                        accelerator=run.accelerator, progress=run.progress, model=run.model,
-                       taggram_hop_s=tagging.taggram_hop)
+                       taggram_hop_s=tagging.taggram_hop, batch_size=_batch_size(command))
+
+
+def _similar(command) -> int:
+    tagging = command.tagging
+    if not tagging.checkpoint or not tagging.embeddings:
+        raise ConfigError("--similar FILE needs --embeddings PATH (written by --tag --out) and --checkpoint (the "
+                          "model that wrote them)")
+    from tagging.similar import run_similar
+
+    return run_similar(command.mode.similar, tagging.embeddings, tagging.checkpoint, top_k=tagging.top_k,
+                       json_output=tagging.json, accelerator=command.run.accelerator)
+
+
+def _export(command) -> int:
+    from tagging.export import export_model
+    from tagging.report import load_tagger
+
+    if not command.mode.out:
+        raise ConfigError("--export RUN_DIR needs --out DIR (the folder to write)")
+    formats = ("safetensors",) if command.tagging.format == "safetensors" else ("safetensors", "onnx")
+    tagger = load_tagger(command.mode.export, "cpu")
+    folder = export_model(tagger, command.mode.out, formats=formats)
+    print(f"exported {tagger.model_name} ({len(tagger.tags)} tags, identity {tagger.identity}) to {folder}")
+    return 0
 
 
 def _evaluate(parser, command) -> int:
@@ -234,7 +285,7 @@ def _compare(command) -> int:
     from experiments.reporting.compare import compare_runs
 
     comparison = command.comparison
-    out = Path(comparison.out) if comparison.out else Path(command.run.runs_root) / "comparison"
+    out = Path(command.mode.out) if command.mode.out else Path(command.run.runs_root) / "comparison"
     result = compare_runs(comparison.compare, out, reference=comparison.reference, n_resamples=comparison.bootstrap,
                           seed=comparison.bootstrap_seed)
     print(f"comparison of {len(result.rows)} model(s) on {result.n_clips} test clips: {result.files['md']}")
@@ -250,7 +301,7 @@ def _reproduce(command, argv: list[str]) -> int:
     comparison = command.comparison
     return reproduce(comparison.reproduce, comparison.seeds, argv, train=main,
                      runs_root=str(Path(command.run.runs_root).resolve()),
-                     run_dir_of=lambda run_argv: default_run_dir(parse_options(run_argv)), out=comparison.out,
+                     run_dir_of=lambda run_argv: default_run_dir(parse_options(run_argv)), out=command.mode.out,
                      dry_run=comparison.dry_run, task_index=comparison.task_index, n_resamples=comparison.bootstrap,
                      bootstrap_seed=comparison.bootstrap_seed)
 

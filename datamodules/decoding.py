@@ -15,12 +15,20 @@ store's int16 (`float_to_int16`); they differ in policy, chosen per decoder:
   libmpg123 prints on stderr from C while decoding is captured and shown only as part of such an
   error. The fixed-length store judges a clip's length itself (it accepts a small tolerance around
   the expected clip length, whatever the header declares) and leaves the decoder's messages on stderr.
+* ``shortfall`` (tagging's tolerant mode, `TAGGING_SHORTFALL`): real files are imperfect (a
+  misplaced Ogg page, a cut-off last MP3 frame) and players still play them, so a strict decoder
+  with a shortfall accepts a file that delivers a little less than it declares (at most that
+  fraction of its length, and at least `LENGTH_TOLERANCE` frames), zero-pads what is missing and
+  reports it (`AudioPlan.shortfall_frames`), so tagging can tag what decodes and say so. The
+  fixed-length store keeps its exact check.
 * ``keep_frames`` (per call): bounded memory for a file of unknown true length: at most this many
   frames are kept, in a buffer the decoder reuses from call to call (a fresh clip-sized buffer per
   file costs page faults and zeroing comparable to a third of an MP3 decode); the frames after
   them are decoded and counted only.
 
-`AudioDecoder.decode` returns a whole file (or an excerpt) as float32; `AudioDecoder.blocks` streams a
+`AudioDecoder.decode` returns a whole file (or an excerpt) as float32; `AudioDecoder.plan` and
+`AudioDecoder.read_span` read any span of it, in bounded memory, giving exactly the samples a whole
+decode gives there (to float rounding; tagging reads long files in spans); `AudioDecoder.blocks` streams a
 file of any length as int16 blocks at the decoder's rate, resampled block by block with
 ``scipy.signal.resample_poly`` (what the ragged store keeps), so memory holds one block whatever
 the length.
@@ -39,6 +47,7 @@ path, and its message ``"<path>: <detail>"``. Options that cannot work (a negati
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import re
@@ -67,6 +76,11 @@ LENGTH_TOLERANCE = 1152
 """Frames a decoded file may differ from the length expected of it: two MPEG-2 layer III frames
 (576 samples each at 16 kHz)."""
 
+TAGGING_SHORTFALL = 0.01
+"""Tagging's tolerance (``AudioDecoder(shortfall=...)``): a file may deliver up to this fraction of its declared
+length less than it declares (at least `LENGTH_TOLERANCE` frames) and still be tagged, with a note; a file cut
+by more (half an MP3) is still an error."""
+
 DEFAULT_BLOCK_SAMPLES = 30 * SAMPLE_RATE
 """Output samples `AudioDecoder.blocks` yields per block (30 s: 0.96 MB of int16)."""
 
@@ -74,7 +88,7 @@ SAMPLE_DTYPE = np.dtype("<i2")
 """The store's samples: little-endian int16 (`float_to_int16`)."""
 
 _READ_BLOCK = 1 << 16
-_HEADER_MISMATCH = re.compile(r"^\s*data\s*:\s*\d+\s*\(should be \d+\)", re.MULTILINE)
+_HEADER_MISMATCH = re.compile(r"^\s*data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 
 
 class AudioDecodeError(DataError):
@@ -129,6 +143,50 @@ class DecodedAudio:
     def start_s(self) -> float:
         """Where the excerpt starts in the file (s)."""
         return self.start_frame / self.source_rate
+
+
+@dataclass(frozen=True)
+class AudioPlan:
+    """What `AudioDecoder.read_span` reads: one file's excerpt, as the file declares it (small and picklable: a
+    worker process reads spans of a plan another process made).
+
+    Attributes:
+        path: the file.
+        source_rate / channels: the file's rate (Hz) and channel count (mixed down to mono by averaging).
+        source_frames: frames the file declares.
+        first_frame / frames: the excerpt, in source frames.
+        sample_rate: the decoder's rate.
+        samples: the excerpt's length at ``sample_rate`` (what a whole decode of it gives).
+        header_missing_frames: frames a WAV's header declares beyond its data (accepted within the
+            decoder's ``shortfall``; 0 for other files).
+    """
+
+    path: Path
+    source_rate: int
+    channels: int
+    source_frames: int
+    first_frame: int
+    frames: int
+    sample_rate: int
+    samples: int
+    header_missing_frames: int = 0
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / self.sample_rate
+
+    @property
+    def start_s(self) -> float:
+        return self.first_frame / self.source_rate
+
+
+@dataclass
+class SpanRead:
+    """Samples of a span (float32 mono at the decoder's rate, zeros past what decoded), and ``decoded_end``: the
+    excerpt's source frame where decoding stopped short of what the file declares (None: it did not)."""
+
+    samples: np.ndarray
+    decoded_end: int | None
 
 
 def float_to_int16(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -212,10 +270,14 @@ class AudioDecoder:
         strict: check the decoded audio against what the file declares, and capture the C
             decoder's stderr into the errors (tagging); False leaves the length to the caller (the
             fixed-length store).
+        shortfall: with ``strict``, the fraction of its declared length a file read through `plan` /
+            `read_span` may fall short and still be accepted (`finish` says by how much); 0: none.
     """
 
-    def __init__(self, sample_rate: int = SAMPLE_RATE, *, resample: bool = True, strict: bool = True):
+    def __init__(self, sample_rate: int = SAMPLE_RATE, *, resample: bool = True, strict: bool = True,
+                 shortfall: float = 0.0):
         self.sample_rate, self.resample, self.strict = int(sample_rate), resample, strict
+        self.shortfall = float(shortfall)
         self._buffers: dict[tuple[int, int], np.ndarray] = {}  # (frames, channels) -> float32 buffer
 
     def _buffer(self, frames: int, channels: int) -> np.ndarray:
@@ -289,11 +351,7 @@ class AudioDecoder:
             raise AudioDecodeError(path, "decode_error", "the decoded audio contains NaN or infinite samples",
                                    decoded)
         if rate != self.sample_rate:
-            import torch
-            import torchaudio
-
-            mono = torchaudio.functional.resample(torch.from_numpy(np.ascontiguousarray(mono)), rate,
-                                                  self.sample_rate).numpy()
+            mono = resample(mono, rate, self.sample_rate)
         if keep_frames is None:
             mono = np.ascontiguousarray(mono, dtype=np.float32)
         return DecodedAudio(mono, self.sample_rate, rate, channels, frames, first, decoded)
@@ -357,6 +415,121 @@ class AudioDecoder:
                 yield float_to_int16(np.ascontiguousarray(piece, dtype=np.float32))
                 position = end
 
+    # ---- spans: any part of a file, in bounded memory (tagging) -------------------------------------------------
+    def plan(self, path: str | Path, *, start_s: float = 0.0, duration_s: float | None = None) -> AudioPlan:
+        """Open ``path`` and describe its excerpt (default: the whole file) without decoding it.
+
+        Raises:
+            AudioDecodeError: the file is missing, empty, unreadable, without samples, at another rate (without
+                resampling), starts past ``start_s``, or (strict) its WAV data is shorter than its header says by
+                more than the ``shortfall`` allows.
+            ConfigError: a negative start or a non-positive duration.
+        """
+        path = Path(path)
+        check_audio_file(path)
+        if start_s < 0 or (duration_s is not None and duration_s <= 0):
+            raise ConfigError(f"start must be >= 0 and duration > 0 seconds (got {start_s}, {duration_s})")
+        error_text = None
+        with captured_c_stderr() if self.strict else contextlib.nullcontext([]) as decoder_lines:
+            try:
+                with sf.SoundFile(str(path)) as stream:
+                    rate, channels, frames, extra = (stream.samplerate, stream.channels, stream.frames,
+                                                     stream.extra_info)
+            except (RuntimeError, OSError, ValueError) as error:
+                error_text = error
+        if error_text is not None:
+            raise AudioDecodeError(path, "decode_error", _reason(error_text, decoder_lines))
+        if rate != self.sample_rate and not self.resample:
+            raise AudioDecodeError(path, "wrong_rate", f"{rate} Hz, expected {self.sample_rate} Hz")
+        if frames <= 0:
+            raise AudioDecodeError(path, "wrong_length", "no audio samples in the file (empty or truncated)")
+        first = int(round(start_s * rate))
+        if first >= frames:
+            raise AudioDecodeError(path, "wrong_length", f"start {start_s:g} s is past the end of the file "
+                                                         f"({frames / rate:.2f} s)")
+        wanted = frames - first if duration_s is None else min(int(round(duration_s * rate)), frames - first)
+        missing = 0
+        mismatch = _HEADER_MISMATCH.search(extra or "") if self.strict else None
+        if mismatch:
+            declared, present = int(mismatch.group(1)), int(mismatch.group(2))  # "data : HEADER (should be FOUND)"
+            missing = int(round(frames * (declared - present) / max(present, 1)))
+            if missing > self._tolerated(frames + missing):
+                raise AudioDecodeError(path, "wrong_length",
+                                       "truncated: the audio data is shorter than the file's header declares")
+        return AudioPlan(path, rate, channels, frames, first, wanted, self.sample_rate,
+                         resampled_length(wanted, rate, self.sample_rate), missing)
+
+    def read_span(self, plan: AudioPlan, start: int, stop: int) -> SpanRead:
+        """Samples ``[start, stop)`` of the plan's excerpt at the decoder's rate: float32 mono, what a whole decode
+        of the excerpt gives there (to float rounding), zeros past its end or past what decodes.
+
+        Only the source frames the span needs are read (plus the resampling filter's margin), so memory follows
+        the span, not the file. A file that decodes short is not an error here: `SpanRead.decoded_end` says
+        where it stopped, and `finish` judges the whole file.
+
+        Raises:
+            AudioDecodeError: libsndfile refused the file, or (strict) it decoded NaN or infinite samples.
+        """
+        start, stop = int(start), int(stop)
+        if not 0 <= start <= stop:
+            raise ValueError(f"a span [{start}, {stop}) must start at 0 or later and not end before it starts")
+        ends: list[int] = []
+        capture = captured_c_stderr() if self.strict else contextlib.nullcontext([])
+        error_text = None
+        with capture as decoder_lines:
+            try:
+                with sf.SoundFile(str(plan.path)) as stream:
+                    def source(a: int, b: int) -> np.ndarray:
+                        """Excerpt frames [a, b) mixed to mono; zeros outside the excerpt and past what decodes."""
+                        out = np.zeros(b - a, dtype=np.float32)
+                        lo, hi = max(a, 0), min(b, plan.frames)
+                        if hi > lo:
+                            stream.seek(plan.first_frame + lo)
+                            data = stream.read(hi - lo, dtype="float32", always_2d=True)
+                            if len(data) < hi - lo:
+                                ends.append(lo + len(data))
+                            out[lo - a:lo - a + len(data)] = (data.mean(axis=1, dtype=np.float32)
+                                                              if data.shape[1] > 1 else data[:, 0])
+                        return out
+
+                    samples = _span(source, plan.source_rate, self.sample_rate, start, min(stop, plan.samples))
+            except (RuntimeError, OSError, ValueError) as error:
+                error_text = error
+        if error_text is not None:
+            raise AudioDecodeError(plan.path, "decode_error", _reason(error_text, decoder_lines))
+        if self.strict and not np.isfinite(samples).all():
+            raise AudioDecodeError(plan.path, "decode_error", "the decoded audio contains NaN or infinite samples")
+        if len(samples) < stop - start:
+            samples = np.concatenate([samples, np.zeros(stop - start - len(samples), np.float32)])
+        return SpanRead(samples, min(ends) if ends else None)
+
+    def finish(self, plan: AudioPlan, decoded_end: int | None) -> int:
+        """Source frames the excerpt fell short of what the file declares (0: none), once its spans are read;
+        ``decoded_end``: the least `SpanRead.decoded_end` of them (None: none stopped short).
+
+        Raises:
+            AudioDecodeError: strict, and the shortfall exceeds the decoder's ``shortfall`` (or nothing decoded).
+        """
+        missing = plan.header_missing_frames + (0 if decoded_end is None else plan.frames - decoded_end)
+        if not self.strict or missing == 0:
+            return missing
+        if decoded_end == 0:
+            raise AudioDecodeError(plan.path, "wrong_length", "no audio samples in the file (empty or truncated)")
+        declared = plan.frames + plan.header_missing_frames
+        if missing > self._tolerated(declared):
+            got = declared - missing
+            raise AudioDecodeError(
+                plan.path, "wrong_length",
+                f"truncated or corrupt: decoded {got} of the {declared} samples the file declares "
+                f"({got / plan.source_rate:.2f} of {declared / plan.source_rate:.2f} s)", got)
+        return missing
+
+    def _tolerated(self, declared_frames: int) -> int:
+        """Frames a file of ``declared_frames`` may fall short under this decoder's ``shortfall`` (0: none)."""
+        if self.shortfall <= 0:
+            return 0
+        return max(LENGTH_TOLERANCE, int(self.shortfall * declared_frames))
+
     @staticmethod
     def _check_complete(path: Path, frames: int, data: np.ndarray, wanted: int, rate: int, extra: str,
                         decoder_lines: Sequence[str]) -> None:
@@ -372,6 +545,61 @@ class AudioDecoder:
         if _HEADER_MISMATCH.search(extra or ""):
             raise AudioDecodeError(path, "wrong_length",
                                    "truncated: the audio data is shorter than the file's header declares", len(data))
+
+
+# ---- resampling: torchaudio's windowed-sinc filter, for a whole signal or any span of it ---------------------------
+@functools.lru_cache(maxsize=16)
+def _sinc_filter(source_rate: int, rate: int):
+    """(kernel (new, 1, 2 width + orig) float32, width, orig, new): torchaudio's resampling filter from
+    ``source_rate`` to ``rate`` (rates divided by their gcd), as `torchaudio.transforms.Resample` builds it."""
+    import torchaudio
+
+    transform = torchaudio.transforms.Resample(source_rate, rate)
+    return transform.kernel, int(transform.width), source_rate // transform.gcd, rate // transform.gcd
+
+
+def resampled_length(frames: int, source_rate: int, rate: int) -> int:
+    """Samples at ``rate`` of ``frames`` source frames: torchaudio's ceil(frames x rate / source_rate)."""
+    if source_rate == rate:
+        return int(frames)
+    g = math.gcd(source_rate, rate)
+    return -(-int(frames) * (rate // g) // (source_rate // g))
+
+
+def _span(source, source_rate: int, rate: int, start: int, stop: int) -> np.ndarray:
+    """Output samples [start, stop) of a signal resampled from ``source_rate`` to ``rate``, where ``source(a, b)``
+    gives its source frames [a, b) (zeros outside the signal).
+
+    torchaudio's filter maps each group of ``orig`` source frames (frames g orig ... (g + 1) orig) to a group of
+    ``new`` output samples, reading ``width`` frames on either side; a span reads the groups it covers with those
+    margins, so it equals the same samples of a whole-signal `resample` (to float rounding).
+    """
+    if stop <= start:
+        return np.zeros(0, dtype=np.float32)
+    if source_rate == rate:
+        return source(start, stop)
+    import torch
+
+    kernel, width, orig, new = _sinc_filter(source_rate, rate)
+    first, last = start // new, -(-stop // new)
+    block = torch.from_numpy(source(first * orig - width, last * orig + width))
+    out = torch.nn.functional.conv1d(block[None, None], kernel, stride=orig)  # (1, new, groups)
+    out = out[0].transpose(0, 1).reshape(-1).numpy()
+    return np.ascontiguousarray(out[start - first * new:stop - first * new], dtype=np.float32)
+
+
+def resample(mono: np.ndarray, source_rate: int, rate: int) -> np.ndarray:
+    """A whole mono float32 signal resampled from ``source_rate`` to ``rate`` (`_span` over all of it)."""
+    mono = np.ascontiguousarray(mono, dtype=np.float32)
+
+    def source(a: int, b: int) -> np.ndarray:
+        out = np.zeros(b - a, dtype=np.float32)
+        lo, hi = max(a, 0), min(b, len(mono))
+        if hi > lo:
+            out[lo - a:hi - a] = mono[lo:hi]
+        return out
+
+    return _span(source, source_rate, rate, 0, resampled_length(len(mono), source_rate, rate))
 
 
 def _middle(total: int, excerpt_samples: int | None) -> tuple[int, int]:

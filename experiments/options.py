@@ -517,6 +517,19 @@ class ModeOptions:
     tag: list | None = option(None, "tag audio files (MP3, WAV, FLAC, OGG, ...; any rate, mono or stereo, any length) "
                               "and folders (walked recursively) with --checkpoint", metavar="PATH", action="nargs+",
                               essential="tag audio files and folders with --checkpoint")
+    similar: str | None = option(None, "list the tracks of --embeddings nearest to this audio file by cosine "
+                                 "similarity of their clip embeddings (with --checkpoint, the model that made them; "
+                                 "--top-k of them)", metavar="QUERY_FILE",
+                                 essential="list the tracks of --embeddings most similar to this file")
+    export: str | None = option(None, "write the model of a run folder or checkpoint as a self-contained folder "
+                                "(--out DIR): safetensors weights, its configuration, tags and thresholds, a model "
+                                "card; --format onnx adds one ONNX graph of the Mel frontend and the network",
+                                metavar="CKPT|RUN_DIR", essential="export a trained model to a portable folder (--out)")
+    out: str | None = option(None, "where the command writes: with --tag, the catalogue (a .csv, .jsonl or .parquet "
+                             "file: many files tagged in parallel, resumably); with --export, the model's folder; with "
+                             "--compare / --reproduce, the comparison's folder (default: RUNS_ROOT/comparison, "
+                             "RUNS_ROOT/reproduce/NAME)", metavar="FILE|DIR",
+                             essential="--tag: the catalogue file; --export: the folder; --compare: the folder")
     print_config: bool = option(False, "print the complete configuration of this command as YAML (it runs as it is "
                                 "with --config FILE) and exit", action="store_true",
                                 essential="print this command's complete configuration as YAML, and exit")
@@ -530,11 +543,13 @@ class ModeOptions:
 class TaggingOptions:
     """tagging your own music (--tag)."""
 
-    checkpoint: str | None = option(None, "model to tag with: a .ckpt file, or a run folder (its best checkpoint)",
+    checkpoint: str | None = option(None, "model to tag with: a .ckpt file, a run folder (its best checkpoint), or a "
+                                    "folder of --export",
                                     metavar="CKPT|RUN_DIR",
                                     essential="the model --tag uses: a .ckpt file or a run folder",
                                     known_as=("ckpt", "ckpt_path", "weights"))
-    top_k: int = option(5, "also list the K highest-scoring tags", type=int, valid="[1, inf)")
+    top_k: int = option(5, "also list the K highest-scoring tags (--similar: the K nearest tracks)", type=int,
+                        valid="[1, inf)")
     json: bool = option(False, "print one JSON document instead of text", action="store_true")
     taggram: str | None = option(None, "plot tag probability over time: a .png for one file, else a folder with one "
                                  "PNG per file", metavar="PNG|DIR")
@@ -544,6 +559,12 @@ class TaggingOptions:
                                  metavar="SECONDS", valid="[0, inf)")
     duration: float | None = option(None, "tag this many seconds (default: to the end of the file)", type=float,
                                     metavar="SECONDS", valid="(0, inf)")
+    embeddings: str | None = option(None, "--tag --out: also write each file's clip embedding (the network's "
+                                    "penultimate features averaged over its segments), rows as in --out: a .npy "
+                                    "(numpy.load) or .parquet (pandas) file; --similar: the embeddings to search",
+                                    metavar="PATH")
+    format: str = option("safetensors", "--export: safetensors weights only, or also model.onnx (the Mel frontend "
+                         "and the network as one ONNX graph; needs the onnx extra)", choices=("safetensors", "onnx"))
 
     def __post_init__(self) -> None:
         check_values(self)
@@ -635,8 +656,6 @@ class ComparisonOptions:
                                   essential="compare finished runs on their test predictions")
     reference: str | None = option(None, "the run (its seed group) the others are compared with (default: the first)",
                                    metavar="RUN_DIR")
-    out: str | None = option(None, "where --compare / --reproduce write the comparison (default: RUNS_ROOT/comparison, "
-                             "RUNS_ROOT/reproduce/NAME)", metavar="DIR")
     bootstrap: int = option(DEFAULT_RESAMPLES, "bootstrap resamples of the test clips", type=int,
                             metavar="N", valid="[1, inf)")
     bootstrap_seed: int = option(DEFAULT_SEED, "seed of the resampling; the same for every run compared", type=int,

@@ -99,6 +99,11 @@ class WorkerPool:
 
         ``window`` bounds the tasks submitted but not yet returned (None: all at once), so the results
         waiting in memory stay bounded. In this process (one worker) the tasks run one after the other.
+
+        ``arguments`` is pulled again after each result is consumed, so an iterator that its consumer
+        extends (a result that calls for more tasks: the pieces of a long file) may answer "no more for
+        now" (StopIteration) and give more later; the iteration ends when nothing is running and it has
+        none left.
         """
         arguments = iter(arguments)
         if self._executor is None:
@@ -127,3 +132,4 @@ class WorkerPool:
             result = future.result()
             fill()
             yield result
+            fill()  # the consumer may have added arguments while it handled the result

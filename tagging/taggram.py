@@ -1,25 +1,26 @@
-"""The taggram of `run.py --tag --taggram`: tag probabilities through a song, window by window.
+"""The taggram: tag probabilities through a song, window by window (`Tagger.taggram`, `run.py --tag --taggram`).
 
 Why a pass of its own: the tag list printed per file is the chunk average evaluation computes
-(the file cut into round(length / input) consecutive model inputs, see `tagger`), and it stays
+(the file cut into round(length / input) consecutive model inputs, `tagging.reading`), and it stays
 exactly that. Those chunks give no time resolution when the model's input is long (mel_cnn reads
-29.1 s: a 3-minute song is 6 chunks, a 29 s clip one), so the taggram slides the model's input
-window over the excerpt with a hop instead (`--taggram-hop`, default 3 s, whatever the input
-length), as musicnn's taggram does; every window is a full model input, as in training.
+29.1 s: a 29 s clip is one chunk), so the taggram frames the song as a centred STFT frames a
+signal: a window of the model's input length centred on every hop (`--taggram-hop`, default 3 s,
+whatever the input length), every window a full model input, as in training.
 
 Windows, for an excerpt of n samples, a model input of w samples and a hop of h samples
-(h = round(hop seconds x 16 kHz)):
+(h = round(hop seconds x 16 kHz)): W = floor(n / h) + 1 windows, window k centred on sample k h,
+i.e. covering samples [k h - floor(w / 2), k h - floor(w / 2) + w). A window reaching outside the
+excerpt is padded the way training pads a clip shorter than its input: the audio it holds first,
+then zeros up to the input length (`padded[k]`: the fraction of window k that is padding). So every model, a whole-clip one on a
+clip shorter than its input included, gets a column per hop: near the start a window holds the
+song's first w / 2 seconds behind silence, near the end its last ones before silence, and in
+between (for a song longer than w) only music. A column's value is the model's reading of the
+music within w / 2 of its time; a padded column reads less music, and the silence in it weighs
+as silence did in training (docs/tagging.md, "Reading a taggram").
 
-* n <= w: one window, the excerpt zero-padded at its end to w samples (as the chunk pass pads);
-* n > w: W = floor((n - w) / h) + 1 windows starting at 0, h, 2h, ...; none is padded and none
-  passes the end, so the last (n - w) mod h samples (less than one hop) are in no window (they
-  still count in the printed chunk average).
-
-Times are seconds of the song (the excerpt's `--start` added): a window starts at
-start + k h / 16000 and its centre is w / 2 later (for a padded window: the middle of the audio
-it holds). In the image each window is a column one hop wide centred on its centre (a lone
-window spans the audio it holds), so the x axis is song time; the parts of the song
-before the first centre and after the last one are grey, since no window is centred there.
+Times are seconds of the song (the excerpt's `--start` added): window k's centre is
+start + k h / 16000. In the image each window is a column one hop wide centred on its centre,
+clipped to the excerpt, so the x axis is song time.
 
 The rows are the file's `TAGGRAM_ROWS` highest-scoring tags by the printed chunk average (all of
 them when the model has fewer), in that order from the top, so the picture and the printed list
@@ -62,24 +63,29 @@ def check_hop(hop_s: float, sample_rate: int) -> int:
 
 
 def window_starts(n_samples: int, window: int, hop: int) -> np.ndarray:
-    """Start offsets (int64) of the windows of a taggram (see the module docstring)."""
+    """Start offsets (int64, negative before the excerpt) of the centred windows of a taggram (see the module
+    docstring): window k starts at k hop - window // 2."""
     if window < 1 or hop < 1:
         raise ValueError(f"window and hop must be positive sample counts, got {window} and {hop}")
-    if n_samples <= window:
-        return np.zeros(1, dtype=np.int64)
-    return np.arange((n_samples - window) // hop + 1, dtype=np.int64) * hop
+    return np.arange(n_samples // hop + 1, dtype=np.int64) * hop - window // 2
+
+
+def padded_fractions(n_samples: int, window: int, starts: np.ndarray) -> np.ndarray:
+    """The fraction of each window (starting at `starts`) that lies outside an excerpt of `n_samples`."""
+    inside = np.clip(starts + window, 0, n_samples) - np.clip(starts, 0, n_samples)
+    return 1.0 - inside / window
 
 
 @dataclass
 class Taggram:
-    """Tag probabilities of the model's input window slid over one excerpt."""
+    """Tag probabilities of the model's input window centred on every hop of one excerpt."""
 
-    starts_s: np.ndarray  # (W,) window starts, seconds of the song
-    centres_s: np.ndarray  # (W,) window centres (a padded window: the middle of its audio)
+    starts_s: np.ndarray  # (W,) window starts, seconds of the song (before the excerpt for the first ones)
+    centres_s: np.ndarray  # (W,) window centres
     probs: np.ndarray  # (W, T)
     window_s: float  # the model's input length
     hop_s: float  # the hop actually used (a whole number of samples)
-    padded: bool  # one window, zero-padded: the excerpt is shorter than the model's input
+    padded: np.ndarray  # (W,) fraction of each window that is zero padding (outside the excerpt)
     excerpt: tuple[float, float]  # (start, end) seconds of the song that were decoded
 
     @property
@@ -87,39 +93,37 @@ class Taggram:
         return int(len(self.starts_s))
 
     def column_edges(self) -> tuple[np.ndarray, np.ndarray]:
-        """(left, right) seconds of each window's column in the image."""
-        if self.windows == 1:
-            first = float(self.starts_s[0])
-            return np.array([first]), np.array([min(first + self.window_s, self.excerpt[1])])
-        return self.centres_s - self.hop_s / 2, self.centres_s + self.hop_s / 2
+        """(left, right) seconds of each window's column in the image: one hop wide, clipped to the excerpt."""
+        left = np.clip(self.centres_s - self.hop_s / 2, *self.excerpt)
+        right = np.clip(self.centres_s + self.hop_s / 2, *self.excerpt)
+        return left, right
 
     def to_dict(self, tag_names: Sequence[str]) -> dict:
-        """JSON-able: times in seconds of the song, and every tag's probability per window."""
+        """JSON-able: times in seconds of the song, each window's padding, and every tag's probability per window."""
         if self.probs.shape != (self.windows, len(tag_names)):
             raise ValueError(f"taggram of shape {self.probs.shape} for {self.windows} windows and "
                              f"{len(tag_names)} tags")
         return {
             "window_s": round(self.window_s, 6), "hop_s": round(self.hop_s, 6), "windows": self.windows,
-            "padded": self.padded,
             "starts_s": [round(float(t), 6) for t in self.starts_s],
             "centres_s": [round(float(t), 6) for t in self.centres_s],
+            "padded": [round(float(p), 6) for p in np.broadcast_to(self.padded, (self.windows,))],
             "probs": {tag: [round(float(p), 6) for p in self.probs[:, i]] for i, tag in enumerate(tag_names)},
         }
 
     def describe(self) -> str:
-        """A few words for the text report: how many windows, and why only one when so."""
-        if self.windows > 1:
-            return f"{self.windows} windows of {self.window_s:.1f} s every {self.hop_s:g} s"
-        length = self.excerpt[1] - self.excerpt[0]
-        return (f"1 window: the {length:.1f} s excerpt is not a hop ({self.hop_s:g} s) longer than the "
-                f"model's {self.window_s:.1f} s input, so there is no time resolution")
+        """A few words for the text report: how many windows, of what, how far apart."""
+        padded = int(np.count_nonzero(np.broadcast_to(self.padded, (self.windows,)) > 0))
+        return (f"{self.windows} window{'s' if self.windows != 1 else ''} of {self.window_s:.1f} s centred every "
+                f"{self.hop_s:g} s, {padded} partly padded")
 
 
 def compute_taggram(tagger, waveform: np.ndarray, start_s: float, hop_s: float = DEFAULT_TAGGRAM_HOP_S) -> Taggram:
-    """Slide `tagger`'s input window over `waveform` (mono, at the model's rate) that starts at `start_s` in the song.
+    """Centre `tagger`'s input window on every hop of `waveform` (mono, at the model's rate, starting at `start_s`
+    in the song); a window reaching outside it holds its audio first, then zeros (as training pads).
 
-    The windows are strided views of the waveform, batched by `tagger.segment_probabilities`, so
-    a long song with a long input (mel_cnn: 29.1 s every 3 s) is never copied window by window.
+    The windows that start inside the song are strided views of it, batched by `tagger.segment_probabilities`,
+    so a long song with a long input (mel_cnn: 29.1 s every 3 s) is never copied window by window.
     """
     rate = tagger.sample_rate
     window = tagger.segment_samples
@@ -127,17 +131,17 @@ def compute_taggram(tagger, waveform: np.ndarray, start_s: float, hop_s: float =
     waveform = np.asarray(waveform, dtype=np.float32)
     n = len(waveform)
     starts = window_starts(n, window, hop)
-    padded = n < window
-    if n <= window:
-        windows = np.pad(waveform, (0, window - n))[None, :]
-        centres = np.array([n / 2])
-    else:
-        windows = np.lib.stride_tricks.sliding_window_view(waveform, window)[::hop]  # a view: starts 0, h, 2h...
-        assert len(windows) == len(starts)
-        centres = starts + window / 2
-    probs = tagger.segment_probabilities(windows)
-    return Taggram(starts_s=start_s + starts / rate, centres_s=start_s + centres / rate, probs=probs,
-                   window_s=window / rate, hop_s=hop / rate, padded=padded,
+    before = window // 2
+    # a window's audio first, then zeros up to the input length: how training pads a short clip
+    tail = np.concatenate([waveform, np.zeros(window, np.float32)])
+    early = starts < 0
+    head = np.zeros((int(early.sum()), window), np.float32)
+    for row, s in zip(head, starts[early]):
+        row[:window + s] = tail[:window + s]
+    rest = np.lib.stride_tricks.sliding_window_view(tail, window)[starts[~early]] if (~early).any() else head[:0]
+    probs = np.concatenate([tagger.segment_probabilities(head), tagger.segment_probabilities(rest)])
+    return Taggram(starts_s=start_s + starts / rate, centres_s=start_s + (starts + before) / rate, probs=probs,
+                   window_s=window / rate, hop_s=hop / rate, padded=padded_fractions(n, window, starts),
                    excerpt=(float(start_s), float(start_s + n / rate)))
 
 
@@ -156,9 +160,7 @@ def taggram_plot(taggram: Taggram, tags: Sequence[str], file_probs: np.ndarray, 
     shown_marks = {marks.get(tags[i]) for i in top}
     tags = [t + marks.get(t, "") for t in tags]
     above = {tags[i] for i in range(len(tags)) if file_probs[i] >= thresholds[i]}
-    what = (f"model input {taggram.window_s:.1f} s, one window every {taggram.hop_s:g} s"
-            if taggram.windows > 1 else f"one {taggram.window_s:.1f} s model input (the excerpt is too short "
-                                        f"for more)")
+    what = f"model input {taggram.window_s:.1f} s centred every {taggram.hop_s:g} s"
     which = (f"the file's top {shown} of {len(tags)} tags" if shown < len(tags)
              else f"all {shown} tags, strongest on top")
     title = f"{name}\ntag probability over the song: {what}; {which} (bold: above its threshold)"
@@ -167,8 +169,7 @@ def taggram_plot(taggram: Taggram, tags: Sequence[str], file_probs: np.ndarray, 
     if "?" in shown_marks:
         title += "\n?: threshold 0.5, chosen or fallen back (checkpoint from before fallbacks were recorded)"
     left, right = taggram.column_edges()
-    xlabel = ("time in the song (s); each column: a window centred there" if taggram.windows > 1
-              else "time in the song (s)")
+    xlabel = "time in the song (s); each column: a window centred there (zero-padded past the song's ends)"
     return taggram_figure(left, right, taggram.probs, tags, title, order_by=file_probs, rows=rows, bold=above,
                           xlim=taggram.excerpt, xlabel=xlabel)
 

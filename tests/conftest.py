@@ -88,3 +88,17 @@ def cpu_variant(monkeypatch):
     def apply(model: str) -> None:
         monkeypatch.setitem(registry.MODELS, model, registry.model_spec(model).small_variant())
     return apply
+
+
+@pytest.fixture(scope="session")
+def learned_mel_cnn_run(tiny_cache, tmp_path_factory) -> Path:
+    """mel_cnn (small variant) trained 15 epochs with Adam on the tiny data: enough to tell the generated
+    instruments apart (the taggram's two-halves test, similarity by embeddings, the tagging docs' examples;
+    test ROC-AUC 0.75 here); about a minute on 2 cores."""
+    import run
+
+    run_dir = tmp_path_factory.mktemp("mel-cnn-learned") / "run"
+    code = run.main(["--model", "mel_cnn", *tiny_cache.args(), *TINY_MEL_ARGS["mel_cnn"], "--max-epochs", "15",
+                     "--optimizer", "adam", "--lr", "0.002", "--logger", "none", "--run-dir", str(run_dir)])
+    assert code == 0
+    return run_dir

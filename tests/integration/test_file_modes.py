@@ -42,7 +42,7 @@ def test_each_kind_of_report_file_gets_the_umasks_mode(tmp_path, mask):
         save_figure(tag_distribution_figure(TAGS, np.arange(1, 6), 10), root / "figures" / "fig1.png")
         starts = np.arange(3) * 2.0
         taggram = Taggram(starts_s=starts, centres_s=starts + 1, probs=np.full((3, len(TAGS)), 0.5), window_s=2.0,
-                          hop_s=2.0, padded=False, excerpt=(0.0, 6.0))
+                          hop_s=2.0, padded=np.zeros(3), excerpt=(0.0, 6.0))
         write_taggram_png(taggram, TAGS, np.full(len(TAGS), 0.5), np.full(len(TAGS), 0.4), "song", root / "t.png")
         study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
         study.optimize(lambda trial: trial.suggest_float("lr", 0.001, 0.1, log=True), n_trials=3)

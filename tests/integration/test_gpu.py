@@ -147,6 +147,6 @@ def test_tagging_on_the_gpu_gives_the_cpu_probabilities(cache_dir, tmp_path):
     rng = np.random.default_rng(0)
     song = tmp_path / "song.wav"
     sf.write(song, (0.2 * rng.standard_normal((SAMPLE_RATE * 5, 2))).astype(np.float32), SAMPLE_RATE)
-    on_gpu = Tagger.from_checkpoint(outcome.best_checkpoint, device="cuda").tag_file(song)
-    on_cpu = Tagger.from_checkpoint(outcome.best_checkpoint, device="cpu").tag_file(song)
+    on_gpu = Tagger.from_checkpoint(outcome.best_checkpoint, device="cuda").tag(song)
+    on_cpu = Tagger.from_checkpoint(outcome.best_checkpoint, device="cpu").tag(song)
     np.testing.assert_allclose(on_gpu.segment_probs, on_cpu.segment_probs, atol=2e-3)

@@ -32,6 +32,7 @@ from tagging.taggram import (
     TAGGRAM_ROWS,
     Taggram,
     check_hop,
+    padded_fractions,
     taggram_plot,
     window_starts,
     write_taggram_png,
@@ -153,8 +154,8 @@ def test_broken_files_raise_audio_errors_with_reasons(tmp_path):
 # ------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_tagging_a_dataset_clip_reproduces_evaluation(tagger, cache_dir, lstm_mel_run):
-    hp = tagger.module.hparams
-    datamodule = MTATDataModule("synthetic", str(cache_dir), layout=dict(hp.layout), frontend=dict(hp.frontend),
+    hp = tagger.config
+    datamodule = MTATDataModule("synthetic", str(cache_dir), layout=dict(hp["layout"]), frontend=dict(hp["frontend"]),
                                 batch_size=4, num_workers=0, progress=False,
                                 synthetic={"n_clips": CLIPS, "clip_samples": TINY_CLIP_SAMPLES, "seed": 0})
     datamodule.setup()
@@ -165,13 +166,13 @@ def test_tagging_a_dataset_clip_reproduces_evaluation(tagger, cache_dir, lstm_me
         batch = torch.utils.data.default_collate([test[position * n + k] for k in range(n)])
         batch = datamodule.on_after_batch_transfer(batch, 0)
         with torch.inference_mode():
-            expected = torch.sigmoid(tagger.module(batch["input"])).mean(0).double().numpy()
+            expected = torch.sigmoid(tagger.network(batch["input"])).mean(0).double().numpy()
         row = int(test.rows[position])
-        result = tagger.tag_file(find_audio_root(datamodule.data_dir) / annotations.mp3_paths[row])
+        result = tagger.tag(find_audio_root(datamodule.data_dir) / annotations.mp3_paths[row])
         assert len(result.segment_starts_s) == n
         # same decoder; the cache stores int16, the tagger float32: a quantisation step apart at most
         np.testing.assert_allclose(result.probs, expected, atol=2e-3)
-        assert [t for t, _ in result.tags] == [tagger.tags[i] for i in np.argsort(-result.probs, kind="stable")
+        assert [t.tag for t in result.tags] == [tagger.tags[i] for i in np.argsort(-result.probs, kind="stable")
                                               if result.probs[i] >= tagger.thresholds[i]]
 
 
@@ -239,15 +240,17 @@ MTAT_LIKE_TAGS = ["guitar", "classical", "slow", "techno", "strings", "drums", "
                   "country", "metal", "female voice", "choral"]
 
 
-def test_taggram_windows_slide_by_the_hop_and_bad_hops_are_refused():
-    assert window_starts(100, 1000, 50).tolist() == [0]  # shorter than the input: one (padded) window
-    assert window_starts(1000, 1000, 50).tolist() == [0]
-    assert window_starts(1049, 1000, 50).tolist() == [0]  # less than a hop more: still one
-    assert window_starts(1050, 1000, 50).tolist() == [0, 50]
+def test_taggram_windows_are_centred_on_every_hop_and_bad_hops_are_refused():
+    # a window centred on every hop, as a centred STFT frames a signal: n // hop + 1 of them, padded past the ends
+    assert window_starts(100, 1000, 50).tolist() == [-500, -450, -400]
+    assert window_starts(1000, 1000, 50).tolist() == list(range(-500, 501, 50))
     for n, w, h in ((192_000, 14_336, 8_000), (2_880_000, 465_984, 48_000), (465_984, 59_049, 48_000)):
         starts = window_starts(n, w, h)
-        assert len(starts) == (n - w) // h + 1 and np.all(np.diff(starts) == h)
-        assert starts[-1] + w <= n < starts[-1] + w + h  # never past the end; the tail left is under one hop
+        assert len(starts) == n // h + 1 and np.all(np.diff(starts) == h) and starts[0] == -(w // 2)
+        padded = padded_fractions(n, w, starts)
+        assert padded[0] == pytest.approx((w // 2) / w) and np.all((padded >= 0) & (padded < 1))
+    assert padded_fractions(1000, 100, np.array([450])).tolist() == [0.0]
+    assert padded_fractions(1000, 100, np.array([950])).tolist() == [0.5]
     assert check_hop(3.0, 16_000) == 48_000 and check_hop(0.5, 16_000) == 8_000
     for bad in (0, -1.0, float("nan"), float("inf"), 1e-6, "soon"):
         with pytest.raises(ConfigError, match="--taggram-hop"):
@@ -258,7 +261,8 @@ def _random_taggram(windows=30, hop=3.0, window=3.69, start=10.0, seed=0):
     rng = np.random.default_rng(seed)
     starts = start + hop * np.arange(windows)
     return Taggram(starts_s=starts, centres_s=starts + window / 2, probs=rng.random((windows, len(MTAT_LIKE_TAGS))),
-                   window_s=window, hop_s=hop, padded=False, excerpt=(start, start + hop * (windows - 1) + window))
+                   window_s=window, hop_s=hop, padded=np.zeros(windows),
+                   excerpt=(start, start + hop * (windows - 1) + window))
 
 
 @pytest.mark.parametrize("name", ["x" * 196 + ".mp3", "a long song name " * 12 + ".flac", "song.mp3"])
@@ -306,12 +310,37 @@ TECHNO = _plan("techno", ("synth", "synth_bass"), ("techno", "beat"), drums="fou
                mode="minor")
 
 
+def centred_windows(audio: np.ndarray, w: int, starts) -> np.ndarray:
+    """The taggram's windows: the audio each covers first, then zeros (as training pads)."""
+    out = np.zeros((len(starts), w), np.float32)
+    for row, s in zip(out, starts):
+        piece = audio[max(s, 0):s + w]
+        row[:len(piece)] = piece
+    return out
+
+
+def two_halves(seconds_each: float, rate: int = 16_000) -> np.ndarray:
+    """Generated harpsichord (tagged classical) for `seconds_each`, then generated techno for as long."""
+    half = int(seconds_each * rate)
+    return np.concatenate([render_clip(HARPSICHORD, half, np.random.default_rng(1)),
+                           render_clip(TECHNO, half, np.random.default_rng(1))])
+
+
+def assert_both_tags_change(windows: dict, first, second, rising: str = "techno") -> str:
+    """The first half's tag (classical) falls and a tag of the second half's plan (techno, beat) rises."""
+    classical, techno = np.array(windows["probs"]["classical"]), np.array(windows["probs"][rising])
+    means = (f"classical {classical[first].mean():.3f} -> {classical[second].mean():.3f}, "
+             f"techno {techno[first].mean():.3f} -> {techno[second].mean():.3f}")
+    assert classical[first].mean() > classical[second].mean() + 0.02, means
+    assert techno[second].mean() > techno[first].mean() + 0.02, means
+    return means
+
+
 @pytest.mark.slow
 def test_taggram_follows_a_song_whose_instrument_changes_halfway(learned_run, tmp_path, capsys):
-    # 6 s of generated harpsichord (tagged classical), then 6 s of generated techno, as a 16 kHz WAV
-    rate, half = 16_000, 6 * 16_000
-    song = np.concatenate([render_clip(HARPSICHORD, half, np.random.default_rng(1)),
-                           render_clip(TECHNO, half, np.random.default_rng(1))])
+    # 6 s of generated harpsichord, then 6 s of generated techno, as a 16 kHz WAV; a chunk model (lstm_mel)
+    rate = 16_000
+    song = two_halves(6.0)
     path = tmp_path / ("x" * 196 + ".wav")  # a 200-character file name
     sf.write(path, song, rate)
     png = tmp_path / "song.png"
@@ -320,28 +349,22 @@ def test_taggram_follows_a_song_whose_instrument_changes_halfway(learned_run, tm
     entry = json.loads(capsys.readouterr().out)["files"][0]
     assert code == 0 and entry["taggram"] == str(png)
     windows = entry["taggram_windows"]
-    tagger = Tagger.from_checkpoint(json.loads((learned_run / "metrics.json").read_text())["best_checkpoint"])
+    tagger = Tagger.from_checkpoint(learned_run)
     w, h, n = tagger.segment_samples, 8_000, len(song)  # 14,336-sample input, hop 0.5 s
-    count = (n - w) // h + 1
-    assert windows["windows"] == count == 23 and not windows["padded"]
+    count = n // h + 1
+    assert windows["windows"] == count == 25
     assert windows["window_s"] == pytest.approx(w / rate) and windows["hop_s"] == 0.5
-    np.testing.assert_allclose(windows["starts_s"], np.arange(count) * 0.5, atol=1e-6)
-    np.testing.assert_allclose(windows["centres_s"], np.arange(count) * 0.5 + w / rate / 2, atol=1e-6)
+    starts = np.arange(count) * h - w // 2
+    np.testing.assert_allclose(windows["starts_s"], starts / rate, atol=1e-6)
+    np.testing.assert_allclose(windows["centres_s"], np.arange(count) * 0.5, atol=1e-6)
+    np.testing.assert_allclose(windows["padded"], padded_fractions(n, w, starts), atol=1e-6)
     assert list(windows["probs"]) == tagger.tags and all(len(v) == count for v in windows["probs"].values())
-    # the values are the model's on those windows of the decoded file
-    audio = load_audio(path).waveform
-    expected = tagger.segment_probabilities(np.stack([audio[s:s + w] for s in np.arange(count) * h]))
+    # the values are the model's on those windows of the decoded file, zero-padded past its ends
+    expected = tagger.segment_probabilities(centred_windows(load_audio(path).waveform, w, starts))
     np.testing.assert_allclose(np.array(list(windows["probs"].values())).T, expected, atol=2e-6)
-    # the two halves: windows wholly inside one clip
-    starts = np.array(windows["starts_s"])
-    first, second = starts + w / rate <= 6.0, starts >= 6.0
-    assert first.sum() == 11 and second.sum() == 11
-    classical, techno = np.array(windows["probs"]["classical"]), np.array(windows["probs"]["techno"])
-    # measured here: classical 0.169 -> 0.079, techno 0.098 -> 0.257
-    means = (f"classical {classical[first].mean():.3f} -> {classical[second].mean():.3f}, "
-             f"techno {techno[first].mean():.3f} -> {techno[second].mean():.3f}")
-    assert classical[first].mean() > classical[second].mean() + 0.02, means
-    assert techno[second].mean() > techno[first].mean() + 0.02, means
+    first, second = starts + w <= 6 * rate, starts >= 6 * rate
+    assert first.sum() == 12 and second.sum() == 12
+    assert_both_tags_change(windows, first, second)
     with Image.open(png) as image:
         assert image.format == "PNG"
     # the printed tag list is the chunk average of today, with or without a taggram
@@ -349,10 +372,26 @@ def test_taggram_follows_a_song_whose_instrument_changes_halfway(learned_run, tm
     plain = json.loads(capsys.readouterr().out)["files"][0]
     assert "taggram_windows" not in plain
     assert {k: v for k, v in entry.items() if not k.startswith("taggram")} == plain
-    chunks, _ = cut_segments(audio, w)
+    chunks, _ = cut_segments(load_audio(path).waveform, w)
     assert plain["segments"] == round(n / w) == len(chunks)
     average = tagger.segment_probabilities(chunks).mean(axis=0)
     assert plain["scores"] == {t: round(float(p), 6) for t, p in zip(tagger.tags, average)}
+
+
+@pytest.mark.slow
+def test_a_whole_clip_model_gets_time_resolution_on_a_clip_no_longer_than_its_input(learned_mel_cnn_run):
+    # mel_cnn reads whole clips (3.68 s here, as 29.1 s on MTAT): a 3.7 s clip is one chunk, but the centred
+    # windows see its first half behind silence, then its second half before silence
+    tagger = Tagger.from_checkpoint(learned_mel_cnn_run)
+    song = two_halves(TINY_CLIP_SAMPLES / 2 / 16_000)
+    assert len(song) <= tagger.segment_samples + 200
+    assert len(tagger.tag(song, 16_000).segment_starts_s) == 1
+    gram = tagger.taggram(song, 16_000, hop_s=0.25)
+    assert gram.windows == len(song) // 4000 + 1 and np.all(gram.padded > 0)
+    centres = gram.centres_s
+    windows = gram.to_dict(tagger.tags)
+    # measured here: classical 0.443 -> 0.198, beat 0.242 -> 0.430
+    assert_both_tags_change(windows, centres < 1.0, centres > len(song) / 16_000 - 1.0, rising="beat")
 
 
 @pytest.mark.slow
@@ -363,19 +402,20 @@ def test_taggram_time_axis_honours_start_and_duration_and_bad_hops_fail(lstm_mel
                      "--taggram", str(tmp_path / "grams"), "--taggram-hop", "1", "--json", "--no-progress"])
     entry = json.loads(capsys.readouterr().out)["files"][0]
     windows = entry["taggram_windows"]
-    assert code == 0 and windows["windows"] == int((8 - 14_336 / 16_000) // 1) + 1 == 8
-    np.testing.assert_allclose(windows["starts_s"], 2 + np.arange(8), atol=1e-6)  # seconds of the song
+    assert code == 0 and windows["windows"] == 9
+    np.testing.assert_allclose(windows["centres_s"], 2 + np.arange(9), atol=1e-6)  # seconds of the song
+    np.testing.assert_allclose(windows["starts_s"], 2 + np.arange(9) - 7_168 / 16_000, atol=1e-6)
     assert entry["taggram"].endswith("grams/song.flac.taggram.png")
     # default hop 3 s; the text report says how many windows
     code = run.main(["--tag", str(song), "--checkpoint", str(lstm_mel_run), "--taggram", str(tmp_path / "t.png")])
-    assert code == 0 and "(4 windows of 0.9 s every 3 s)" in capsys.readouterr().out
+    assert code == 0 and "(5 windows of 0.9 s centred every 3 s, 2 partly padded)" in capsys.readouterr().out
     short = tmp_path / "short.wav"
     sf.write(short, tone(0.5, 16000), 16000)
     code = run.main(["--tag", str(short), "--checkpoint", str(lstm_mel_run), "--taggram", str(tmp_path / "s.png"),
                      "--json"])
     windows = json.loads(capsys.readouterr().out)["files"][0]["taggram_windows"]
-    assert code == 0 and windows["windows"] == 1 and windows["padded"] and windows["centres_s"] == [0.25]
-    for argv, message in ((["--taggram-hop", "0"], "--taggram-hop must be a positive"),
+    assert code == 0 and windows["windows"] == 1 and windows["padded"][0] > 0.4 and windows["centres_s"] == [0.0]
+    for argv, message in ((["--taggram-hop", "1e-6"], "--taggram-hop 1e-06 s is shorter than one sample"),
                           (["--taggram-hop", "1"], "--taggram-hop goes with --taggram")):
         taggram = [] if "goes with" in message else ["--taggram", str(tmp_path / "bad.png")]
         assert run.main(["--tag", str(song), "--checkpoint", str(lstm_mel_run), *taggram, *argv]) == 2
@@ -393,18 +433,18 @@ def test_taggram_windows_of_waveform_and_mel_models(tmp_path, name, mel):
     torch.manual_seed(0)
     module = TaggingModule(build_network(config), config, ["a", "b", "c", "d"], frontend and frontend.to_dict(),
                            layout.to_dict(), 16000)
-    tagger = Tagger(module)
+    tagger = Tagger.from_module(module)
     path = tmp_path / "noise.wav"
     sf.write(path, np.random.default_rng(0).normal(0, 0.1, 20 * 16000).astype(np.float32), 16000)
-    plain = tagger.tag_file(path)
-    result = tagger.tag_file(path, start_s=1.0, taggram_hop_s=3.0)
+    plain = tagger.tag(path, start_s=1.0)
+    gram = tagger.taggram(path, start_s=1.0, hop_s=3.0)
     w = tagger.segment_samples
     assert w == {"sample_cnn_frames": 59_049, "mel_cnn": 58_880}[name]
-    count = (19 * 16000 - w) // 48_000 + 1
-    assert result.taggram.windows == count == 6
-    np.testing.assert_allclose(result.taggram.starts_s, 1.0 + 3.0 * np.arange(count))
-    audio = load_audio(path, start_s=1.0).waveform
-    expected = tagger.segment_probabilities(np.stack([audio[k * 48_000:k * 48_000 + w] for k in range(count)]))
-    np.testing.assert_allclose(result.taggram.probs, expected, atol=1e-6)
-    assert plain.taggram is None  # and the tag list does not depend on the taggram:
-    np.testing.assert_array_equal(tagger.tag_file(path, start_s=1.0).probs, result.probs)
+    count = 19 * 16000 // 48_000 + 1
+    assert gram.windows == count == 7
+    np.testing.assert_allclose(gram.centres_s, 1.0 + 3.0 * np.arange(count))
+    starts = np.arange(count) * 48_000 - w // 2
+    expected = tagger.segment_probabilities(centred_windows(load_audio(path, start_s=1.0).waveform, w, starts))
+    np.testing.assert_allclose(gram.probs, expected, atol=1e-6)
+    # the tag list does not depend on the taggram
+    np.testing.assert_array_equal(tagger.tag(path, start_s=1.0).probs, plain.probs)

@@ -32,7 +32,7 @@ from lightning_modules.metrics import (
 )
 from lightning_modules.registry import MODELS, input_shape, network_config, segment_layout
 from lightning_modules.tagging_module import TaggingModule
-from tagging.tagger import FELL_BACK_NOTE, UNKNOWN_NOTE
+from tagging.report import FELL_BACK_NOTE, UNKNOWN_NOTE
 
 TAGS = ["guitar", "drums", "piano", "voice"]
 
@@ -190,7 +190,7 @@ def test_the_taggram_labels_tags_whose_threshold_fell_back():
 
     starts = np.arange(5) * 3.0
     taggram = Taggram(starts_s=starts, centres_s=starts + 1.5, probs=np.full((5, len(TAGS)), 0.6), window_s=3.0,
-                      hop_s=3.0, padded=False, excerpt=(0.0, 15.0))
+                      hop_s=3.0, padded=np.zeros(5), excerpt=(0.0, 15.0))
     figure = taggram_plot(taggram, TAGS, np.array([0.9, 0.8, 0.7, 0.6]), np.array([0.5, 0.5, 0.5, 0.9]), "song.wav",
                           fell_back={"guitar": False, "drums": False, "piano": True, "voice": None})
     labels = [label.get_text() for label in figure.axes[0].get_yticklabels()]
