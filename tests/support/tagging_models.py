@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from experiments.data import frontend_config
+from experiments.resolve import mel_settings
 from lightning_modules.registry import MODELS, build_network, input_shape, network_config, segment_layout
 from tests.support.helpers import CHUNK_CLIP_SAMPLES, run_options, small_model_args
 
@@ -18,7 +18,7 @@ def small_tagger(name: str, seed: int = 0):
 
     spec = MODELS[name].small_variant()
     options = run_options(*small_model_args(name), model=name)
-    frontend = frontend_config(spec, options)
+    frontend = mel_settings(spec, options)
     layout = segment_layout(spec, CHUNK_CLIP_SAMPLES, frontend, options.segments_per_clip)
     config = network_config(spec, input_shape(frontend, layout), len(TAGS), options)
     torch.manual_seed(seed)
