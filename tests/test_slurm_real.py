@@ -253,7 +253,9 @@ def test_a_requeued_job_resumes_from_its_last_checkpoint_to_the_uninterrupted_re
 
 
 # ---- 3. time limit -------------------------------------------------------------------------------------------------
-TIME_LIMIT_EPOCHS = 5
+TIME_LIMIT_EPOCHS = 11
+"""Far more epochs than the uninterrupted job's: the warning is aimed by that job's pace, and this one may start
+faster; the spare epochs must outlast the difference between two jobs' start-ups, which the host's load sets."""
 RAISED_LIMIT = 10
 
 
@@ -264,9 +266,11 @@ def test_a_job_reaching_its_time_limit_is_signalled_requeues_itself_and_finishes
     periodic time-limit checks that falls within the lead plus one period of the limit. The job trains more
     epochs than the uninterrupted one, and is submitted when the next check comes while the uninterrupted
     job was between its first checkpoint and its end: the warning lands in training, with epochs to spare if
-    this job runs faster. Once the job has requeued itself its limit is raised: the short limit only brings
-    the time limit inside training here, where a real job's limit leaves its resumed run the time it needs
-    (a rerun still training at its own first check would be requeued again, as on a loaded host)."""
+    this job runs faster. (On a host so loaded that a first epoch outlasts a check period, the warning can
+    only come before the first checkpoint, and the rerun starts over.) Once the job has requeued itself its
+    limit is raised: the short limit only brings the time limit inside training here, where a real job's
+    limit leaves its resumed run the time it needs (a rerun still training at its own first check would be
+    requeued again)."""
     runs_root, log = tmp_path / "runs", tmp_path / "train.out"
     slurm.wait_idle()  # the job starts when it is submitted
     earliest, latest = trained.checkpoints[0] + 1.0, trained.checkpoints[-1]  # seconds from submission
@@ -281,6 +285,7 @@ def test_a_job_reaching_its_time_limit_is_signalled_requeues_itself_and_finishes
         state = slurm.job(job)["JobState"]
         assert state in ALIVE and time.monotonic() < deadline, f"{state}\n{_log(log)[-4000:]}"
         time.sleep(0.1)
+    checkpoints = list(runs_root.glob("*/checkpoints/last.ckpt"))  # what the rerun has to resume from
     slurm.command("scontrol", "update", f"JobId={job}", f"TimeLimit={RAISED_LIMIT}")
     record = _assert_ended(slurm, job, log)
     out = _log(log)
@@ -290,6 +295,10 @@ def test_a_job_reaching_its_time_limit_is_signalled_requeues_itself_and_finishes
     assert len(re.findall(rf"warning signal 10 to JobId={job}\b", slurm.controller_log())) == 1
     assert f"job {job} was requeued (1 time(s))" in out
     run_dir = _run_folder(runs_root)
+    warned = out.index(f"time limit near: requeueing job {job}")
+    assert f"`max_epochs={TIME_LIMIT_EPOCHS}` reached" not in out[:warned]  # it came while the job trained
+    if checkpoints:  # the warning came after an epoch's end: the rerun resumed from its checkpoint
+        assert f"Restoring states from the checkpoint path at {checkpoints[0]}" in out
     assert read_metrics(run_dir)["epochs"] == TIME_LIMIT_EPOCHS
     history = (run_dir / "history.csv").read_text().splitlines()
     assert [int(row.split(",")[0]) for row in history[1:]] == list(range(TIME_LIMIT_EPOCHS))  # each epoch once
