@@ -40,7 +40,7 @@ from experiments.options import (
 from experiments.options import (
     FIELDS_BY_NAME as FIELDS,
 )
-from experiments.recipes import apply_recipe
+from experiments.recipes import recipe_changes
 from infrastructure.errors import ConfigError
 
 USAGE_ERROR = 2
@@ -312,13 +312,14 @@ def parse_command(argv: list[str] | None, parser: argparse.ArgumentParser | None
     namespace = parser.parse_args(argv)
     values = {k: v for k, v in vars(namespace).items() if k != "config" and v is not None}
 
-    def build(group):
+    def build(group, **more):
         names = {f.name for f in dataclasses.fields(group)}
-        return group(**{k: v for k, v in values.items() if k in names})
+        return group(**{**{k: v for k, v in values.items() if k in names}, **more})
 
     sweep = build(SweepOptions)
     # The recipe (experiments/recipes.py) fills in every option not given, once the model is known.
-    run = apply_recipe(build(RunOptions), set(values), model=values.get("model") or sweep.sweep)
+    given = {k: v for k, v in values.items() if k in RUN_OPTION_NAMES}
+    run = build(RunOptions, **recipe_changes(given, values.get("model") or sweep.sweep))
     return Command(build(ModeOptions), run, build(TaggingOptions), sweep, build(ComparisonOptions),
                    frozenset(values))
 

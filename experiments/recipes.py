@@ -1,9 +1,9 @@
 """Training recipes (`--recipe paper|won2020|modern`): named defaults for optimiser, schedule, crops and augmentation.
 
 A recipe is a mapping from option names (those of `experiments.options`) to values. It is
-applied in one place, `apply_recipe` (called by `experiments.cli.parse_command` once the
-model is known), to the options that were *not* given on the command line or in a `--config`
-file, so any explicit flag wins. The result is an ordinary `RunOptions`: the run folder's
+applied in one place, `recipe_changes` (called by `experiments.cli.parse_command` once the
+model is known, before the options are built), to the options that were *not* given on the command
+line or in a `--config` file, so any explicit flag wins. The result is an ordinary `RunOptions`: the run folder's
 `config.json`/`config.yaml` hold the resolved values, `--resume` and `--evaluate` read them back
 without applying any recipe again, and the run folder's name (the digest of the identity options)
 follows from the resolved values, not from the recipe's name: `--recipe paper` on the paper's
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from callbacks.schedule_names import SCHEDULES
 from infrastructure.devices import gpu_count
 from infrastructure.errors import ConfigError
 from lightning_modules.registry import model_spec
@@ -79,62 +78,20 @@ def recipe_values(name: str, model: str, accelerator: str = "auto") -> dict:
     return values
 
 
-def apply_recipe(options, given, model: str | None = None):
-    """`options` with the recipe's values for every option not in `given` (and `recipe` set to its name).
+def recipe_changes(given: dict, model: str | None) -> dict:
+    """The values the recipe sets: every option of its own that is not in `given` (the options given on the
+    command line or in --config files, name -> value), and `recipe`, its name.
 
-    `model` defaults to `options.model`; without a model (e.g. `--resume`, `--evaluate`) the options
-    are returned as they are: saved runs hold resolved values already.
+    Without a model (e.g. `--resume`, `--evaluate`) nothing: saved runs hold resolved values already.
     """
-    model = model or options.model
     if not model:
         if "recipe" in given:
             raise ConfigError("--recipe applies to training a --model (or a --sweep MODEL); a resumed or evaluated "
                               "run keeps the values it was trained with")
-        return options
-    name = options.recipe or default_recipe(model)
-    values = {k: v for k, v in recipe_values(name, model, options.accelerator).items() if k not in given}
-    crop = values.get("train_crop", options.train_crop) or model_spec(model).train_crop
+        return {}
+    name = given.get("recipe") or default_recipe(model)
+    values = {k: v for k, v in recipe_values(name, model, given.get("accelerator", "auto")).items() if k not in given}
+    crop = values.get("train_crop", given.get("train_crop")) or model_spec(model).train_crop
     if "random_crops_per_clip" in values and crop != "random":
         del values["random_crops_per_clip"]  # e.g. an explicit --train-crop fixed: training reads the fixed segments
-    return options.replace(recipe=name, **values)
-
-
-def check_recipe_options(options) -> None:
-    """One-line ConfigErrors for schedule and augmentation settings that cannot work (before any data)."""
-    spec = model_spec(options.model) if options.model else None
-    schedule = options.schedule
-    if schedule not in SCHEDULES:
-        raise ConfigError(f"unknown --schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
-    if schedule != "paper":
-        paper_only = [flag for flag, on in (("--local-decay", options.local_decay > 0),
-                                            ("--patience", options.patience > 0)) if on]
-        if paper_only:
-            raise ConfigError(f"{' and '.join(paper_only)} belong to --schedule paper (the two-level decay); with "
-                              f"--schedule {schedule} set them to 0")
-    if schedule == "won2020":
-        from callbacks.recipe_schedules import check_stages
-        check_stages(options.stage_epochs, options.stage_lrs)
-    elif (options.stage_epochs, options.stage_lrs) != ((80, 20, 20), (1e-3, 1e-4, 1e-5)):
-        raise ConfigError("--stage-epochs and --stage-lrs apply to --schedule won2020")
-    if not 0.0 <= options.warmup < 1.0:
-        raise ConfigError(f"--warmup must be a fraction of the training steps in [0, 1), got {options.warmup}")
-    if options.warmup > 0 and schedule != "cosine":
-        raise ConfigError("--warmup applies to --schedule cosine")
-    if not 0.0 <= options.ema_decay < 1.0:
-        raise ConfigError(f"--ema-decay must be in [0, 1) (0: off), got {options.ema_decay}")
-    if options.ema_decay > 0 and (schedule == "won2020" or (schedule == "paper" and options.patience > 0)):
-        raise ConfigError("--ema-decay does not go with a schedule that reloads the best weights (--schedule won2020, "
-                          "or the paper's global decay: --patience > 0): the average would not follow the reload")
-    if options.gradient_clip < 0:
-        raise ConfigError(f"--gradient-clip must be >= 0 (0: off), got {options.gradient_clip}")
-    if options.mixup_alpha < 0:
-        raise ConfigError(f"--mixup-alpha must be >= 0 (0: off), got {options.mixup_alpha}")
-    if options.mixup_alpha > 0 and spec is not None and (options.batch_size or spec.batch_size) < 2:
-        raise ConfigError("--mixup-alpha mixes examples of a batch: it needs --batch-size 2 or more, got "
-                          f"{options.batch_size or spec.batch_size}")
-    for flag, value in (("--freq-mask", options.freq_mask), ("--time-mask", options.time_mask)):
-        if not 0.0 <= value < 1.0:
-            raise ConfigError(f"{flag} is the widest mask as a fraction of its axis, in [0, 1); got {value}")
-    if (options.freq_mask or options.time_mask) and spec is not None and spec.frontend is None:
-        raise ConfigError(f"SpecAugment (--freq-mask, --time-mask) masks a spectrogram; {spec.name} reads waveforms "
-                          "(no Mel frontend), so it does not apply")
+    return {**values, "recipe": name}

@@ -22,6 +22,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from callbacks.schedule_names import SCHEDULES
 from datamodules.datasets.jamendo.reader import DATASET as JAMENDO
 from datamodules.datasets.jamendo.reader import (
     DEFAULT_QUALITY,
@@ -36,7 +37,6 @@ from datamodules.datasets.mtat.standin import DEFAULT_N_CLIPS
 from datamodules.mel_config import MelConfig
 from datamodules.segments import SegmentLayout
 from experiments.options import PRECISIONS, STRATEGIES, RunOptions
-from experiments.recipes import check_recipe_options
 from infrastructure.audio import MTAT_CLIP_SAMPLES, SAMPLE_RATE
 from infrastructure.devices import gpu_count
 from infrastructure.errors import ConfigError
@@ -81,7 +81,7 @@ class ResolvedRun:
                               f"...), the data give {len(info.tags)} ({', '.join(info.tags[:5])}, ...): use the "
                               "training run's --data, --tags and --n-tags")
         network = self.network or network_config(self.spec, input_shape(self.frontend, self.layout), len(info.tags),
-                                                 self.options)
+                                                 **network_overrides(self.options))
         return dataclasses.replace(self, tags=tuple(info.tags), data_dir=str(info.data_dir), network=network)
 
     def config(self, versions: dict) -> dict:
@@ -102,7 +102,7 @@ def resolve(options: RunOptions) -> ResolvedRun:
     """The training run `options` describe, checked before any data work (ConfigError for what cannot run)."""
     spec = model_spec(options.model)
     check_machine(options)
-    check_recipe_options(options)
+    check_schedule_and_augmentation(options)
     frontend = mel_settings(spec, options)
     if spec.frame_samples is not None:  # a chunk model's network is known from its chunk alone: check it first
         _build_network(options, spec, frontend, SegmentLayout(spec.frame_samples))
@@ -147,6 +147,11 @@ def mel_settings(spec: ModelSpec, options: RunOptions) -> MelConfig | None:
     if options.mel_backend:
         values["backend"] = options.mel_backend
     return MelConfig.from_dict(values)
+
+
+def network_overrides(options: RunOptions) -> dict:
+    """The network options a user may give (`registry.network_config`'s keywords)."""
+    return {"dropout": options.dropout, "width": options.width, "input_norm": options.input_norm}
 
 
 def layout_clip_samples(dataset: str, spec: ModelSpec, clip_samples: int) -> int:
@@ -261,6 +266,47 @@ def uses_ddp(options: RunOptions) -> bool:
     return (options.strategy or "auto") == "ddp" or planned_processes(options) > 1
 
 
+def check_schedule_and_augmentation(options: RunOptions) -> None:
+    """One-line ConfigErrors for schedule and augmentation settings that cannot work (before any data)."""
+    spec = model_spec(options.model) if options.model else None
+    schedule = options.schedule
+    if schedule not in SCHEDULES:
+        raise ConfigError(f"unknown --schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    if schedule != "paper":
+        paper_only = [flag for flag, on in (("--local-decay", options.local_decay > 0),
+                                            ("--patience", options.patience > 0)) if on]
+        if paper_only:
+            raise ConfigError(f"{' and '.join(paper_only)} belong to --schedule paper (the two-level decay); with "
+                              f"--schedule {schedule} set them to 0")
+    if schedule == "won2020":
+        from callbacks.recipe_schedules import check_stages
+        check_stages(options.stage_epochs, options.stage_lrs)
+    elif (options.stage_epochs, options.stage_lrs) != ((80, 20, 20), (1e-3, 1e-4, 1e-5)):
+        raise ConfigError("--stage-epochs and --stage-lrs apply to --schedule won2020")
+    if not 0.0 <= options.warmup < 1.0:
+        raise ConfigError(f"--warmup must be a fraction of the training steps in [0, 1), got {options.warmup}")
+    if options.warmup > 0 and schedule != "cosine":
+        raise ConfigError("--warmup applies to --schedule cosine")
+    if not 0.0 <= options.ema_decay < 1.0:
+        raise ConfigError(f"--ema-decay must be in [0, 1) (0: off), got {options.ema_decay}")
+    if options.ema_decay > 0 and (schedule == "won2020" or (schedule == "paper" and options.patience > 0)):
+        raise ConfigError("--ema-decay does not go with a schedule that reloads the best weights (--schedule won2020, "
+                          "or the paper's global decay: --patience > 0): the average would not follow the reload")
+    if options.gradient_clip < 0:
+        raise ConfigError(f"--gradient-clip must be >= 0 (0: off), got {options.gradient_clip}")
+    if options.mixup_alpha < 0:
+        raise ConfigError(f"--mixup-alpha must be >= 0 (0: off), got {options.mixup_alpha}")
+    if options.mixup_alpha > 0 and spec is not None and (options.batch_size or spec.batch_size) < 2:
+        raise ConfigError("--mixup-alpha mixes examples of a batch: it needs --batch-size 2 or more, got "
+                          f"{options.batch_size or spec.batch_size}")
+    for flag, value in (("--freq-mask", options.freq_mask), ("--time-mask", options.time_mask)):
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"{flag} is the widest mask as a fraction of its axis, in [0, 1); got {value}")
+    if (options.freq_mask or options.time_mask) and spec is not None and spec.frontend is None:
+        raise ConfigError(f"SpecAugment (--freq-mask, --time-mask) masks a spectrogram; {spec.name} reads waveforms "
+                          "(no Mel frontend), so it does not apply")
+
+
 # ---- the network fits its input ---------------------------------------------------------------------------
 def check_network_fits(run: ResolvedRun) -> None:
     """Build the run's network on the meta device for the clip length its data will have (nothing is allocated).
@@ -292,7 +338,8 @@ def _build_network(options: RunOptions, spec: ModelSpec, frontend: MelConfig | N
     from lightning_modules.registry import build_network
 
     with torch.device("meta"):
-        build_network(network_config(spec, input_shape(frontend, layout), options.n_tags, options))
+        build_network(network_config(spec, input_shape(frontend, layout), options.n_tags,
+                                     **network_overrides(options)))
 
 
 def _fits(run: ResolvedRun, clip_samples: int, **mel) -> bool:

@@ -32,7 +32,7 @@ from experiments.reporting.figures import figures_for_run
 from experiments.reporting.loggers import build_logger, finish_logger, log_run_results
 from experiments.reporting.predictions import save_run_predictions
 from experiments.reporting.results import write_results
-from experiments.resolve import ResolvedRun, build_datamodule, build_module, mel_settings, resolve
+from experiments.resolve import ResolvedRun, build_datamodule, build_module, mel_settings, network_overrides, resolve
 from experiments.run_folder import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -168,7 +168,7 @@ def describe_network(options: RunOptions) -> str:
     layout = segment_layout(spec, MTAT_CLIP_SAMPLES, frontend, options.segments_per_clip,
                             options.train_crop, options.random_crops_per_clip)
     shape = input_shape(frontend, layout)
-    network = build_network(network_config(spec, shape, options.n_tags, options))
+    network = build_network(network_config(spec, shape, options.n_tags, **network_overrides(options)))
     segments = f"{layout.segments_per_clip} segment(s) of {layout.segment_samples} samples per clip"
     mel = f"; Mel n_fft {frontend.n_fft}, hop {frontend.hop_length}, {frontend.n_mels} bands" if frontend else ""
     title = f"{spec.name} ({spec.table}): input {shape}, {segments}{mel}"

@@ -184,25 +184,27 @@ def input_shape(frontend: MelConfig | None, layout: SegmentLayout) -> tuple[int,
     return (frontend.n_mels, frontend.n_frames(layout.segment_samples))
 
 
-def network_config(spec: ModelSpec, shape: tuple[int, ...], n_tags: int, options=None) -> dict:
-    """The JSON-able description of the network for these inputs (`build_network` takes it)."""
+def network_config(spec: ModelSpec, shape: tuple[int, ...], n_tags: int, *, dropout: float | None = None,
+                   width: int | None = None, input_norm: bool = False) -> dict:
+    """The JSON-able description of the network for these inputs (`build_network` takes it), with the user's
+    `dropout`, base `width` and `input_norm` where given (None / False: the entry's defaults)."""
     kwargs = dict(spec.network_defaults)
     if spec.frontend is None:
         kwargs.update(n_samples=shape[0], n_tags=n_tags)
     else:
         kwargs.update(n_mels=shape[0], n_frames=shape[1], n_tags=n_tags)
-    if options is not None and options.dropout is not None:
-        kwargs["dropout"] = options.dropout
-    if options is not None and options.input_norm:
+    if dropout is not None:
+        kwargs["dropout"] = dropout
+    if input_norm:
         if not spec.input_norm_option:
             takers = [s.name for s in MODELS.values() if s.input_norm_option]
             raise ConfigError(f"--input-norm applies to {', '.join(takers)} only ({spec.name} normalises with batch "
                               "norm already)")
         kwargs["input_norm"] = True
-    if options is not None and options.width is not None:
+    if width is not None:
         if spec.width_kwarg is None:
             raise ConfigError(f"--width applies to models with a base channel width; {spec.name} has none")
-        kwargs[spec.width_kwarg] = options.width
+        kwargs[spec.width_kwarg] = width
     return {"name": spec.name, "class": spec.network_class_name, "kwargs": kwargs}
 
 

@@ -52,7 +52,7 @@ from pathlib import Path
 import torch
 
 from experiments.options import NOT_TUNABLE, RUN_OPTION_NAMES, RunOptions
-from experiments.resolve import mel_settings
+from experiments.resolve import mel_settings, network_overrides
 from infrastructure.errors import ConfigError
 from lightning_modules.registry import (
     MODELS,
@@ -358,7 +358,8 @@ def infeasibility(model: str, options: RunOptions, params: dict, clip_samples: i
             return (f"segments of {layout.segment_samples} samples are shorter than FFT {frontend.n_fft} "
                     f"with reflect padding allows ({frontend.min_samples})")
         with torch.device("meta"):
-            build_network(network_config(spec, input_shape(frontend, layout), merged.n_tags, merged))
+            build_network(network_config(spec, input_shape(frontend, layout), merged.n_tags,
+                                         **network_overrides(merged)))
     except ConfigError as error:
         return str(error)
     return None

@@ -66,7 +66,7 @@ def outputs_fingerprint(network: nn.Module, shape) -> dict:
 def small_setup(name: str) -> tuple[dict, tuple[int, ...]]:
     """(network config, input shape) of model `name`'s CPU-sized variant, as its tests' runs build it."""
     import run
-    from experiments.resolve import mel_settings
+    from experiments.resolve import mel_settings, network_overrides
     from lightning_modules.registry import input_shape, model_spec, network_config, segment_layout
     from tests.support.helpers import CHUNK_CLIP_SAMPLES, TINY_CLIP_SAMPLES, small_model_args
 
@@ -77,7 +77,7 @@ def small_setup(name: str) -> tuple[dict, tuple[int, ...]]:
     layout = segment_layout(spec, clip, frontend, options.segments_per_clip, options.train_crop,
                             options.random_crops_per_clip)
     shape = input_shape(frontend, layout)
-    return network_config(spec, shape, options.n_tags, options), shape
+    return network_config(spec, shape, options.n_tags, **network_overrides(options)), shape
 
 
 def fingerprint(name: str) -> dict:

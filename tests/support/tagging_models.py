@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from experiments.resolve import mel_settings
+from experiments.resolve import mel_settings, network_overrides
 from lightning_modules.registry import MODELS, build_network, input_shape, network_config, segment_layout
 from tests.support.helpers import CHUNK_CLIP_SAMPLES, run_options, small_model_args
 
@@ -20,7 +20,7 @@ def small_tagger(name: str, seed: int = 0):
     options = run_options(*small_model_args(name), model=name)
     frontend = mel_settings(spec, options)
     layout = segment_layout(spec, CHUNK_CLIP_SAMPLES, frontend, options.segments_per_clip)
-    config = network_config(spec, input_shape(frontend, layout), len(TAGS), options)
+    config = network_config(spec, input_shape(frontend, layout), len(TAGS), **network_overrides(options))
     torch.manual_seed(seed)
     module = TaggingModule(build_network(config), config, TAGS, frontend and frontend.to_dict(), layout.to_dict(),
                            16_000)

@@ -27,7 +27,7 @@ from torch import nn
 
 import run
 from experiments.options import RunOptions
-from experiments.resolve import mel_settings
+from experiments.resolve import mel_settings, network_overrides
 from infrastructure.errors import ConfigError
 from lightning_modules.networks.harmonic_cnn import HarmonicCNN, HarmonicFilterbank, base_frequencies
 from lightning_modules.networks.short_chunk import ShortChunkCNN
@@ -84,7 +84,7 @@ def build(name: str, **options) -> nn.Module:
     options = RunOptions(model=name, **options)
     frontend = mel_settings(spec, options)
     layout = segment_layout(spec, 465_984, frontend)
-    return build_network(network_config(spec, input_shape(frontend, layout), N_TAGS, options))
+    return build_network(network_config(spec, input_shape(frontend, layout), N_TAGS, **network_overrides(options)))
 
 
 @pytest.mark.parametrize("name, expected", [
