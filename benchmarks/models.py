@@ -92,25 +92,14 @@ def parse_args(argv=None):
     return args
 
 
-def trains_on_random_crops(argv: list[str]) -> bool:
-    """Whether the run these run.py options describe trains on random crops (as run.py resolves recipe and flags)."""
-    import run
-    from experiments.resolve import resolve
-
-    return resolve(run.parse_options(argv)).layout.train_crop == "random"
-
-
 def run_argv(pair: str, args, work: Path) -> list[str]:
-    """The run.py options of one run. Every epoch looks at each training clip once: a random-crop run draws one crop
-    per clip (won2020's own value; other recipes would draw --segments-per-clip of them, 16 for the short-chunk
-    models), so that equal epochs are equal data for every model."""
+    """The run.py options of one run, at the defaults a user runs: every recipe's epoch looks at each training clip
+    once (a random-crop run draws one crop per clip), so that equal epochs are equal data for every model."""
     model, _, recipe = pair.partition(":")
     argv = ["--model", model, "--recipe", recipe, "--data", "synthetic", "--synthetic-clips", str(args.clips),
             "--synthetic-clip-samples", str(args.clip_samples), "--cache-dir", str(work / "cache"),
             "--run-dir", str(work / "runs" / f"{model}-{recipe}"), "--max-epochs", str(args.epochs),
             "--seed", str(args.seed), "--logger", "none", "--no-progress", *args.extra.split()]
-    if "--random-crops-per-clip" not in argv and trains_on_random_crops(argv):
-        argv += ["--random-crops-per-clip", "1"]
     if args.quick:
         argv += [*QUICK_ARGS.get(model, []), "--limit-train-batches", "2", "--batch-size", "4"]
     return argv
@@ -196,8 +185,8 @@ def build_report(args, info, results: list[dict], command) -> tuple[dict, str]:
     md = [report_header("Models and recipes on the generated data (CPU)", info, args.quick, command),
           f"Each run: `run.py --model M --recipe R --data synthetic --synthetic-clips {args.clips} "
           f"--synthetic-clip-samples {args.clip_samples} --max-epochs {args.epochs} --seed {args.seed} --logger none` "
-          f"{args.extra}(models at their registry defaults; random-crop runs add `--random-crops-per-clip 1`, "
-          "so that every epoch reads each training clip once), in a fresh subprocess; test metrics of the best "
+          f"{args.extra}(models at their registry defaults; every recipe's epoch reads each training clip once), "
+          "in a fresh subprocess; test metrics of the best "
           "checkpoint on the generated test clips; epoch s = median training phase of the epochs after the first; "
           "run s = the whole run (data module set-up, training, validation, test, result files); peak RSS = the "
           f"run's main process. Baseline: `{base['model']}` with `{base['recipe']}`. Ranked by test ROC-AUC.\n",
