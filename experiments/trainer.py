@@ -10,7 +10,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
-from callbacks.progress_bar import TaggingProgressBar
+from callbacks.progress_bar import TaggingProgressBar, tell
 from callbacks.sync_buffers import SyncModelBuffers
 from experiments.options import DEFAULT_LOG_EVERY_N_STEPS
 from experiments.peers import ddp_timeout
@@ -99,13 +99,27 @@ def quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message=SRUN_WARNING)
 
 
+class DistributedNote(Callback):
+    """One line, from the first process, when training starts in several: how many, on how many nodes. (Lightning's
+    own lines about it are silenced with its other info lines; on a cluster this one says the world formed.)"""
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.world_size > 1 and trainer.is_global_zero:
+            import torch.distributed as dist
+
+            backend = dist.get_backend() if dist.is_initialized() else "?"
+            environment = type(getattr(trainer.strategy, "cluster_environment", None)).__name__
+            tell(f"distributed: training in {trainer.world_size} processes on {trainer.num_nodes} node(s) "
+                 f"({backend}; ranks from {environment})")
+
+
 def build_trainer(run: ResolvedRun, run_dir: Path, callbacks: list[Callback], logger) -> pl.Trainer:
     quiet_lightning()
     options = run.options
     if options.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     log_every = int(options.log_every_n_steps or DEFAULT_LOG_EVERY_N_STEPS)
-    callbacks = [*callbacks, SyncModelBuffers()]
+    callbacks = [*callbacks, SyncModelBuffers(), DistributedNote()]
     if options.progress:
         # Refreshing the bar reads the logged loss, a host sync: as often as the logger, not every step.
         callbacks.append(TaggingProgressBar(refresh_rate=log_every))

@@ -203,7 +203,7 @@ def test_script_prints_one_line_without_traceback(tmp_path):
     result = run_script(["--model", "resnet50"])
     assert result.returncode == 2 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "invalid choice: 'resnet50'" in lines[0], result.stderr
+    assert len(lines) == 1 and "unknown model 'resnet50'" in lines[0], result.stderr
 
 
 # ---------------------------------------------------------------------------------------------- models and checkpoints

@@ -140,13 +140,13 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(
         assert (killed / "checkpoints" / "last.ckpt").is_file() and not (killed / "metrics.json").exists()
     # (paper: resumes from epoch 0's checkpoint, trains epoch 1 again;) dies early in epoch 2
     output = _train_killed_at(options, "train", 2, 1, work / "kill-2.log")
-    assert ("Restoring states from the checkpoint" in output) == (recipe == PAPER)
+    assert (f"resuming {killed} from checkpoints/last.ckpt" in output) == (recipe == PAPER)
     assert (killed / "checkpoints" / "last.ckpt").is_file() and not (killed / "metrics.json").exists()
 
     rerun = _start(["run.py", *options], work / "rerun.log")  # what the user does: the same command again
     output = _finish(rerun, work / "rerun.log")
     assert rerun.returncode == 0, output[-3000:]
-    assert "Restoring states from the checkpoint" in output
+    assert f"resuming {killed} from checkpoints/last.ckpt" in output
     assert "note:" not in output  # on the CPU a resume is exact: nothing to warn about
 
     _assert_same_result(uninterrupted.result(recipe), killed)
