@@ -61,7 +61,7 @@ def slurm():
 
 
 def test_without_slurm_the_tests_skip_saying_why_but_fail_under_ci(monkeypatch):
-    from tests import slurm_cluster
+    from tests.support import slurm_cluster
 
     monkeypatch.setattr(slurm_cluster, "program", lambda name: None)
     monkeypatch.delenv("CI", raising=False)

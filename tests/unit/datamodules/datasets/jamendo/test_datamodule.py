@@ -166,7 +166,8 @@ def test_the_store_is_prepared_once_and_records_skipped_tracks(jamendo_cache, tm
     from experiments.data import prepare_data_once
     from experiments.resolve import build_datamodule, resolve
 
-    options = run.parse_options([*JAMENDO_STAND_IN_ARGS, "--model", "mel_cnn", "--cache-dir", str(jamendo_cache)])
+    options = run.parse_options([*JAMENDO_STAND_IN_ARGS, "--model", "mel_cnn", *TINY_MEL_ARGS["mel_cnn"],
+                                 "--cache-dir", str(jamendo_cache)])
     datamodule = build_datamodule(resolve(options))
     datamodule.reader.prepare(progress=False)
     clips = datamodule.reader.read()
