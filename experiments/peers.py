@@ -5,8 +5,8 @@ forever in a collective, and must say what happened in one line instead of a 60-
 through Lightning's loops.
 
 - A peer that dies on a reachable machine closes its sockets: gloo (and NCCL) fail the next
-  collective of every other rank at once ("Connection closed by peer"; about 10 s after a
-  SIGKILL in the 2-node CPU test).
+  collective of every other rank at once ("Connection closed by peer"), within seconds of a
+  SIGKILL (tests/integration/test_multinode.py).
 - A peer that stops answering without closing anything (a frozen or powered-off node, a
   network partition) is only noticed when a collective times out: `--ddp-timeout SECONDS`,
   passed to `DDPStrategy(timeout=...)` and so to `init_process_group`. The default, 1800 s, is

@@ -338,7 +338,7 @@ register(ModelSpec(
 # short-chunk CNN needs >= 128 bands and frames), dropout, learning rate, decay; the publications' network settings
 # are enqueued first, with the suite's default lr and decay (their Adam recipe is not the paper's). CPU variants: base
 # width 8; the transformer reads 5 s chunks (the Harmonic CNN's) instead of 10 s, so that the two read one generated
-# set of 5 s clips in the DDP tests (a set of 10 s clips costs about 13 s more to generate and decode on 2 cores),
+# set of 5 s clips in the DDP tests (a set of 10 s clips would be generated and decoded for that one model),
 # and the Jamendo stand-in's 4-8 s tracks hold a whole chunk.
 _CHUNK = 59_049  # 3.69 s at 16 kHz (lightning_modules/networks/short_chunk.py CHUNK_SAMPLES)
 register(ModelSpec(

@@ -30,12 +30,10 @@ LAME header) decodes to exactly ``DURATION * 16000`` samples. Track ``i`` depend
 00-99), its plan and audio from `clip_rng(seed, i)` as in `synthesize_clip`, its length and tags
 from their own streams.
 
-Cost (measured on the 2-core development machine, shared): rendering 0.2-1 s per minute of
-audio, MP3 encoding 1.2-1.5 s per minute (about 45 s of audio per second per core), so encoding
-dominates: 200 tracks of
-20-90 s (3 h of audio) take about 4 min of CPU. WAV would cost almost nothing to write, but it
-would not exercise the MP3 decoding the real data needs, and the real file names end in
-``.mp3``; tests keep tracks short instead (a few seconds).
+Cost: MP3 encoding, not rendering, dominates the time to write a stand-in, and it grows with the
+minutes of audio. WAV would cost almost nothing to write, but it would not
+exercise the MP3 decoding the real data needs, and the real file names end in ``.mp3``; tests keep
+tracks short instead (a few seconds).
 """
 
 from __future__ import annotations
