@@ -317,11 +317,27 @@ def parse_command(argv: list[str] | None, parser: argparse.ArgumentParser | None
         return group(**{**{k: v for k, v in values.items() if k in names}, **more})
 
     sweep = build(SweepOptions)
+    _check_modes(parser, values)
     # The recipe (experiments/recipes.py) fills in every option not given, once the model is known.
     given = {k: v for k, v in values.items() if k in RUN_OPTION_NAMES}
     run = build(RunOptions, **recipe_changes(given, values.get("model") or sweep.sweep))
     return Command(build(ModeOptions), run, build(TaggingOptions), sweep, build(ComparisonOptions),
                    frozenset(values))
+
+
+_MODE_OF = {**{name: ("reproduce",) for name in ("seeds", "dry_run", "task_index")},
+            **{f.name: ("sweep", "sweep_report") for f in dataclasses.fields(SweepOptions)
+               if f.name not in ("sweep", "sweep_report")}}
+"""Options that only one mode reads, and the mode flags that read them."""
+
+
+def _check_modes(parser: argparse.ArgumentParser, values: dict) -> None:
+    """An option given without the mode that reads it would be ignored: refuse it instead."""
+    for name in sorted(values):
+        modes = _MODE_OF.get(name)
+        if modes and not any(values.get(mode) for mode in modes):
+            wanted = " or ".join(flag_of(FIELDS[mode]) for mode in modes)
+            parser.error(f"{flag_of(FIELDS[name])} goes with {wanted}; without it, it would be ignored")
 
 
 def given_run_options(command: Command) -> set[str]:

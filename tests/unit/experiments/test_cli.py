@@ -33,6 +33,10 @@ def test_lstm_summary_prints_layers_and_both_totals(capsys):
     (["--model", "mel_cnn", "--batch-size", "0"], "argument --batch-size: must be >= 1, got 0"),
     (["--checkpoint", "x.ckpt"], "--checkpoint goes with --tag PATH..."),
     ([], "--model is required"),
+    # an option of one mode given without it would be ignored
+    (["--model", "mel_cnn", "--dry-run"], "--dry-run goes with --reproduce; without it, it would be ignored"),
+    (["--sweep", "lstm_mel", "--seeds", "0,1"], "--seeds goes with --reproduce"),
+    (["--model", "mel_cnn", "--trials", "3"], "--trials goes with --sweep or --sweep-report"),
 ])
 def test_usage_errors_are_one_line(argv, expected, capsys):
     with pytest.raises(SystemExit) as exited:
