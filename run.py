@@ -161,7 +161,7 @@ def _print_outcome(outcome, folder: str, clips: bool = False) -> None:
 
 
 def _sweep(parser, command) -> int:
-    from sweeps.plan import format_plan, say, stand_in_defaults
+    from sweeps.plan import describe_study, format_plan, plan_study, say, stand_in_defaults
 
     run, sweep = command.run, command.sweep
     if sweep.sweep and run.model and run.model != sweep.sweep:
@@ -174,12 +174,16 @@ def _sweep(parser, command) -> int:
     fixed = given_run_options(command)
     options, sweep, choices = stand_in_defaults(options, sweep, set(command.given))
     fixed |= {c.name for c in choices if hasattr(options, c.name)}  # chosen here: fixed for every trial
+    plan = None
     if not sweep.sweep_report:
         say(format_plan(options.model, options, sweep, choices))
+        plan = plan_study(options, sweep, fixed)  # the study and its space, before Optuna and Lightning load
+        for line in describe_study(plan):
+            say(line)
     from sweeps.report import format_summary
     from sweeps.study import run_sweep
 
-    outcome = run_sweep(options, sweep, fixed=fixed)
+    outcome = run_sweep(options, sweep, fixed=fixed, plan=plan)
     print(format_summary(outcome.report))
     return 0
 

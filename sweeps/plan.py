@@ -14,6 +14,7 @@ trials' `config.yaml` records the values. On real data (`--data DIR`) nothing is
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import time
@@ -21,9 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from datamodules.datasets.mtat.reader import SYNTHETIC
-from experiments.options import FIELDS_BY_NAME, RunOptions, SweepOptions, flag_of
+from experiments.options import FIELDS_BY_NAME, NON_IDENTITY_OPTIONS, RunOptions, SweepOptions, flag_of
+from experiments.resolve import resolve
 from infrastructure.audio import SAMPLE_RATE
 from infrastructure.devices import gpu_count
+from infrastructure.errors import ConfigError
+from sweeps.spaces import SearchSpace, build_space, parse_overrides
+from sweeps.storage import StorageTarget, parse_storage, study_dir
 
 STAND_IN_SWEEP: dict[str, object] = {
     # the data: 3.7 s clips (3^10 samples) instead of MTAT's 29.1 s, enough of them for a stable test AUC
@@ -132,6 +137,70 @@ def format_plan(model: str, options: RunOptions, settings: SweepOptions, choices
         lines.append("  chosen for the stand-in (give any of these to change it):")
         lines += [f"           {c.describe()}" for c in choices]
     return "\n".join(lines)
+
+
+# ---- the study: which one a worker joins, and the space it searches -----------------------------------------
+STUDY_NON_IDENTITY = NON_IDENTITY_OPTIONS | {"cache_dir"}
+"""Options two workers of one study may set differently: a run's non-identity options, and the cache."""
+
+
+def jsonable(value):
+    return json.loads(json.dumps(value, default=str))
+
+
+def study_identity(model: str, options: RunOptions, space: SearchSpace) -> dict:
+    """What makes two workers' studies the same: model, search space, and every fixed option that
+    changes results (paths of caches and run folders, loader processes and devices do not)."""
+    fixed = {k: v for k, v in sorted(options.to_dict().items())
+             if k not in STUDY_NON_IDENTITY and k not in space.names}
+    return jsonable({"model": model, "space": space.to_dict(), "fixed": fixed})
+
+
+def default_study_name(identity: dict) -> str:
+    digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{identity['model']}-{digest}"
+
+
+def single_process(options: RunOptions) -> RunOptions:
+    devices = options.devices
+    many = (isinstance(devices, list) and len(devices) > 1) or (isinstance(devices, int) and devices > 1) \
+        or devices == -1 or options.num_nodes > 1
+    if many:
+        raise ConfigError("a sweep trains each trial in one process on one device; for more throughput start "
+                          "more workers (e.g. a SLURM job array), not more --devices")
+    return options.replace(devices=1 if devices == "auto" else devices)
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """The study a worker joins: its name, where it lives, what it searches, on clips of what length."""
+
+    name: str
+    target: StorageTarget
+    space: SearchSpace
+    identity: dict
+    clip_samples: int
+
+
+def plan_study(options: RunOptions, settings: SweepOptions, fixed=()) -> StudyPlan:
+    """The study and its space, worked out without Optuna or Lightning (the plan names them at once).
+
+    A malformed --sweep-space, or settings no trial could train with, stop here, before any data is prepared.
+    """
+    options = single_process(options)
+    overrides = parse_overrides(settings.sweep_space)
+    clip_samples = resolve(options).clip_samples
+    space = build_space(options.model, options, clip_samples, fixed=fixed, overrides=overrides)
+    identity = study_identity(options.model, options, space)
+    name = settings.study_name or default_study_name(identity)
+    return StudyPlan(name, parse_storage(settings.storage, study_dir(options.runs_root, name)), space, identity,
+                     clip_samples)
+
+
+def describe_study(plan: StudyPlan) -> list[str]:
+    """The plan's lines for the study and its space (and the choices the clip length rules out)."""
+    return [f"  study    {plan.name} in {plan.target.describe()}", f"  space    {plan.space.describe()}",
+            *(f"           {note}" for note in plan.space.notes)]
 
 
 def say(line: str) -> None:

@@ -49,8 +49,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from experiments.options import NOT_TUNABLE, RUN_OPTION_NAMES, RunOptions
 from experiments.resolve import mel_settings, network_overrides
 from infrastructure.errors import ConfigError
@@ -357,12 +355,31 @@ def infeasibility(model: str, options: RunOptions, params: dict, clip_samples: i
         if frontend is not None and layout.segment_samples < frontend.min_samples:
             return (f"segments of {layout.segment_samples} samples are shorter than FFT {frontend.n_fft} "
                     f"with reflect padding allows ({frontend.min_samples})")
-        with torch.device("meta"):
-            build_network(network_config(spec, input_shape(frontend, layout), merged.n_tags,
-                                         **network_overrides(merged)))
+        config = network_config(spec, input_shape(frontend, layout), merged.n_tags, **network_overrides(merged))
+        return network_misfit(config)
     except ConfigError as error:
         return str(error)
-    return None
+
+
+_MISFITS: dict[str, str | None] = {}
+
+
+def network_misfit(config: dict) -> str | None:
+    """Why the network a config describes cannot be built (None when it can), building it on the meta device.
+
+    Remembered by config: the combinations of a space share far fewer network inputs than they are many.
+    """
+    key = json.dumps(config, sort_keys=True, default=str)
+    if key not in _MISFITS:
+        import torch  # here: the plan lists its first lines before torch is loaded
+
+        try:
+            with torch.device("meta"):
+                build_network(config)
+            _MISFITS[key] = None
+        except ConfigError as error:
+            _MISFITS[key] = str(error)
+    return _MISFITS[key]
 
 
 def adapt_to_clip(space: SearchSpace, options: RunOptions, clip_samples: int) -> SearchSpace:

@@ -78,38 +78,25 @@ from infrastructure.errors import ConfigError, DataError, RunStopped, SuiteError
 from infrastructure.io import try_file_lock, write_json_atomic
 from sweeps.database import DatabaseUnreachable, server_lock
 from sweeps.leases import TrialHeartbeat, WorkerId, recover_stale_trials, retry_trial, trial_id_of
-from sweeps.plan import SweepProgress, say
+from sweeps.plan import (
+    StudyPlan,
+    SweepProgress,
+    describe_study,
+    jsonable,
+    plan_study,
+    say,
+    single_process,
+)
 from sweeps.pruning import OBJECTIVE, SweepPruningCallback
 from sweeps.report import write_report
-from sweeps.spaces import SearchSpace, baselines, build_space, infeasibility, parse_overrides
+from sweeps.spaces import SearchSpace, baselines, infeasibility
 from sweeps.storage import StorageTarget, file_lock, open_storage, parse_storage, retrying, study_dir
 
 STUDY_ATTR = "sweep"
 TRIAL_RECORD = "sweep_trial.json"
 CLAIMS = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
-STUDY_NON_IDENTITY = NON_IDENTITY_OPTIONS | {"cache_dir"}
-"""Options two workers of one study may set differently: a run's non-identity options, and the cache."""
-
 SweepSettings = SweepOptions  # how a worker runs the study: run.py's sweep option group
-
-
-# ---- study identity ------------------------------------------------------------------------------
-def _jsonable(value):
-    return json.loads(json.dumps(value, default=str))
-
-
-def study_identity(model: str, options: RunOptions, space: SearchSpace) -> dict:
-    """What makes two workers' studies the same: model, search space, and every fixed option that
-    changes results (paths of caches and run folders, loader processes and devices do not)."""
-    fixed = {k: v for k, v in sorted(options.to_dict().items())
-             if k not in STUDY_NON_IDENTITY and k not in space.names}
-    return _jsonable({"model": model, "space": space.to_dict(), "fixed": fixed})
-
-
-def default_study_name(identity: dict) -> str:
-    digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
-    return f"{identity['model']}-{digest}"
 
 
 def trial_seed(study_name: str, base_seed: int, trial_number: int) -> int:
@@ -198,7 +185,7 @@ def _same_config(run_dir: Path, options: RunOptions) -> bool:
         saved = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    mine = _jsonable(options.to_dict())
+    mine = jsonable(options.to_dict())
     keys = (set(saved) | set(mine)) - set(NON_IDENTITY_OPTIONS) - {"resolved"}
     return all(saved.get(k) == mine.get(k) for k in keys)
 
@@ -228,7 +215,7 @@ def claim_trial_folder(trials_root: Path, number: int, root: int, options: RunOp
             continue
         if (path / "metrics.json").is_file():
             record = _read_record(path)
-            if record is not None and record.get("params") == _jsonable(params) and _same_config(path, options):
+            if record is not None and record.get("params") == jsonable(params) and _same_config(path, options):
                 return TrialFolder(path, lock, record=record)
             lock.release()
             continue
@@ -290,7 +277,7 @@ def run_trial(ctx: SweepContext, trial: optuna.Trial) -> float:
                                                               if ctx.progress else [])))
         if callback.best is None:
             raise SuiteError(f"trial {trial.number} reported no finite {OBJECTIVE}")
-        record = {"study": ctx.study.study_name, "trial": trial.number, "params": _jsonable(params),
+        record = {"study": ctx.study.study_name, "trial": trial.number, "params": jsonable(params),
                   "value": callback.best, "reported": {str(k): v for k, v in sorted(callback.reported.items())},
                   "best_checkpoint": str(outcome.best_checkpoint) if outcome.best_checkpoint else None,
                   "test_roc_auc": (outcome.metrics or {}).get("roc_auc"),
@@ -479,32 +466,20 @@ def _datamodule(options: RunOptions):
     return build_datamodule(resolve(options))
 
 
-def _check_single_process(options: RunOptions) -> dict:
-    devices = options.devices
-    many = (isinstance(devices, list) and len(devices) > 1) or (isinstance(devices, int) and devices > 1) \
-        or devices == -1 or options.num_nodes > 1
-    if many:
-        raise ConfigError("a sweep trains each trial in one process on one device; for more throughput start "
-                          "more workers (e.g. a SLURM job array), not more --devices")
-    return options.replace(devices=1 if devices == "auto" else devices)
-
-
-def prepare_sweep(options: RunOptions, settings: SweepSettings, fixed=(), log=say) -> SweepContext:
-    """Everything before the first trial: space and study (said before the data work), storage, data."""
-    options = _check_single_process(options)
-    model = options.model
-    overrides = parse_overrides(settings.sweep_space)  # a malformed --sweep-space stops before any data is prepared
-    datamodule = _datamodule(options)
-    clip_samples = datamodule.reader.clip_samples()
-    space = build_space(model, options, clip_samples, fixed=fixed, overrides=overrides)
-    identity = study_identity(model, options, space)
-    name = settings.study_name or default_study_name(identity)
+def prepare_sweep(options: RunOptions, settings: SweepSettings, fixed=(), log=say,
+                  plan: StudyPlan | None = None) -> SweepContext:
+    """Everything before the first trial: space and study (said before the data work, unless `plan` is the one
+    already said), storage, data."""
+    if plan is None:
+        plan = plan_study(options, settings, fixed)
+        for line in describe_study(plan):
+            log(line)
+    options = single_process(options)
+    model, space, name, target = options.model, plan.space, plan.name, plan.target
     folder = study_dir(options.runs_root, name)
-    target = parse_storage(settings.storage, folder)
-    log(f"  study    {name} in {target.describe()}")
-    log(f"  space    {space.describe()}")
-    for note in space.notes:
-        log(f"           {note}")
+    datamodule = _datamodule(options)
+    clip_samples = plan.clip_samples
+    identity = plan.identity
     storage = open_storage(target, settings)
     study, _ = create_or_load_study(storage, target, name, identity, baselines(space, options),
                                     make_sampler(name, settings), make_pruner(settings))
@@ -518,7 +493,8 @@ def prepare_sweep(options: RunOptions, settings: SweepSettings, fixed=(), log=sa
                         WorkerId.current(), progress)
 
 
-def run_sweep(options: RunOptions, settings: SweepOptions, fixed=(), log=say) -> SweepOutcome:
+def run_sweep(options: RunOptions, settings: SweepOptions, fixed=(), log=say,
+              plan: StudyPlan | None = None) -> SweepOutcome:
     """`run.py --sweep MODEL`: one worker of the study, then the study's report.
 
     `options`: the training options every trial shares (run.py's, without the sweep group);
@@ -529,7 +505,7 @@ def run_sweep(options: RunOptions, settings: SweepOptions, fixed=(), log=say) ->
     training = options
     if settings.sweep_report:
         return report_only(training, settings, fixed, log)
-    ctx = prepare_sweep(training, settings, fixed)
+    ctx = prepare_sweep(training, settings, fixed, plan=plan)
     outcome = run_worker(ctx, log)
     log(f"sweep: worker stops: {outcome.stopped}")
     outcome.report = write_report(ctx.study, ctx.folder)
@@ -543,10 +519,7 @@ def report_only(options: RunOptions, settings: SweepSettings, fixed=(), log=say)
     else:
         if not options.model:
             raise ConfigError("--sweep-report needs --study-name NAME, or the --sweep command of the study")
-        options = _check_single_process(options)
-        space = build_space(options.model, options, _datamodule(options).reader.clip_samples(), fixed=fixed,
-                            overrides=parse_overrides(settings.sweep_space))
-        name = default_study_name(study_identity(options.model, options, space))
+        name = plan_study(options, settings, fixed).name
     folder = study_dir(options.runs_root, name)
     target = parse_storage(settings.storage, folder)
     if target.kind == "rdb" and target.url.startswith("sqlite:///") and not Path(target.url[10:]).is_file():
