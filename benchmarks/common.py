@@ -264,13 +264,14 @@ def report_header(title: str, info: dict, quick: bool, command: list[str]) -> st
             f"Command: `python {' '.join(command)}`\n")
 
 
-def contention_note(info: dict) -> str:
+def contention_note(info: dict, repeats: str = "each figure is the best of several repeats") -> str:
+    """What else ran on the machine; `repeats` says how each figure was taken."""
     load = info.get("load_average_at_start")
     if not load:
         return ""
     return (f"Contention: the 1-minute load average was {load[0]:.2f} on {info['cores']} cores when this run "
-            "started (other work shared the machine); each figure is the best of several repeats, and "
-            "ratios compare figures measured in the same run.")
+            f"started (other work shared the machine); {repeats}, and ratios compare figures measured in the "
+            "same run.")
 
 
 # ---- command line --------------------------------------------------------------------------------

@@ -75,7 +75,7 @@ def main(argv=None) -> int:
         f"Runs `python {' '.join(flagship)}` in an empty cache and runs folder (the generated stand-in is made and "
         "decoded first, as on a new clone), to its end. Test ROC-AUC on the stand-in's test clips (the generated "
         "data; no MTAT protocol).", "", markdown_table(["measure", "value"], rows), "",
-        f"Best parameters: `{json.dumps(best['params'])}`", "", contention_note(info), "",
+        f"Best parameters: `{json.dumps(best['params'])}`", "", contention_note(info, "the command ran once"), "",
         "The command's stderr (plan, estimate, progress):", "", "```", *[line.rstrip() for line in stderr_lines
                                                                    if line.startswith(("sweep", "  "))], "```",
         "", "Its stdout (the result):", "", "```", stdout.rstrip(), "```"])

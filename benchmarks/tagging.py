@@ -207,8 +207,7 @@ def main(argv=None) -> int:
                 + ", ".join(f"{r['model']} {r['ratio_to_bound']:.2f} ({'met' if r['ratio_to_bound'] >= GOAL else 'not met'})"
                             for r in results)
                 + ". Real-time factor: processing seconds per second of audio (x real time: its inverse).\n\n"
-                + contention_note(info).replace("each figure is the best of several repeats", "each figure is one "
-                                                "measurement") + "\n")
+                + contention_note(info, "each figure is one measurement") + "\n")
     payload = {"benchmark": NAME, "quick": args.quick, "machine": info, "device": device, "files": len(files),
                "seconds_per_file": SECONDS, "batch_size": args.batch_size, "results": results,
                "ratios": {r["model"]: {"catalogue_vs_bound": r["ratio_to_bound"]} for r in results}}
