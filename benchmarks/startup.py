@@ -106,7 +106,7 @@ def main(argv=None) -> int:
         "the end of its plan). Reference: `python -c 'import lightning.pytorch'` alone, "
         f"{reference:.2f} s here: what every command paid when the command line imported Lightning.",
         "", markdown_table(["command", "seconds", "ratio to the Lightning import"], rows), "",
-        contention_note(info)])
+        contention_note(info, f"each figure is the median of {args.repeats} repeats")])
     payload = {"benchmark": NAME, "quick": args.quick, "machine": info, "command": command, "repeats": args.repeats,
                "reference_seconds": stats(times["reference"]), "results": results}
     return publish(out, NAME, payload, markdown, args.quick)
