@@ -103,24 +103,23 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else repr(value)
 
 
+def _number_list(text, kind: type, example: str) -> list:
+    if isinstance(text, (list, tuple)):
+        return [kind(v) for v in text]
+    try:
+        return [kind(v) for v in str(text).strip("[]").split(",") if v.strip()]
+    except ValueError:
+        raise OptionValueError(f"expected comma-separated {example}, got {text}") from None
+
+
 def int_list(text) -> list[int]:
     """'80,20,20' (or a YAML list) -> [80, 20, 20]."""
-    if isinstance(text, (list, tuple)):
-        return [int(v) for v in text]
-    try:
-        return [int(v) for v in str(text).strip("[]").split(",") if v.strip()]
-    except ValueError:
-        raise OptionValueError(f"expected comma-separated integers such as 80,20,20, got {text}") from None
+    return _number_list(text, int, "integers such as 80,20,20")
 
 
 def float_list(text) -> list[float]:
     """'1e-3,1e-4' (or a YAML list) -> [0.001, 0.0001]."""
-    if isinstance(text, (list, tuple)):
-        return [float(v) for v in text]
-    try:
-        return [float(v) for v in str(text).strip("[]").split(",") if v.strip()]
-    except ValueError:
-        raise OptionValueError(f"expected comma-separated numbers such as 1e-3,1e-4,1e-5, got {text}") from None
+    return _number_list(text, float, "numbers such as 1e-3,1e-4,1e-5")
 
 
 def registered_model(name: str) -> str:
