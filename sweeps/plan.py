@@ -20,15 +20,17 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from datamodules.datasets.mtat.reader import SYNTHETIC
 from experiments.options import FIELDS_BY_NAME, NON_IDENTITY_OPTIONS, RunOptions, SweepOptions, flag_of
-from experiments.resolve import resolve
 from infrastructure.audio import SAMPLE_RATE
 from infrastructure.devices import gpu_count
 from infrastructure.errors import ConfigError
-from sweeps.spaces import SearchSpace, build_space, parse_overrides
-from sweeps.storage import StorageTarget, parse_storage, study_dir
+
+if TYPE_CHECKING:
+    from sweeps.spaces import SearchSpace
+    from sweeps.storage import StorageTarget
 
 STAND_IN_SWEEP: dict[str, object] = {
     # the data: 3.7 s clips (3^10 samples) instead of MTAT's 29.1 s, enough of them for a stable test AUC
@@ -186,7 +188,12 @@ def plan_study(options: RunOptions, settings: SweepOptions, fixed=()) -> StudyPl
     """The study and its space, worked out without Optuna or Lightning (the plan names them at once).
 
     A malformed --sweep-space, or settings no trial could train with, stop here, before any data is prepared.
+    Imported here: `--print-config` reads this module's stand-in defaults without them.
     """
+    from experiments.resolve import resolve
+    from sweeps.spaces import build_space, parse_overrides
+    from sweeps.storage import parse_storage, study_dir
+
     options = single_process(options)
     overrides = parse_overrides(settings.sweep_space)
     clip_samples = resolve(options).clip_samples
