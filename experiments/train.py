@@ -79,6 +79,13 @@ def save_run_config(run_dir: Path, config: dict, options: RunOptions, tags) -> N
         write_text_atomic(run_dir / "tags.txt", "\n".join(tags) + "\n")
 
 
+def _checkpoint_step(checkpoint: Path | None, options: RunOptions) -> int | None:
+    """The global step a resumed run starts from, which its CSV log keeps rows up to (only that logger asks)."""
+    if checkpoint is None or (options.logger or "") != "csv":
+        return None
+    return int(torch.load(checkpoint, map_location="cpu", weights_only=False)["global_step"])
+
+
 def run_experiment(options: RunOptions, extra_callbacks: tuple[Callback, ...] = ()) -> RunOutcome:
     """Train, keep the best checkpoint, test it, and write the run folder's result files.
 
@@ -113,7 +120,7 @@ def run_experiment(options: RunOptions, extra_callbacks: tuple[Callback, ...] = 
     callbacks, checkpoint, module.optimizer_source = build_callbacks(run, run_dir)
     capture = TestPredictionsCapture()
     callbacks += [capture, *extra_callbacks]
-    logger = build_logger(options, run_dir, config=config)
+    logger = build_logger(options, run_dir, config=config, resume_step=_checkpoint_step(resume_from, options))
     failed = True
     try:
         trainer = build_trainer(run, run_dir, callbacks, logger)

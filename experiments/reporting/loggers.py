@@ -26,14 +26,17 @@ metrics as a table and the run's figures as images (`log_run_results`).
 
 from __future__ import annotations
 
+import csv
 import math
 import netrc
 import os
 import secrets
 import socket
 import sys
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
+from io import StringIO
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -177,20 +180,53 @@ def _wandb_logger(options, run_dir: Path, mode: str, config: dict | None):
     return logger
 
 
-def build_logger(options, run_dir: Path, config: dict | None = None):
+def _csv_logger(run_dir: Path, resume_step: int | None):
+    """Lightning's CSVLogger in RUN_DIR/logs, which keeps a resumed run's earlier rows.
+
+    Lightning deletes an existing metrics.csv when its writer starts (with a warning the user can do nothing
+    about), so a resumed run's log would begin at the resume. Its rows up to the checkpoint's step are put
+    back instead (rows after it came from the interrupted part, which the resumed run logs again), and the
+    writer is told their columns, so that it appends to them.
+    """
+    from lightning.pytorch.loggers import CSVLogger
+
+    logger = CSVLogger(save_dir=run_dir, name="logs", version="")
+    if not _is_rank_zero():
+        return logger
+    path = Path(logger.log_dir) / "metrics.csv"
+    header, rows = [], []
+    if resume_step is not None and path.is_file():
+        with path.open(newline="") as file:
+            reader = csv.DictReader(file)
+            header = list(reader.fieldnames or [])
+            rows = [row for row in reader if row.get("step", "").isdigit() and int(row["step"]) <= resume_step]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Experiment logs directory")
+        writer = logger.experiment  # starts the writer: Lightning removes metrics.csv here
+    if header:
+        text = StringIO(newline="")
+        out = csv.DictWriter(text, fieldnames=header)
+        out.writeheader()
+        out.writerows(rows)
+        write_text_atomic(path, text.getvalue())
+        writer.metrics_keys = list(header)
+    return logger
+
+
+def build_logger(options, run_dir: Path, config: dict | None = None, resume_step: int | None = None):
     """The Lightning logger `options.logger` asks for (False for "none").
 
     For W&B the run is started here on global rank zero, so a failed online start falls back to
     offline before training begins; `config` (the run's `config.json` content) becomes the W&B
-    run config.
+    run config. `resume_step`: the global step of the checkpoint a resumed run starts from (the CSV log keeps
+    its rows up to it).
     """
     kind = options.logger or DEFAULT_LOGGER
     run_dir = Path(run_dir)
     if kind == "none":
         return False
     if kind == "csv":
-        from lightning.pytorch.loggers import CSVLogger
-        return CSVLogger(save_dir=run_dir, name="logs", version="")
+        return _csv_logger(run_dir, resume_step)
     if kind == "tensorboard":
         from lightning.pytorch.loggers import TensorBoardLogger
         return TensorBoardLogger(save_dir=run_dir, name="logs", version="")

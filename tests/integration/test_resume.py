@@ -123,6 +123,9 @@ def _assert_same_result(expected_dir: Path, got_dir: Path) -> None:
     assert Path(got["best_checkpoint"]).name == Path(expected["best_checkpoint"]).name
     # every epoch's losses, AUCs, learning rates and restarts, to the last digit
     assert (got_dir / "history.csv").read_text() == (expected_dir / "history.csv").read_text()
+    # and the CSV log: the rows logged before the kill are kept (Lightning's logger would delete them), those
+    # of the interrupted part are logged once
+    assert (got_dir / "logs" / "metrics.csv").read_text() == (expected_dir / "logs" / "metrics.csv").read_text()
 
 
 @pytest.mark.slow
