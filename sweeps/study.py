@@ -385,6 +385,17 @@ def _release_surplus(ctx: SweepContext, trial: optuna.Trial, trial_id: int) -> N
         retry_trial(ctx.study, frozen, None)
 
 
+def _outcome(ctx: SweepContext, trial_id: int, state: TrialState, value: float | None) -> str:
+    """How a trial ended, for its line: its best objective, or where it was pruned and at what value."""
+    if state == TrialState.PRUNED:
+        reported = ctx.storage.get_trial(trial_id).intermediate_values  # epoch (from 0) -> objective
+        if reported:
+            epoch = max(reported)
+            return f"pruned after epoch {epoch + 1} ({OBJECTIVE} {reported[epoch]:.4f}, below the median)"
+    shown = f"{value:.4f}" if value is not None else "n/a"
+    return f"{state.name.lower()} (best {OBJECTIVE} {shown})"
+
+
 def _run_one(ctx: SweepContext, trial: optuna.Trial, trial_id: int):
     """Run and tell one trial; returns (state, value, error). Interrupts fail it, queue it again, re-raise."""
     value, error, state = None, None, TrialState.COMPLETE
@@ -422,8 +433,7 @@ def _run_one(ctx: SweepContext, trial: optuna.Trial, trial_id: int):
         print(f"sweep: trial {trial.number} was failed by another worker meanwhile; this result is dropped",
               file=sys.stderr)
         return TrialState.FAIL, None, error
-    shown = f"{value:.4f}" if value is not None else "n/a"
-    say(f"sweep: trial {trial.number} {told.name.lower()} (best {OBJECTIVE} {shown}) {trial.params}"
+    say(f"sweep: trial {trial.number} {_outcome(ctx, trial_id, told, value)} {trial.params}"
         + (f": {error}" if state == TrialState.FAIL else ""))
     if ctx.progress is not None:
         counted = ctx.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))

@@ -507,7 +507,7 @@ def test_a_one_worker_sweep_reruns_to_the_same_trials(sweep_cache, tmp_path):
 
 
 @pytest.mark.slow
-def test_median_pruner_prunes_a_trial_below_the_median(sweep_cache, tmp_path):
+def test_median_pruner_prunes_a_trial_below_the_median(sweep_cache, tmp_path, capsys):
     options = _options(*tiny_data_args(sweep_cache, clips=SWEEP_CLIPS), "--n-mels", "16", "--max-epochs", "3",
                        "--logger", "csv", "--runs-root", str(tmp_path))
     settings = SweepSettings(trials=2, study_name="prune", pruner="median", pruner_startup_trials=1,
@@ -524,3 +524,7 @@ def test_median_pruner_prunes_a_trial_below_the_median(sweep_cache, tmp_path):
     pruned = ctx.study.trials[1]
     assert list(pruned.intermediate_values) == [0] and pruned.intermediate_values[0] < 0.99
     assert not (Path(pruned.user_attrs["run_dir"]) / "metrics.json").exists()  # stopped before testing
+    # its line says where it stopped and at what value
+    value = pruned.intermediate_values[0]
+    assert (f"sweep: trial 1 pruned after epoch 1 (val/roc_auc {value:.4f}, below the median)"
+            in capsys.readouterr().err)
