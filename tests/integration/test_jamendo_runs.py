@@ -21,13 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import run
 from experiments.reporting import loggers
 from experiments.reproduce import TABLES, passthrough_args, plan_runs
 from tests.support.fake_runs import fake_run, scores
-from tests.support.helpers import JAMENDO_STAND_IN_ARGS, TINY_MEL_ARGS, read_metrics
+from tests.support.helpers import JAMENDO_STAND_IN_ARGS, TINY_MEL_ARGS, one_torch_thread, read_metrics
 from tests.support.paths import REPO_ROOT
 from tests.support.wandb_records import read_offline_run, values
 
@@ -61,10 +60,8 @@ def _stand_in(cache: Path, dataset: bool = True, figures: bool = False) -> list[
 @pytest.fixture
 def one_thread():
     """Train in this process on one thread (the 2 shared cores: two busy threads stall each other)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 # ---------------------------------------------------------------- a sweep

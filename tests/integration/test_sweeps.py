@@ -9,7 +9,6 @@ subprocesses (slow).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -45,7 +44,7 @@ from sweeps.spaces import (
 )
 from sweeps.storage import StorageTarget, SweepSettings, open_storage, parse_storage
 from sweeps.study import SweepContext, create_or_load_study, make_pruner, make_sampler
-from tests.support.helpers import KILL_EPOCHS, TINY_CLIP_SAMPLES, run_options, tiny_data_args
+from tests.support.helpers import KILL_EPOCHS, TINY_CLIP_SAMPLES, one_torch_thread, run_options, tiny_data_args
 from tests.support.paths import REPO_ROOT
 
 MTAT_CLIP = MTAT_CLIP_SAMPLES
@@ -414,17 +413,6 @@ def _load(runs_root: Path, name: str, storage: str | None = None) -> optuna.Stud
     return optuna.load_study(study_name=name, storage=open_storage(target, SweepSettings()))
 
 
-@contextlib.contextmanager
-def _one_thread():
-    """Train in this process on one thread (two busy threads on two shared cores slow the LSTM ~100x)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
 def test_two_workers_share_a_study_and_a_rerun_continues_it(sweep_cache, tmp_path, capsys):
     common = ["--study-name", "duo", "--max-epochs", "1", "--pruner", "none"]
@@ -443,7 +431,7 @@ def test_two_workers_share_a_study_and_a_rerun_continues_it(sweep_cache, tmp_pat
         assert run_dir.parent == tmp_path / "sweeps" / "duo" / "trials" and (run_dir / "metrics.json").is_file()
         assert json.loads((run_dir / "sweep_trial.json").read_text())["value"] == pytest.approx(trial.value)
 
-    with _one_thread():  # the same command asking for one more trial continues the study
+    with one_torch_thread():  # the same command asking for one more trial continues the study
         assert run.main(_sweep_args(sweep_cache, tmp_path, *common, "--trials", "4")) == 0
     out = capsys.readouterr().out
     study = _load(tmp_path, "duo")
@@ -475,7 +463,7 @@ def test_a_killed_worker_leaves_a_recoverable_study_and_its_trial_is_retried(swe
     assert not (first_run / "metrics.json").exists()
     assert [t.state for t in _load(tmp_path, "kill", storage).trials] == [TrialState.RUNNING]
 
-    with _one_thread():  # the same command: recovers the trial and finishes the study
+    with one_torch_thread():  # the same command: recovers the trial and finishes the study
         assert run.main(args) == 0
     assert "trial 0 was stale" in capsys.readouterr().err  # a log line: stderr
     study = _load(tmp_path, "kill", storage)
@@ -494,7 +482,7 @@ def test_a_one_worker_sweep_reruns_to_the_same_trials(sweep_cache, tmp_path):
         return _sweep_args(sweep_cache, tmp_path / root, "--study-name", "again", "--trials", "3", "--max-epochs", "1",
                            "--pruner", "none", "--sweep-seed", "7")
 
-    with _one_thread():
+    with one_torch_thread():
         assert run.main(args("first")) == 0
     _finish(_worker(args("second")))
     studies = [_load(tmp_path / root, "again") for root in ("first", "second")]
@@ -512,7 +500,7 @@ def test_median_pruner_prunes_a_trial_below_the_median(sweep_cache, tmp_path, ca
                        "--logger", "csv", "--runs-root", str(tmp_path))
     settings = SweepSettings(trials=2, study_name="prune", pruner="median", pruner_startup_trials=1,
                              sweep_space=json.dumps(TINY_SPACE))
-    with _one_thread():
+    with one_torch_thread():
         ctx = sweep_study.prepare_sweep(options, settings, fixed={"n_mels"})
         point = {name: (p.choices[0] if p.kind == "categorical" else p.low) for name, p in
                  zip(ctx.space.names, ctx.space.params)}

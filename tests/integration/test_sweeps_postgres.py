@@ -11,7 +11,6 @@ tests/integration/test_sweeps.py.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import os
@@ -24,7 +23,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-import torch
 from optuna.trial import TrialState
 
 import run
@@ -34,7 +32,7 @@ from sweeps.database import DatabaseUnreachable, check_driver, lost_connection
 from sweeps.leases import LEASE
 from sweeps.storage import SweepSettings, open_storage, parse_storage
 from sweeps.study import create_or_load_study
-from tests.support.helpers import KILL_EPOCHS, tiny_data_args
+from tests.support.helpers import KILL_EPOCHS, one_torch_thread, tiny_data_args
 from tests.support.paths import REPO_ROOT
 from tests.support.pg_server import server_or_skip
 
@@ -284,16 +282,6 @@ def test_sweep_report_reads_the_study_from_postgres(raced, capsys):
     assert (folder / "trials.md").is_file()
 
 
-@contextlib.contextmanager
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
 def test_a_sigkilled_worker_is_failed_by_optunas_heartbeat_and_its_retry_resumes(pg, pg_sweep_cache, tmp_path, capfd):
     url = pg.create_database()
@@ -318,7 +306,7 @@ def test_a_sigkilled_worker_is_failed_by_optunas_heartbeat_and_its_retry_resumes
     time.sleep(3.5)  # past the grace period since its last heartbeat
     capfd.readouterr()
 
-    with _one_thread():  # the same command on the surviving "node"
+    with one_torch_thread():  # the same command on the surviving "node"
         assert run.main(args) == 0
     out, err = capfd.readouterr()
     assert "sweep: trial 1 was stale" in err

@@ -136,33 +136,15 @@ def test_tags_are_audible_to_a_linear_model_on_log_mel_statistics():
     on log-Mel band statistics of 400 rendered tracks (1.5 s each, no MP3) separates them
     (measured: macro ROC-AUC 0.873 over 42 tags; weakest violin 0.63, happy 0.64, sad 0.67).
     About 30 s on the shared 2-core machine, hence slow."""
-    import torch
-    from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import KFold
-    from sklearn.preprocessing import StandardScaler
 
     from datamodules.datasets.jamendo.standin import track_tags
-    from datamodules.frontend import LogMel, MelConfig
+    from tests.support.probe import cross_validated_scores, mel_features
 
     n_tracks, n_samples = 400, 24_000
     rendered = [render_track(7, i, n_samples) for i in range(n_tracks)]
     labels = np.array([[t in track_tags(7, i, plan) for t in TAGS] for i, (plan, _) in enumerate(rendered)], dtype=int)
-    mel = LogMel(MelConfig(n_fft=1024, hop_length=256, n_mels=48, backend="torchaudio"))(
-        torch.from_numpy(np.stack([audio for _, audio in rendered]))).numpy()
-    flux = np.maximum(np.diff(mel, axis=2), 0)
-    features = np.concatenate([mel.mean(2), mel.std(2), np.abs(np.diff(mel, axis=2)).std(2),
-                               flux.reshape(n_tracks, 8, 6, -1).mean((2, 3)), mel.max((1, 2))[:, None]], axis=1)
-    scores = np.zeros(labels.shape)
-    for train, test in KFold(4, shuffle=True, random_state=0).split(features):
-        scaler = StandardScaler().fit(features[train])
-        for j in range(len(TAGS)):
-            y = labels[train, j]
-            if y.min() == y.max():
-                scores[test, j] = y.mean()
-                continue
-            model = LogisticRegression(C=0.05, max_iter=2000).fit(scaler.transform(features[train]), y)
-            scores[test, j] = model.predict_proba(scaler.transform(features[test]))[:, 1]
+    scores = cross_validated_scores(mel_features(np.stack([audio for _, audio in rendered])), labels)
     evaluated = [j for j in range(len(TAGS)) if labels[:, j].sum() >= 5]
     by_category = collections.Counter(TAGS[j].split("---")[0] for j in evaluated)
     assert len(evaluated) >= 30 and min(by_category.values()) >= 5, by_category

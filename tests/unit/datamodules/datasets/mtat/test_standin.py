@@ -326,32 +326,14 @@ def test_rendering_a_full_length_clip_is_fast_and_finite():
 
 
 def test_tags_are_audible_to_a_linear_model_on_log_mel_statistics():
-    import torch
-    from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import KFold
-    from sklearn.preprocessing import StandardScaler
 
-    from datamodules.frontend import LogMel, MelConfig
+    from tests.support.probe import cross_validated_scores, mel_features
 
     n_clips, n_samples = 400, 24_000
     clips = [synthesize_clip(7, i, n_samples) for i in range(n_clips)]
     labels = np.array([[t in c.tags for t in TAGS] for c in clips], dtype=int)
-    mel = LogMel(MelConfig(n_fft=1024, hop_length=256, n_mels=48, backend="torchaudio"))(
-        torch.from_numpy(np.stack([c.audio for c in clips]))).numpy()
-    flux = np.maximum(np.diff(mel, axis=2), 0)
-    features = np.concatenate([mel.mean(2), mel.std(2), np.abs(np.diff(mel, axis=2)).std(2),
-                               flux.reshape(n_clips, 8, 6, -1).mean((2, 3)), mel.max((1, 2))[:, None]], axis=1)
-    scores = np.zeros(labels.shape)
-    for train, test in KFold(4, shuffle=True, random_state=0).split(features):
-        scaler = StandardScaler().fit(features[train])
-        for j in range(len(TAGS)):
-            y = labels[train, j]
-            if y.min() == y.max():
-                scores[test, j] = y.mean()
-                continue
-            model = LogisticRegression(C=0.05, max_iter=2000).fit(scaler.transform(features[train]), y)
-            scores[test, j] = model.predict_proba(scaler.transform(features[test]))[:, 1]
+    scores = cross_validated_scores(mel_features(np.stack([c.audio for c in clips])), labels)
     evaluated = [j for j in range(len(TAGS)) if labels[:, j].sum() >= 5]
     assert len(evaluated) >= 30
     macro = np.mean([roc_auc_score(labels[:, j], scores[:, j]) for j in evaluated])
