@@ -144,6 +144,14 @@ def _train(options) -> int:
     from experiments.run_folder import run_dir_of
     from experiments.train import run_experiment
 
+    if options.rounds > 1:  # self-training or distillation in rounds, each a run folder (experiments/rounds.py)
+        from experiments.rounds import run_rounds
+
+        for round_, outcome in enumerate(run_rounds(options), start=1):
+            if outcome.metrics:
+                print(f"round {round_}: ", end="")
+            _print_outcome(outcome, "run folder")
+        return 0
     with clean_stops(run_dir_of(options)):
         outcome = run_experiment(options)
     _print_outcome(outcome, "run folder")

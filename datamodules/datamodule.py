@@ -22,6 +22,7 @@ rows (`SegmentDataset`).
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from datamodules.frontend import MelConfig, build_frontend
 from datamodules.sampling import EpochSampler, loader_generator
 from datamodules.segments import SegmentLayout
 from datamodules.store.reader import WaveformStore, open_store
+from datamodules.unlabeled import MixedDataset, UnlabeledPool
 from infrastructure.audio import INT16_SCALE, MTAT_CLIP_SAMPLES
 from infrastructure.errors import ConfigError, DataError
 
@@ -170,13 +172,19 @@ class MTATDataModule(pl.LightningDataModule):
         reader: the dataset to read (`datamodules.datasets.base.DatasetReader`); None: the MTAT-layout
             reader of ``data_dir`` (`datamodules.datasets.mtat.reader.mtat_reader`). ``vocabulary`` and ``split``
             name one of the reader's vocabularies and splits.
+        unlabeled: self-training's pool (`datamodules.unlabeled.UnlabeledPool.to_dict()`): a folder of audio decoded
+            once into the cache, whose crops join the training items (`datamodules.unlabeled.MixedDataset`); None:
+            the labelled clips alone.
+        keep_waveform: leave the int16 waveform in each batch beside the model's input (distillation's teachers
+            read the crop through their own frontends).
     """
 
     def __init__(self, data_dir: str, cache_root: str, *, vocabulary: str = "paper", n_tags: int = 50,
                  split: str = "folder", layout: dict, frontend: dict | None = None, batch_size: int = 16,
                  eval_batch_size: int | None = None, num_workers: int | None = None,
                  pin_memory: bool | None = None, seed: int = 0, synthetic: dict | None = None,
-                 prepare_workers: int | None = None, progress: bool = True, reader: DatasetReader | None = None):
+                 prepare_workers: int | None = None, progress: bool = True, reader: DatasetReader | None = None,
+                 unlabeled: dict | None = None, keep_waveform: bool = False):
         super().__init__()
         self.synthetic = SyntheticSpec(**(synthetic or {}))
         self.cache_root = Path(cache_root).expanduser().resolve()
@@ -196,6 +204,8 @@ class MTATDataModule(pl.LightningDataModule):
         self.frontend = build_frontend(self.frontend_config)
         self._datasets: dict[str, SegmentDataset] = {}
         self.tags: tuple[str, ...] = ()
+        self.unlabeled = UnlabeledPool.from_dict(unlabeled) if unlabeled else None
+        self._pool_prepared = False
 
     # ---- where things are -------------------------------------------------------------
     @property
@@ -208,7 +218,9 @@ class MTATDataModule(pl.LightningDataModule):
         return self.reader.store_spec().folder(self.cache_root, self.reader)
 
     def open_prepared(self) -> WaveformStore:
-        """The prepared waveform store; DataError when it is not ready."""
+        """The prepared waveform store (and the unlabelled pool's, when there is one); DataError when not ready."""
+        if self.unlabeled is not None:
+            self.unlabeled.open(self.cache_root)
         return open_store(self.cache_dir)
 
     def example_waveform(self, row: int) -> np.ndarray:
@@ -236,6 +248,11 @@ class MTATDataModule(pl.LightningDataModule):
         self.reader.store_spec().write(self.cache_dir, clips, self.reader.audio_root(),
                                        workers=self.hparams.prepare_workers or usable_cores(),
                                        progress=self.hparams.progress)
+        if self.unlabeled is not None and not self._pool_prepared:  # Lightning calls this again in fit and test
+            report = self.unlabeled.prepare(self.cache_root, workers=self.hparams.prepare_workers or usable_cores(),
+                                            progress=self.hparams.progress)
+            print(report, file=sys.stderr, flush=True)
+            self._pool_prepared = True
 
     def dataset_info(self) -> DatasetInfo:
         """Clip length and tag list of the prepared dataset (what the model is built from)."""
@@ -271,8 +288,16 @@ class MTATDataModule(pl.LightningDataModule):
             self._datasets[name] = SegmentDataset(
                 self.cache_dir, rows, vocabulary.labels, store.lengths, self.layout,
                 random_crop=(name == "train" and self.layout.train_crop == "random"), seed=self.hparams.seed)
+        if self.unlabeled is not None:
+            labelled, pool_store = self._datasets["train"], self.unlabeled.open(self.cache_root)
+            pool = SegmentDataset(pool_store.folder, pool_store.ok_rows,
+                                  np.zeros((len(pool_store), len(self.tags)), dtype=np.float32), pool_store.lengths,
+                                  UnlabeledPool.crop_layout(self.layout), random_crop=True,
+                                  seed=UnlabeledPool.crop_seed(self.hparams.seed))
+            self._datasets["train"] = MixedDataset(labelled, pool, self.unlabeled.per_epoch(len(labelled)),
+                                                   self.hparams.seed)
 
-    def dataset(self, stage: str) -> SegmentDataset:
+    def dataset(self, stage: str) -> SegmentDataset | MixedDataset:
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
         if not self._datasets:
@@ -345,8 +370,9 @@ class MTATDataModule(pl.LightningDataModule):
 
     # ---- on the device ----------------------------------------------------------------------
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        """Turn the int16 waveforms into the model's input (log-Mel or float waveform) on their device."""
-        waveform = batch.pop("waveform")
+        """Turn the int16 waveforms into the model's input (log-Mel or float waveform) on their device (the waveform
+        stays in the batch with ``keep_waveform``)."""
+        waveform = batch["waveform"] if self.hparams.get("keep_waveform") else batch.pop("waveform")
         if self.frontend_device != waveform.device:
             self.frontend.to(waveform.device)
         batch["input"] = self.frontend(waveform.float() / INT16_SCALE)

@@ -251,11 +251,16 @@ def captured_c_stderr() -> Iterator[list[str]]:
             lines.extend(line for line in sink.read().decode("utf-8", "replace").splitlines() if line.strip())
 
 
-def _reason(error: Exception, decoder_lines: Sequence[str]) -> str:
-    text = str(error)
-    # libsndfile's text for unrecognised data is misleading ("File does not exist or is not a regular file")
+def readable_reason(text: str) -> str:
+    """A decoding failure's text as a user can act on it: libsndfile's text for unrecognised data is misleading
+    ("File does not exist or is not a regular file")."""
     if "does not exist or is not a regular file" in text or "Format not recognised" in text:
-        text = "not a readable audio file (unknown format or corrupt data)"
+        return "not a readable audio file (unknown format or corrupt data)"
+    return text
+
+
+def _reason(error: Exception, decoder_lines: Sequence[str]) -> str:
+    text = readable_reason(str(error))
     if decoder_lines:
         text += f" [decoder: {decoder_lines[0].strip()}]"
     return text

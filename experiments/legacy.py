@@ -19,13 +19,14 @@ ADDED_OPTIONS = frozenset({
     "width", "dataset", "jamendo_split", "jamendo_subset", "jamendo_quality", "jamendo_meta", "excerpt_seconds",
     "jamendo_clip_samples", "synthetic_tracks", "synthetic_min_seconds", "synthetic_max_seconds",
     "random_crops_per_clip", "recipe", "schedule", "warmup", "stage_epochs", "stage_lrs", "mixup_alpha", "freq_mask",
-    "time_mask", "n_masks", "ema_decay", "gradient_clip", "compile_backend"})
+    "time_mask", "n_masks", "ema_decay", "gradient_clip", "compile_backend", "teacher", "distill_weight",
+    "distill_temperature", "unlabeled", "unlabeled_ratio", "rounds"})
 """Identity options that came after run folders existed (`compatible_dict` leaves them out at their default)."""
 
 LEGACY_KEYS = {"download": None, "download_url": None, "resume": None, "summary": False}
 """Mode keys of the earlier options dictionary, with the constant values it held."""
 
-SAVED_ONLY_KEYS = frozenset({"resolved", "evaluated_checkpoint"})
+SAVED_ONLY_KEYS = frozenset({"resolved", "evaluated_checkpoint", "teacher_identity"})
 """Keys a saved config.json holds beside the options (not options)."""
 
 

@@ -358,6 +358,36 @@ class RecipeOptions:
 
 
 @dataclass(frozen=True)
+class DistillationOptions:
+    """distillation and self-training: teachers' probabilities as targets, unlabelled audio (docs/distillation.md)."""
+
+    teacher: tuple | None = option(None, "distil these trained runs (run folders or .ckpt files; several: their "
+                                   "ensemble, averaged as --evaluate averages it) into this model: the loss mixes "
+                                   "binary cross-entropy on the true tags with binary cross-entropy on the teachers' "
+                                   "probabilities for the crop the student reads (teachers are identified by the "
+                                   "content of their weights)", metavar="CKPT|RUN_DIR", action="nargs+",
+                                   tunable=False, essential="distil these trained runs (several: their ensemble)")
+    distill_weight: float = option(0.9, "--teacher: weight w of the teachers' term; the true tags get 1 - w (0.9: "
+                                   "Schmid et al. 2023's 0.1 on the labels)", type=float, valid="[0, 1]")
+    distill_temperature: float = option(1.0, "--teacher: teachers' probabilities are sigmoid(logit / T) (1: as "
+                                        "they predict)", type=float, valid="(0, inf)", metavar="T")
+    unlabeled: str | None = option(None, "self-training: a folder of audio of any format and length (walked "
+                                   "recursively), decoded once into the cache, whose random crops join each epoch "
+                                   "with the --teacher probabilities as their only targets (broken files are listed "
+                                   "in errors.csv beside its store)", metavar="DIR", tunable=False,
+                                   essential="self-training on a folder of unlabelled audio (with --teacher)")
+    unlabeled_ratio: float = option(1.0, "--unlabeled: crops of unlabelled audio per labelled training item in an "
+                                    "epoch (1: Won et al. 2021's half-and-half batches)", type=float, valid="(0, inf)")
+    rounds: int = option(1, "--teacher: rounds of self-training or distillation, each a run folder: the student of "
+                         "round k teaches round k+1 (rerunning the command reuses finished rounds and resumes a "
+                         "killed one)", type=int, valid="[1, inf)", identity=False, tunable=False)
+
+    def __post_init__(self) -> None:
+        if self.teacher is not None:  # a tuple whether parsed, read from YAML or from config.json
+            object.__setattr__(self, "teacher", tuple(str(t) for t in self.teacher))
+
+
+@dataclass(frozen=True)
 class TrainerOptions:
     """run: seed, run folder, hardware, precision and the Trainer's limits."""
 
@@ -432,14 +462,17 @@ class LoggingOptions:
                                            metavar="N", identity=False, tunable=False, valid="[1, inf)")
 
 
-RUN_GROUPS = (ModelOptions, DataOptions, MelOptions, OptimOptions, RecipeOptions, TrainerOptions, LoggingOptions)
+RUN_GROUPS = (ModelOptions, DataOptions, MelOptions, OptimOptions, RecipeOptions, DistillationOptions, TrainerOptions,
+              LoggingOptions)
 
 @dataclass(frozen=True)
-class RunOptions(LoggingOptions, TrainerOptions, RecipeOptions, OptimOptions, MelOptions, DataOptions, ModelOptions):
+class RunOptions(LoggingOptions, TrainerOptions, DistillationOptions, RecipeOptions, OptimOptions, MelOptions, DataOptions,
+                 ModelOptions):
     """All options of one training run or evaluation (attribute per option; see the groups)."""
 
     def __post_init__(self) -> None:
         RecipeOptions.__post_init__(self)
+        DistillationOptions.__post_init__(self)
         check_values(self)
 
     def replace(self, **changes) -> RunOptions:
@@ -478,6 +511,10 @@ class RunOptions(LoggingOptions, TrainerOptions, RecipeOptions, OptimOptions, Me
             changes["data"] = str(Path(self.data).expanduser().resolve())
         if self.run_dir:
             changes["run_dir"] = str(Path(self.run_dir).expanduser().resolve())
+        if self.teacher:
+            changes["teacher"] = tuple(str(Path(t).expanduser().resolve()) for t in self.teacher)
+        if self.unlabeled:
+            changes["unlabeled"] = str(Path(self.unlabeled).expanduser().resolve())
         return dataclasses.replace(self, **changes)
 
 

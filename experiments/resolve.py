@@ -7,6 +7,8 @@ What a run is follows from its options in one order, and that order lives here:
    the segment layout; the batch and the processes; and every check that can refuse the options (data
    options, the recipe's schedule and augmentation, precision and distribution, whether the network can be
    built on those inputs, naming the fix when it cannot). A refused run has cost nothing.
+   With `--teacher`, the teachers too: read once, identified by their weights and checked against the
+   student (`experiments.teachers`).
 2. `ResolvedRun.with_data(info)`, once the data are prepared: the tag list and the data folder, and with them
    the network's configuration.
 
@@ -37,6 +39,8 @@ from datamodules.datasets.mtat.standin import DEFAULT_N_CLIPS
 from datamodules.mel_config import MelConfig
 from datamodules.segments import SegmentLayout
 from experiments.options import PRECISIONS, STRATEGIES, RunOptions
+from experiments.run_folder import run_dir_of
+from experiments.teachers import resolve_teachers
 from infrastructure.audio import MTAT_CLIP_SAMPLES, SAMPLE_RATE
 from infrastructure.devices import gpu_count
 from infrastructure.errors import ConfigError
@@ -73,6 +77,8 @@ class ResolvedRun:
     network: dict | None = None
     checkpoint: Path | None = None
     """The checkpoint an evaluation tests (None: a training run)."""
+    teachers: tuple = ()
+    """The teachers of a distillation or self-training run (`experiments.teachers.TeacherCheckpoint`)."""
 
     def with_data(self, info) -> ResolvedRun:
         """This run once its data are prepared (`datamodules.datamodule.DatasetInfo`): tags, folder, network."""
@@ -80,6 +86,10 @@ class ResolvedRun:
             raise ConfigError(f"{self.checkpoint} was trained on {len(self.tags)} tags ({', '.join(self.tags[:5])}, "
                               f"...), the data give {len(info.tags)} ({', '.join(info.tags[:5])}, ...): use the "
                               "training run's --data, --tags and --n-tags")
+        if self.teachers:
+            from experiments.teachers import check_teacher_tags
+
+            check_teacher_tags(self.teachers, info.tags)
         network = self.network or network_config(self.spec, input_shape(self.frontend, self.layout), len(info.tags),
                                                  **network_overrides(self.options))
         return dataclasses.replace(self, tags=tuple(info.tags), data_dir=str(info.data_dir), network=network)
@@ -93,7 +103,11 @@ class ResolvedRun:
         if self.checkpoint is not None:
             return dict(self.options.to_dict(), evaluated_checkpoint=str(self.checkpoint),
                         resolved=dict(resolved, versions=versions))
-        return dict(self.options.to_dict(), resolved=dict(
+        # Teachers are part of what the run is by their weights, not their paths (check_same_run compares these).
+        teachers = {"teacher_identity": [t.identity for t in self.teachers]} if self.teachers else {}
+        if self.teachers:
+            resolved["teachers"] = [t.describe() for t in self.teachers]
+        return dict(self.options.to_dict(), **teachers, resolved=dict(
             resolved, processes=self.processes, global_batch_size=self.batch_size * self.processes, versions=versions))
 
 
@@ -115,7 +129,11 @@ def resolve(options: RunOptions) -> ResolvedRun:
                       options.batch_size or spec.batch_size, planned_processes(options), accelerator(options),
                       str(options.precision or "32"))
     check_network_fits(run)
-    return run
+    if options.rounds > 1 and run.processes > 1:
+        raise ConfigError("--rounds runs its rounds one after another in one process; for several processes run "
+                          "each round's command on its own (the previous round's folder as --teacher)")
+    teachers = resolve_teachers(options, layout.segment_samples, run_dir_of(options) if options.teacher else None)
+    return dataclasses.replace(run, teachers=teachers) if teachers else run
 
 
 def resolve_checkpoint(options: RunOptions, checkpoint: Path, hparams: dict) -> ResolvedRun:
@@ -396,7 +414,9 @@ def build_datamodule(run: ResolvedRun):
         eval_batch_size=options.eval_batch_size, num_workers=options.num_workers, seed=options.seed,
         synthetic={"n_clips": options.synthetic_clips, "clip_samples": options.synthetic_clip_samples,
                    "seed": options.synthetic_seed},
-        prepare_workers=options.prepare_workers, progress=options.progress, reader=run.reader)
+        prepare_workers=options.prepare_workers, progress=options.progress, reader=run.reader,
+        unlabeled={"folder": options.unlabeled, "ratio": options.unlabeled_ratio} if options.unlabeled else None,
+        keep_waveform=bool(run.teachers))
 
 
 def build_module(run: ResolvedRun):
@@ -408,9 +428,15 @@ def build_module(run: ResolvedRun):
                     "time_mask": options.time_mask, "n_masks": options.n_masks}
     if not (options.mixup_alpha or options.freq_mask or options.time_mask):
         augmentation = {}  # none at their defaults: the paper's modules' hyperparameters stay as they were
-    return module_class(run.spec.name)(
+    module = module_class(run.spec.name)(
         network_config=run.network, tags=list(run.tags),
         frontend=run.frontend.to_dict() if run.frontend is not None else None, layout=run.layout.to_dict(),
         sample_rate=SAMPLE_RATE, optimizer=options.optimizer, lr=options.lr, momentum=options.momentum,
         weight_decay=options.weight_decay, nesterov=options.nesterov, nonfinite_loss=options.nonfinite_loss,
         **augmentation)
+    if run.teachers:
+        from lightning_modules.distillation import TeacherEnsemble, teacher_from_checkpoint
+
+        module.set_teacher(TeacherEnsemble([teacher_from_checkpoint(t.hparams, t.state, t.label) for t in run.teachers],
+                                           options.distill_weight, options.distill_temperature))
+    return module

@@ -14,14 +14,16 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from experiments.checkpoints import CHECKPOINT_DIR, CONFIG_FILE, LAST_CHECKPOINT, locate_checkpoint
 from experiments.options import NON_IDENTITY_OPTIONS, RunOptions
-from infrastructure.errors import ConfigError, DataError
+from experiments.teachers import teacher_identities
+from infrastructure.errors import ConfigError
 from infrastructure.io import is_global_zero
 
-CONFIG_FILE = "config.json"
+__all__ = ["CHECKPOINT_DIR", "CONFIG_FILE", "CONFIG_YAML", "LAST_CHECKPOINT", "RunOutcome", "check_same_run",
+           "config_digest", "default_run_dir", "locate_checkpoint", "run_dir_of", "warn_if_scale_changed"]
+
 CONFIG_YAML = "config.yaml"
-CHECKPOINT_DIR = "checkpoints"
-LAST_CHECKPOINT = "last.ckpt"
 
 
 @dataclass(frozen=True)
@@ -34,8 +36,14 @@ class RunOutcome:
 
 
 def config_digest(options: RunOptions) -> str:
-    """Short hash of the options that define a run (default run folders are named by it)."""
+    """Short hash of the options that define a run (default run folders are named by it).
+
+    Teachers (`--teacher`) count by their weights (`experiments.teachers.weights_identity`), not their paths, so
+    reading them is part of naming the run: a missing teacher fails here, in one line.
+    """
     identity = {k: v for k, v in sorted(options.to_dict().items()) if k not in NON_IDENTITY_OPTIONS}
+    if options.teacher:
+        identity["teacher"] = teacher_identities(options.teacher)
     return hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
@@ -47,29 +55,6 @@ def run_dir_of(options: RunOptions) -> Path:
     return Path(options.run_dir).resolve() if options.run_dir else default_run_dir(options)
 
 
-def locate_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
-    """(checkpoint file, the run folder it belongs to or None) for a .ckpt file or a run folder.
-
-    A run folder means its best checkpoint (metrics.json's, else the one checkpoints/best-*.ckpt).
-    """
-    path = Path(path).expanduser().resolve()
-    if path.is_file():
-        run_dir = path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
-        return path, (run_dir if (run_dir / CONFIG_FILE).is_file() else None)
-    if not path.is_dir():
-        raise DataError(f"{path}: checkpoint not found (no such file or run folder)")
-    metrics = path / "metrics.json"
-    if metrics.is_file():
-        best = json.loads(metrics.read_text()).get("best_checkpoint")
-        if best and Path(best).is_file():
-            return Path(best), path
-    candidates = sorted((path / CHECKPOINT_DIR).glob("best-*.ckpt"))
-    if len(candidates) == 1:
-        return candidates[0], path
-    if len(candidates) > 1:
-        raise DataError(f"{path}: several best-*.ckpt in {CHECKPOINT_DIR}/; name the checkpoint file")
-    raise DataError(f"{path}: no checkpoint here (expected metrics.json or {CHECKPOINT_DIR}/best-*.ckpt)")
-
 def check_same_run(run_dir: Path, resolved: dict) -> dict:
     """Refuse to resume a run folder with a different configuration (it would mix two experiments).
 
@@ -79,8 +64,10 @@ def check_same_run(run_dir: Path, resolved: dict) -> dict:
     if not path.is_file():
         return {}
     saved = json.loads(path.read_text())
+    # teachers count by their weights ("teacher_identity"), not by the paths they were given as ("teacher")
     differing = sorted(k for k in set(saved) | set(resolved)
-                       if k not in NON_IDENTITY_OPTIONS and k != "resolved" and saved.get(k) != resolved.get(k))
+                       if k not in NON_IDENTITY_OPTIONS and k not in ("resolved", "teacher")
+                       and saved.get(k) != resolved.get(k))
     if differing:
         raise ConfigError(f"{run_dir} holds a run with other settings ({', '.join(differing)}); "
                           "resume it with --resume, or pick another --run-dir")

@@ -24,8 +24,14 @@ import torch
 from infrastructure.errors import ConfigError
 
 
-def mixup(inputs: torch.Tensor, targets: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(lam x + (1 - lam) x[perm], lam y + (1 - lam) y[perm]) with lam ~ Beta(alpha, alpha), perm random."""
+def mixup(inputs: torch.Tensor, targets: torch.Tensor, alpha: float,
+          *more: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(lam x + (1 - lam) x[perm], lam y + (1 - lam) y[perm], ...) with lam ~ Beta(alpha, alpha), perm random.
+
+    `more`: further per-example tensors mixed with the same weight and pairing (float32), e.g. distillation's
+    per-example loss terms, whose mixture is the mixture of the two examples' losses (`lightning_modules.distillation`);
+    they draw no random number, so the inputs and targets mix as without them.
+    """
     if len(inputs) < 2:
         raise ConfigError(f"mixup needs at least 2 examples per batch to mix, got {len(inputs)} "
                           "(use a --batch-size of 2 or more, or --mixup-alpha 0)")
@@ -37,7 +43,8 @@ def mixup(inputs: torch.Tensor, targets: torch.Tensor, alpha: float) -> tuple[to
     lam_y = lam.to(device=targets.device, dtype=torch.float32)
     mixed_inputs = lam_x * inputs + (1 - lam_x) * inputs[perm]
     mixed_targets = lam_y * targets.float() + (1 - lam_y) * targets.float()[perm]
-    return mixed_inputs, mixed_targets
+    mixed_more = tuple(lam_y * m.float() + (1 - lam_y) * m.float()[perm] for m in more)
+    return (mixed_inputs, mixed_targets, *mixed_more)
 
 
 def _band_masks(n: int, size: int, max_width: int, n_masks: int, device) -> torch.Tensor:

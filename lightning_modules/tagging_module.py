@@ -11,6 +11,12 @@ threshold from, and so kept 0.5 (`metrics.threshold_fallbacks`); a checkpoint sa
 record existed loads with it derived: a threshold other than 0.5 was chosen, one of exactly 0.5 is
 marked unknown (`metrics.derived_fallback_record`: a chosen threshold can be 0.5 too).
 
+A run with teachers (`--teacher`) holds them beside the network (`teacher`, a
+`lightning_modules.distillation.TeacherEnsemble`), not in it: they are no hyperparameter and no part of
+the state dict, so a checkpoint is the student alone, loads and tags as any other, and a resumed run
+gets its teachers again from its configuration. In training they label each batch's clean crop before
+augmentation, and the loss mixes their probabilities with the true tags (`lightning_modules.distillation`).
+
 Everything `--tag` needs to use a checkpoint without the data module (network config, tag list,
 frontend settings, segment layout, thresholds) is saved with it, so Lightning's own
 `TaggingModule.load_from_checkpoint(path)` rebuilds the network from those hyperparameters
@@ -116,6 +122,21 @@ class TaggingModule(pl.LightningModule):
         self.optimizer_source = None
         """What chooses the optimiser when the schedule changes it (`callbacks.schedules.build_schedule`); None:
         the module's own, always."""
+        self.__dict__["_teacher"] = None  # outside the module tree: see `teacher`
+
+    @property
+    def teacher(self):
+        """The run's teachers (`lightning_modules.distillation.TeacherEnsemble`), or None: training on the tags alone."""
+        held = self.__dict__.get("_teacher")
+        return held.value if held is not None else None
+
+    def set_teacher(self, teacher) -> None:
+        """Give the module its teachers. Held outside the module tree (not `self.teacher = ...`, which would register
+        them): not in the state dict or the optimiser, not wrapped or synchronised by DDP, and shared, not copied,
+        by the EMA's copy of the module."""
+        from lightning_modules.distillation import shared
+
+        self.__dict__["_teacher"] = shared(teacher) if teacher is not None else None
 
     @property
     def tags(self) -> list[str]:
@@ -128,6 +149,10 @@ class TaggingModule(pl.LightningModule):
     # ---- one step for every stage -------------------------------------------------------------
     def _step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self(batch["input"])
+        if "positive" in batch:  # a training batch with teachers: soft targets (lightning_modules/distillation.py)
+            from lightning_modules.distillation import soft_binary_cross_entropy
+
+            return soft_binary_cross_entropy(logits, batch["positive"], batch["negative"]), logits
         loss = F.binary_cross_entropy_with_logits(logits.float(), batch["target"].float())
         return loss, logits
 
@@ -136,7 +161,8 @@ class TaggingModule(pl.LightningModule):
 
         Runs after the frontend and after `StepSeeds` reseeded this step, so its draws are reproducible.
         A trailing batch of one example (the loaders keep partial batches) is left unmixed: mixing an
-        example with itself gives the example, which is what mixup's pairing would give it.
+        example with itself gives the example, which is what mixup's pairing would give it. With teachers,
+        their soft targets (computed before, on the clean crop) are mixed with the same weight and pairing.
         """
         hp = self.hparams
         mix, mask = hp.get("mixup_alpha", 0.0), hp.get("freq_mask", 0.0) or hp.get("time_mask", 0.0)
@@ -148,10 +174,17 @@ class TaggingModule(pl.LightningModule):
         if mask:
             inputs = spec_augment(inputs, hp.freq_mask, hp.time_mask, hp.n_masks)
         if mix and len(inputs) > 1:
+            if "positive" in batch:
+                inputs, targets, positive, negative = mixup(inputs, targets, hp.mixup_alpha, batch["positive"],
+                                                            batch["negative"])
+                return {**batch, "input": inputs, "target": targets, "positive": positive, "negative": negative}
             inputs, targets = mixup(inputs, targets, hp.mixup_alpha)
         return {**batch, "input": inputs, "target": targets}
 
     def training_step(self, batch: dict, batch_idx: int):
+        teacher = self.teacher
+        if teacher is not None:  # the teachers read the clean crop, before any augmentation
+            batch = teacher.soft_targets(batch)
         batch = self._augment(batch)
         loss, _ = self._step(batch)
         if self.hparams.nonfinite_loss == "skip":
@@ -317,6 +350,8 @@ class TaggingModule(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         self._check_datamodule()
+        if self.teacher is not None:
+            self.teacher.to(self.device)
 
     def on_test_start(self) -> None:
         self._check_datamodule()
