@@ -697,8 +697,8 @@ class ComparisonOptions:
     bootstrap_seed: int = option(DEFAULT_SEED, "seed of the resampling; the same for every run compared", type=int,
                                  metavar="S", valid="[0, 4294967295]")
     reproduce: str | None = option(None, "train every run a published table needs (table4, won2020, "
-                                   "won2020-jamendo; finished runs are reused, killed ones resume), then write its "
-                                   "comparison with the published numbers", metavar="NAME",
+                                   "won2020-jamendo, distillation; finished runs are reused, killed ones resume), then "
+                                   "write its comparison with the published numbers", metavar="NAME",
                                    essential="train every run a published table needs, then compare (table4, won2020, ...)")
     seeds: str = option("0", "--reproduce: seeds per model", metavar="0,1,2")
     dry_run: bool = option(False, "--reproduce: list the runs and their commands only", action="store_true")

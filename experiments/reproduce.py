@@ -13,10 +13,17 @@ tables; `--jamendo-split` and `--jamendo-subset` for won2020-jamendo). `--dry-ru
 runs, their folders, whether each is finished, and the exact `python run.py ...` command of each;
 `--task-index I` trains only the I-th (what a SLURM array task does, see slurm/reproduce.sbatch),
 and a plain `--reproduce NAME` afterwards finds them all finished and writes the table.
+
+A table may build on its own runs (`distillation`): a row of teachers' runs, a row that evaluates their
+ensemble (`--evaluate RUN RUN ...`, into RUNS_ROOT/ensembles/NAME-...), and a distilled row whose runs take
+every teacher run as `--teacher`. Such runs come after their teachers in the list; a run's folder is named
+by its teachers' weights (`experiments.run_folder.config_digest`), so until they are finished the list
+says which runs it waits for, and `--task-index` refuses it in one line.
 """
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 import sys
 from collections.abc import Callable
@@ -33,6 +40,12 @@ class TableRun:
     model: str
     args: tuple[str, ...] = ()
     published: dict = field(default_factory=dict)  # roc_auc, pr_auc, tpr, fpr (None: not published)
+    role: str = ""
+    """What the row is in the table (teacher, student, ...), shown in the plan."""
+    teachers: tuple[str, ...] = ()
+    """Models of rows above whose runs (every seed) are this row's --teacher."""
+    ensemble_of: tuple[str, ...] = ()
+    """This row is the --evaluate ensemble of these rows' runs (every seed), not a training run."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +87,26 @@ TABLES = {
                "Won et al. trained every model with their own schedule (Adam, then SGD stages); the runs here "
                "use it too (--recipe won2020, these models' default) unless options given beside --reproduce "
                "override it.")),
+    "distillation": TableSpec(
+        name="distillation", title="Distilling the suite's own ensemble into one model, MTAT",
+        protocol_args=("--tags", "standard", "--split", "clean"),
+        protocol="the literature's protocol: `standard` vocabulary (unmerged top 50), the Lee/Won clean split "
+                 "(15,244 / 1,529 / 4,332 clips); every model with Won et al.'s recipe (its default); the distilled "
+                 "student with every teacher run as --teacher, --distill-weight 0.9 and --distill-temperature 1 "
+                 "(the defaults, docs/distillation.md)",
+        source="Won et al. 2020 (SMC), MTAT results, for the architectures trained alone; none for these distillations",
+        runs=(TableRun("short_chunk_resnet", (), {"roc_auc": 0.9129, "pr_auc": 0.4614}, role="teacher"),
+              TableRun("musicnn", (), {"roc_auc": 0.9106, "pr_auc": 0.4493}, role="teacher"),
+              TableRun("ensemble", role="teachers' ensemble", ensemble_of=("short_chunk_resnet", "musicnn")),
+              TableRun("short_chunk_cnn", (), {"roc_auc": 0.9126, "pr_auc": 0.4590}, role="student"),
+              TableRun("short_chunk_cnn", role="distilled student", teachers=("short_chunk_resnet", "musicnn"))),
+        notes=("The teachers read chunks no longer than the student's 3.69 s crop (short_chunk_resnet the same "
+               "59,049 samples, musicnn 3 s frames, two of them spread over the crop), so they see the audio the "
+               "student sees; each distilled run learns from every teacher run of every seed, the ensemble of the "
+               "row above. The distilled row's published numbers are its architecture's, trained alone.",
+               "EAsT-KD (Ding & Lerch 2023) reached 0.915 ROC-AUC / 0.461 PR-AUC on this protocol by distilling "
+               "PaSST, pretrained on AudioSet, into a CNN; the teachers here are trained from scratch on MTAT alone.",
+               "The distilled runs wait for their teachers: as a SLURM array, run the teachers' tasks first.")),
     "won2020-jamendo": TableSpec(
         name="won2020-jamendo",
         title="Won et al. 2020, \"Evaluation of CNN-based automatic music tagging models\", MTG-Jamendo",
@@ -100,17 +133,29 @@ OWN_OPTIONS = {"--reproduce": 1, "--seeds": 1, "--dry-run": 0, "--task-index": 1
 class PlannedRun:
     index: int
     model: str
-    seed: int
+    seed: int | None
+    """None for an ensemble's evaluation."""
     argv: tuple[str, ...]
-    run_dir: Path
+    run_dir: Path | None
+    """None while the run's teachers are not finished (its folder is named by their weights)."""
+    role: str = ""
+    needs: tuple[int, ...] = ()
+    """The runs (indices) that must be finished first: its teachers, or an ensemble's members."""
 
     @property
     def status(self) -> str:
+        if self.run_dir is None:
+            return f"waits for run(s) {', '.join(map(str, self.needs))}"
         if (self.run_dir / "metrics.json").is_file():
             return "finished"
         if (self.run_dir / "checkpoints" / "last.ckpt").is_file():
             return "partial (resumes)"
-        return "to train"
+        return "to train" if not self.argv or self.argv[0] != "--evaluate" else "to evaluate"
+
+    @property
+    def title(self) -> str:
+        what = f"{self.model} ({self.role})" if self.role else self.model
+        return what if self.seed is None else f"{what} seed {self.seed}"
 
     def command(self) -> str:
         return "python run.py " + " ".join(shlex.quote(a) for a in self.argv)
@@ -197,27 +242,54 @@ def plan_runs(name: str, seeds: list[int], passthrough: list[str],
               run_dir_of: Callable[[list[str]], Path]) -> list[PlannedRun]:
     """Every (model, seed) run of the table, in order, with its run.py arguments and run folder.
 
-    `run_dir_of(argv)` gives the default run folder run.py would use for those arguments.
+    `run_dir_of(argv)` gives the default run folder run.py would use for those arguments. A run with teachers
+    gets its folder once they are finished (before: None, and `PlannedRun.needs` says which they are).
     """
+    from infrastructure.errors import SuiteError
     from lightning_modules.registry import MODELS
 
     spec = table(name)
-    unknown = [run.model for run in spec.runs if run.model not in MODELS]
+    unknown = [run.model for run in spec.runs if run.model not in MODELS and not run.ensemble_of]
     if unknown:
         raise ConfigError(f"--reproduce {name} needs models this suite does not have yet: {', '.join(unknown)} "
                           f"(known: {', '.join(MODELS)})")
-    planned = []
+    planned: list[PlannedRun] = []
+    plain: dict[str, list[PlannedRun]] = {}  # a model's runs of the rows without teachers
     for run in spec.runs:
+        if run.ensemble_of:
+            members = [p for model in run.ensemble_of for p in plain[model]]
+            folders = [str(p.run_dir) for p in members]
+            digest = hashlib.sha1("\n".join(folders).encode()).hexdigest()[:8]
+            folder = Path(folders[0]).parent / "ensembles" / f"{name}-{run.model}-{digest}"
+            argv = ["--evaluate", *folders, "--run-dir", str(folder), *passthrough]
+            planned.append(PlannedRun(len(planned), run.model, None, tuple(argv), folder, run.role,
+                                      tuple(p.index for p in members)))
+            continue
+        teachers = [p for model in run.teachers for p in plain[model]]
         for seed in seeds:
-            argv = ["--model", run.model, *spec.protocol_args, *run.args, "--seed", str(seed), *passthrough]
-            planned.append(PlannedRun(len(planned), run.model, seed, tuple(argv), run_dir_of(argv)))
+            argv = ["--model", run.model, *spec.protocol_args, *run.args]
+            if teachers:
+                argv += ["--teacher", *(str(p.run_dir) for p in teachers)]
+            argv += ["--seed", str(seed), *passthrough]
+            run_dir = None
+            if all(p.status == "finished" for p in teachers):
+                try:
+                    run_dir = run_dir_of(argv)
+                except SuiteError:  # a teacher's folder that holds no readable checkpoint yet
+                    run_dir = None
+            entry = PlannedRun(len(planned), run.model, seed, tuple(argv), run_dir, run.role,
+                               tuple(p.index for p in teachers))
+            planned.append(entry)
+            if not teachers:
+                plain.setdefault(run.model, []).append(entry)
     return planned
 
 
 def format_plan(name: str, planned: list[PlannedRun], final_command: str) -> str:
     lines = [f"{name}: {len(planned)} runs"]
     for run in planned:
-        lines += [f"[{run.index}] {run.model} seed {run.seed}: {run.status}, {run.run_dir}", f"    {run.command()}"]
+        folder = f", {run.run_dir}" if run.run_dir is not None else ""
+        lines += [f"[{run.index}] {run.title}: {run.status}{folder}", f"    {run.command()}"]
     lines += [f"then (writes the table): {final_command}"]
     return "\n".join(lines)
 
@@ -241,16 +313,21 @@ def reproduce(name: str, seeds_text: str, argv: list[str], *, run_dir_of: Callab
     if task_index is not None:
         if not 0 <= task_index < len(planned):
             raise ConfigError(f"--task-index {task_index}: {name} with seeds {seeds_text} has runs 0 to {len(planned) - 1}")
+        waiting = [i for i in planned[task_index].needs if planned[i].status != "finished"]
+        if waiting:
+            raise ConfigError(f"--task-index {task_index}: run {task_index} ({planned[task_index].title}) needs run(s) "
+                              f"{', '.join(map(str, waiting))} finished first (its teachers)")
         planned = [planned[task_index]]
     for run in planned:
-        print(f"[{run.index}] {run.model} seed {run.seed}: {run.command()}", file=sys.stderr, flush=True)
+        print(f"[{run.index}] {run.title}: {run.command()}", file=sys.stderr, flush=True)
         code = train(list(run.argv))
         if code != 0:
-            print(f"error: run {run.index} ({run.model}, seed {run.seed}) failed; rerun the same command to continue "
+            print(f"error: run {run.index} ({run.title}) failed; rerun the same command to continue "
                   "(finished runs are kept)", file=sys.stderr)
             return code
     if task_index is not None:
         return 0
+    planned = plan_runs(name, seeds, passthrough, run_dir_of)  # every folder known now: teachers are finished
     from experiments.reporting.compare import compare_runs
 
     spec = table(name)
@@ -260,7 +337,7 @@ def reproduce(name: str, seeds_text: str, argv: list[str], *, run_dir_of: Callab
     notes = [f"Published: {spec.source}. Measured: {data}, with run.py options `{' '.join(passthrough) or '(none)'}`"
              + (f" — generated data, not {dataset}: the published numbers are beside them for the protocol, not as "
                 "a target these runs could reach." if "synthetic" in data else "."), *spec.notes]
-    published = {run.model: run.published for run in spec.runs}
+    published = {run.model: run.published for run in spec.runs if run.published}
     comparison = compare_runs([run.run_dir for run in planned], target, n_resamples=n_resamples, seed=bootstrap_seed,
                               published=published, title=f"{spec.title}: reproduced under {spec.protocol}",
                               notes=notes, log_wandb=log_wandb)

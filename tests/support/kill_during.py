@@ -1,4 +1,4 @@
-"""`python -m tests.support.kill_during STAGE[:N] EPOCH BATCH RUN_PY_OPTIONS...`: train as run.py does, SIGKILLed at a chosen point.
+"""`python -m tests.support.kill_during STAGE[:N] EPOCH BATCH RUN_PY_OPTIONS...`: run.py, SIGKILLed at a chosen point.
 
 The resume tests need a kill at an exact place (early in an epoch, in the middle of validation)
 that a timer outside the process cannot hit reliably on a loaded machine. This runs
