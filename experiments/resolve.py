@@ -129,9 +129,7 @@ def resolve(options: RunOptions) -> ResolvedRun:
                       options.batch_size or spec.batch_size, planned_processes(options), accelerator(options),
                       str(options.precision or "32"))
     check_network_fits(run)
-    if options.rounds > 1 and run.processes > 1:
-        raise ConfigError("--rounds runs its rounds one after another in one process; for several processes run "
-                          "each round's command on its own (the previous round's folder as --teacher)")
+    check_rounds(options)
     teachers = resolve_teachers(options, layout.segment_samples, run_dir_of(options) if options.teacher else None)
     return dataclasses.replace(run, teachers=teachers) if teachers else run
 
@@ -248,6 +246,13 @@ def accelerator(options: RunOptions) -> str:
     if name == "auto":
         return "gpu" if gpu_count() > 0 else "cpu"
     return "gpu" if name in ("gpu", "cuda") else name
+
+
+def check_rounds(options: RunOptions) -> None:
+    """ConfigError when `--rounds` asks for several processes: the rounds run one after another in one process."""
+    if options.rounds > 1 and planned_processes(options) > 1:
+        raise ConfigError("--rounds runs its rounds one after another in one process; for several processes run "
+                          "each round's command on its own (the previous round's folder as --teacher)")
 
 
 def planned_processes(options: RunOptions) -> int:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from experiments.interruptions import clean_stops
 from experiments.options import RunOptions
+from experiments.resolve import check_rounds
 from experiments.run_folder import RunOutcome, run_dir_of
 from experiments.train import run_experiment
 from infrastructure.errors import ConfigError
@@ -42,6 +43,7 @@ def round_options(options: RunOptions, round_: int, previous: Path | None) -> Ru
 
 def run_rounds(options: RunOptions, extra_callbacks=()) -> list[RunOutcome]:
     """Train every round of the chain in turn (finished rounds are reused, a killed one resumes); their outcomes."""
+    check_rounds(options)  # each round resolves as a run of its own (rounds 1): the chain is checked here
     outcomes: list[RunOutcome] = []
     for round_ in range(1, options.rounds + 1):
         current = round_options(options, round_, outcomes[-1].run_dir if outcomes else None)
