@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 from optuna_integration import PyTorchLightningPruningCallback
 
@@ -17,11 +18,17 @@ class SweepPruningCallback(PyTorchLightningPruningCallback):
     The parent only warns when the monitored metric is missing (a misspelt name would never
     prune and never score); here that is a ConfigError. `best` is the highest finite value
     reported (starting from `initial_best` when a retried trial resumes an earlier run).
+
+    `held_steps`: the epochs a retried trial already holds from its killed run. A run killed after it
+    reported an epoch but before that epoch's checkpoint validates the epoch again when it resumes;
+    resume is exact, so the value is the one held, and Optuna keeps the first with a warning the user
+    cannot act on, which is left out for those epochs alone.
     """
 
-    def __init__(self, trial, monitor: str = OBJECTIVE, initial_best: float | None = None):
+    def __init__(self, trial, monitor: str = OBJECTIVE, initial_best: float | None = None, held_steps=()):
         super().__init__(trial, monitor)
         self.best = initial_best
+        self.held_steps = frozenset(int(step) for step in held_steps)
         self.reported: dict[int, float] = {}
 
     def on_validation_end(self, trainer, pl_module) -> None:
@@ -36,4 +43,7 @@ class SweepPruningCallback(PyTorchLightningPruningCallback):
         self.reported[pl_module.current_epoch] = value
         if math.isfinite(value):
             self.best = value if self.best is None else max(self.best, value)
-        super().on_validation_end(trainer, pl_module)
+        with warnings.catch_warnings():
+            if pl_module.current_epoch in self.held_steps:
+                warnings.filterwarnings("ignore", message="The reported value is ignored because this `step=")
+            super().on_validation_end(trainer, pl_module)

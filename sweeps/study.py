@@ -271,7 +271,8 @@ def run_trial(ctx: SweepContext, trial: optuna.Trial) -> float:
             return float(folder.record["value"])
         inherited = [v for v in frozen.intermediate_values.values() if math.isfinite(v)] if folder.resumed else []
         trial.set_user_attr("resumed", folder.resumed)
-        callback = SweepPruningCallback(trial, OBJECTIVE, max(inherited) if inherited else None)
+        callback = SweepPruningCallback(trial, OBJECTIVE, max(inherited) if inherited else None,
+                                        held_steps=frozen.intermediate_values if folder.resumed else ())
         outcome = run_experiment(options.replace(run_dir=str(folder.path)),
                                  extra_callbacks=(callback, *([FirstEpochTimer(ctx.progress.first_epoch)]
                                                               if ctx.progress else [])))

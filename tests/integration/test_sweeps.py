@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -350,6 +351,23 @@ def test_pruning_callback_keeps_the_best_value_and_refuses_a_missing_monitor():
     assert study.trials[0].intermediate_values[1] == pytest.approx(0.7)
     with pytest.raises(ConfigError, match="'val/roc_auc' was not logged.*val/loss"):
         callback.on_validation_end(_Trainer({"val/loss": torch.tensor(0.3)}), _Module(4))
+
+
+def test_a_retried_trial_validating_a_held_epoch_again_keeps_the_held_value_without_a_warning():
+    """A run killed after reporting epoch 1 but before its checkpoint validates epoch 1 again when it resumes."""
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+    trial = study.ask()
+    trial.report(0.6, step=0)
+    trial.report(0.7, step=1)
+    callback = SweepPruningCallback(trial, initial_best=0.7, held_steps={0: 0.6, 1: 0.7})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        callback.on_validation_end(_Trainer({"val/roc_auc": torch.tensor(0.7)}), _Module(1))
+        callback.on_validation_end(_Trainer({"val/roc_auc": torch.tensor(0.8)}), _Module(2))
+    assert study.trials[0].intermediate_values == {0: 0.6, 1: 0.7, 2: pytest.approx(0.8)}
+    assert callback.best == pytest.approx(0.8)
+    with pytest.warns(UserWarning, match="already reported"):  # an epoch the trial did not hold: Optuna's warning
+        SweepPruningCallback(trial).on_validation_end(_Trainer({"val/roc_auc": torch.tensor(0.5)}), _Module(0))
 
 
 # ---- report ------------------------------------------------------------------------------------------------
