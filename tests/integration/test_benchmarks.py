@@ -178,3 +178,17 @@ def test_flagship_quick(work_dir, tmp_path):
     payload = run_benchmark("flagship", work_dir, tmp_path)
     assert payload["plan_seconds"] < payload["total_seconds"]
     assert payload["counts"] == {"COMPLETE": 2} and 0 <= payload["best"]["test_roc_auc"] <= 1
+
+
+@pytest.mark.slow
+def test_distillation_quick(work_dir, tmp_path):
+    payload = run_benchmark("distillation", work_dir, tmp_path)
+    assert set(payload["comparison"]) == {"student", "ensemble", "distilled", "selftrained"}
+    positive_numbers(payload["ratios"]["epoch_time_vs_student"])
+    # the differences are paired with the student alone, which is the reference row
+    assert payload["comparison"]["student"]["reference"] and not payload["comparison"]["distilled"].get("reference")
+    runs = payload["runs"]
+    assert all(Path(r["run_dir"], "metrics.json").is_file() for rs in runs.values() for r in rs)
+    distilled = json.loads(Path(runs["distilled"][0]["run_dir"], "config.json").read_text())
+    assert len(distilled["teacher_identity"]) == len(payload["teachers"])
+    assert Path(runs["selftrained"][0]["run_dir"], "config.json").read_text().count('"unlabeled"') == 1

@@ -32,6 +32,7 @@ from lightning_modules.tagging_module import TaggingModule
 from tests.support.helpers import CHUNK_CLIP_SAMPLES, run_options, small_model_args
 
 TAGS = ["a", "b", "c", "d"]
+pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # steps called without a Trainer
 
 
 class _Recording(nn.Module):
