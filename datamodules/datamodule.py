@@ -129,6 +129,12 @@ class SegmentDataset(Dataset):
         state["_store"] = None
         return state
 
+    @property
+    def fixed_crops(self) -> bool:
+        """Whether every item reads the same samples in every epoch: no random crops, or no row longer than a
+        segment (a random crop of such a row starts at 0)."""
+        return not self.random_crop or bool(np.all(self.lengths[self.rows] <= self.layout.segment_samples))
+
     def start(self, item: int, epoch: int = 0) -> int:
         """Where item ``item`` of epoch ``epoch`` starts in its row (samples)."""
         position, segment = divmod(int(item), self.per_clip)

@@ -9,6 +9,14 @@ segment is longer than the crop is refused when the run is resolved, `experiment
 sigmoid(logit / T) over them; the teachers are averaged in turn, as `--evaluate RUN RUN ...` averages an
 ensemble (at T = 1, each teacher gives exactly what its evaluation of that audio gives).
 
+Where every training item reads the same crop in every epoch (fixed crops, or clips no longer than the
+student's segment: `SegmentDataset.fixed_crops`) and no unlabelled pool is mixed in, the teachers label
+each crop once, when training starts (`TeacherEnsemble.label_once`), and every epoch reads those
+probabilities: the teachers' forward passes then cost one pass over the training set instead of one per
+epoch. The pass goes through the items in their order, in fixed batches, so a resumed run computes
+exactly the values an uninterrupted one computed. Random crops (and the pool's crops) are new in every
+epoch: a cache would be read once per entry, so the teachers label those batches as training goes.
+
 The loss (`soft_targets`, `soft_binary_cross_entropy`) is, per example and tag, binary cross-entropy with
 weight 1 - w on the true tag and w on the teachers' probability p (Schmid et al. 2023's weighting of a label
 and a distillation term, both binary cross-entropy on the student's logits):
@@ -90,6 +98,41 @@ class TeacherEnsemble(nn.Module):
         self.weight, self.temperature = float(weight), float(temperature)
         self.requires_grad_(False)
         self.eval()
+        self.cached: torch.Tensor | None = None
+        """(items + 1, n_tags): the probabilities of `label_once`'s crops, then a row of NaN (see `_lookup`)."""
+        self._lookup: torch.Tensor | None = None
+        """(clip rows, segments) -> row of `cached`; a pair the pass did not see points at the NaN row."""
+
+    @torch.no_grad()
+    def label_once(self, dataset, batch_size: int, device) -> int:
+        """Label every item of a training set with fixed crops once, in item order and batches of ``batch_size``,
+        and keep the probabilities on ``device`` for `soft_targets`; the number of items labelled."""
+        probs, clips, segments = [], [], []
+        for start in range(0, len(dataset), batch_size):
+            items = [dataset[(i, 0)] for i in range(start, min(start + batch_size, len(dataset)))]
+            probs.append(self.probabilities(torch.stack([item["waveform"] for item in items]).to(device)))
+            clips += [int(item["clip"]) for item in items]
+            segments += [int(item["segment"]) for item in items]
+        if len(set(zip(clips, segments))) != len(clips):
+            raise RuntimeError("label_once: two training items name the same (clip, segment)")
+        nan = torch.full((1, probs[0].shape[1]), float("nan"), device=device)
+        self.cached = torch.cat([*probs, nan])
+        # a pair no item gave reads the NaN row: a loss of NaN, which --nonfinite-loss refuses, never another's targets
+        self._lookup = torch.full((max(clips) + 1, max(segments) + 1), len(clips), dtype=torch.long, device=device)
+        self._lookup[torch.tensor(clips, device=device), torch.tensor(segments, device=device)] = torch.arange(
+            len(clips), device=device)
+        return len(clips)
+
+    def _batch_probabilities(self, batch: dict) -> torch.Tensor:
+        if self.cached is None:
+            return self.probabilities(batch["waveform"])
+        if batch.get("labeled") is not None:
+            raise RuntimeError("the teachers' cache holds labelled crops only; a run with unlabelled audio labels "
+                               "every batch as it trains")
+        clips, segments = batch["clip"].to(self._lookup.device), batch["segment"].to(self._lookup.device)
+        outside = (clips >= self._lookup.shape[0]) | (segments >= self._lookup.shape[1])
+        rows = self._lookup[clips.clamp(max=self._lookup.shape[0] - 1), segments.clamp(max=self._lookup.shape[1] - 1)]
+        return self.cached[torch.where(outside, len(self.cached) - 1, rows)]
 
     def train(self, mode: bool = True) -> TeacherEnsemble:
         """Always in evaluation mode (dropout off, batch norm's running statistics): a teacher never trains."""
@@ -106,7 +149,7 @@ class TeacherEnsemble(nn.Module):
         """The batch with ``positive`` and ``negative``, the per-example weights of softplus(-z) and softplus(z)
         (the module docstring), from its true tags, its ``labeled`` flags (all True without one) and the
         teachers' probabilities of its ``waveform``."""
-        probs = self.probabilities(batch["waveform"])
+        probs = self._batch_probabilities(batch)
         targets = batch["target"].float()
         labeled = batch.get("labeled")
         label_weight = torch.full((len(targets), 1), 1.0 - self.weight, device=targets.device)

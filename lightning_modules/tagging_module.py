@@ -26,6 +26,7 @@ subclass with its publication's defaults (`lightning_modules/architectures.py`).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -352,6 +353,21 @@ class TaggingModule(pl.LightningModule):
         self._check_datamodule()
         if self.teacher is not None:
             self.teacher.to(self.device)
+            self._label_fixed_crops_once()
+
+    def _label_fixed_crops_once(self) -> None:
+        """With fixed training crops, the teachers label each crop once (`TeacherEnsemble.label_once`)."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None or getattr(datamodule, "unlabeled", None) is not None:
+            return
+        dataset = datamodule.dataset("train")
+        if not getattr(dataset, "fixed_crops", False):
+            return
+        if self.trainer.is_global_zero:
+            print(f"teachers: labelling the {len(dataset)} fixed training crops once (every epoch reads them)",
+                  file=sys.stderr, flush=True)
+        self.teacher.label_once(dataset, datamodule.hparams.eval_batch_size or datamodule.hparams.batch_size,
+                                self.device)
 
     def on_test_start(self) -> None:
         self._check_datamodule()

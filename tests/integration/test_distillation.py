@@ -203,6 +203,30 @@ def test_a_killed_chain_of_self_training_rounds_resumes_to_the_uninterrupted_res
 
 
 @pytest.mark.slow
+def test_a_killed_distillation_with_fixed_crops_resumes_to_the_uninterrupted_result(mel_cnn_run, cache_dir, tmp_path):
+    """mel_cnn reads the whole tiny clip: fixed crops, which the teachers label once when training starts."""
+    def args(run_dir: Path) -> list[str]:
+        data = ["--data", "synthetic", "--synthetic-clips", "120", "--synthetic-clip-samples", str(TINY_CLIP_SAMPLES),
+                "--cache-dir", str(cache_dir), "--no-progress", "--no-figures", "--mel-backend", "torchaudio"]
+        return ["--model", "mel_cnn", *data, *MEL, "--logger", "csv", "--teacher", str(mel_cnn_run), "--max-epochs",
+                "3", "--limit-train-batches", "4", "--distill-weight", "0.5", "--seed", "4", "--run-dir", str(run_dir)]
+
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    uninterrupted = _run(["run.py", *args(whole)], tmp_path / "whole.log")
+    kill = _run(["-m", "tests.support.kill_during", "train", "1", "2", *args(killed)], tmp_path / "kill.log")
+    assert kill.wait(timeout=600) == -signal.SIGKILL, (tmp_path / "kill.log").read_text()[-3000:]
+    rerun = _run(["run.py", *args(killed)], tmp_path / "rerun.log")
+    assert rerun.wait(timeout=600) == 0, (tmp_path / "rerun.log").read_text()[-3000:]
+    assert uninterrupted.wait(timeout=600) == 0, (tmp_path / "whole.log").read_text()[-3000:]
+    for log in ("whole.log", "rerun.log"):  # each labelled the crops once, the resumed run again after its restart
+        assert (tmp_path / log).read_text().count("fixed training crops once (every epoch reads them)") == 1, log
+    assert f"resuming {killed} from checkpoints/last.ckpt" in (tmp_path / "rerun.log").read_text()
+    expected, got = read_metrics(whole), read_metrics(killed)
+    assert got["test"] == expected["test"] and got["thresholds"] == expected["thresholds"]
+    assert (killed / "history.csv").read_text() == (whole / "history.csv").read_text()
+
+
+@pytest.mark.slow
 def test_distillation_and_self_training_under_2_process_ddp_test_as_one_process_evaluates(mel_cnn_run, pool,
                                                                                           cache_dir, tmp_path):
     run_dir = tmp_path / "ddp"

@@ -108,6 +108,45 @@ def test_a_teacher_covers_the_crop_with_its_own_segments():
     torch.testing.assert_close(seen[1], waveform[0, 23:53].float() / INT16_SCALE)
 
 
+class _Crops:
+    """A training set of fixed crops: item i is segment i % 2 of clip row 10 + i // 2."""
+
+    fixed_crops = True
+
+    def __init__(self, n: int):
+        torch.manual_seed(5)
+        self.waveforms = (torch.randn(n, 100) * 3000).to(torch.int16)
+
+    def __len__(self) -> int:
+        return len(self.waveforms)
+
+    def __getitem__(self, key):
+        item, _ = key
+        return {"waveform": self.waveforms[item], "clip": torch.tensor(10 + item // 2), "segment": torch.tensor(item % 2)}
+
+
+def test_fixed_crops_are_labelled_once_and_every_epoch_reads_those_probabilities():
+    crops, recording = _Crops(7), _Recording()
+    teachers = _ensemble(recording, segment=100, temperature=2.0)
+    assert teachers.label_once(crops, batch_size=3, device="cpu") == 7
+    assert [len(seen) for seen in recording.seen] == [3, 3, 1]  # one pass, in item order, in fixed batches
+    pick = [5, 0, 3]
+    batch = {"waveform": crops.waveforms[pick], "target": torch.zeros(3, 4),
+             "clip": torch.tensor([10 + i // 2 for i in pick]), "segment": torch.tensor([i % 2 for i in pick])}
+    probs = teachers.soft_targets(batch)["teacher_probs"]
+    assert len(recording.seen) == 3  # the teachers did not run again
+    torch.testing.assert_close(probs, teachers.probabilities(batch["waveform"]))  # what on the fly would give
+    again = _ensemble(recording, segment=100, temperature=2.0)
+    again.label_once(crops, batch_size=3, device="cpu")  # a resumed run's pass: the same values, bit for bit
+    assert torch.equal(again.cached[:-1], teachers.cached[:-1]) and torch.isnan(teachers.cached[-1]).all()
+    # a crop the pass never saw reads NaN, which the loss refuses (--nonfinite-loss), never another crop's targets
+    unseen = {**batch, "clip": torch.tensor([10, 99, 14]), "segment": torch.tensor([0, 0, 0])}
+    probs = teachers.soft_targets(unseen)["teacher_probs"]
+    assert torch.isfinite(probs[0]).all() and torch.isnan(probs[1:]).all()
+    with pytest.raises(RuntimeError, match="labelled crops only"):
+        teachers.soft_targets({**batch, "labeled": torch.tensor([True, False, True])})
+
+
 def _module(**augmentation) -> TaggingModule:
     return TaggingModule(network=_Recording(), network_config={"name": "x", "class": "x", "kwargs": {}}, tags=TAGS,
                          frontend={"n_mels": 4}, layout={"segment_samples": 100, "segments_per_clip": 1},
