@@ -78,8 +78,8 @@ def data_args(args, work: Path) -> list[str]:
             "--no-figures", *(QUICK_ARGS if args.quick else []), *args.extra.split()]
 
 
-def run_argv(args, work: Path, seed: int, run_dir: Path, *more: str) -> list[str]:
-    return [*MODEL_ARGS, *data_args(args, work), "--max-epochs", str(args.epochs), "--seed", str(seed),
+def run_argv(args, work: Path, seed: int, run_dir: Path, *more: str, epochs: int | None = None) -> list[str]:
+    return [*MODEL_ARGS, *data_args(args, work), "--max-epochs", str(epochs or args.epochs), "--seed", str(seed),
             "--run-dir", str(run_dir), *more]
 
 
@@ -100,7 +100,7 @@ def unlabeled_pool(args, work: Path) -> Path:
 
 def train(argv: list[str], done: dict, key: str, ledger: Path) -> dict:
     """One training run (reused when the ledger has it): test metrics, epoch times, wall time."""
-    if key in done and (Path(done[key]["run_dir"]) / "metrics.json").is_file():
+    if key in done and done[key]["argv"] == argv and (Path(done[key]["run_dir"]) / "metrics.json").is_file():
         return done[key]
     import shutil
 
@@ -124,13 +124,47 @@ def train(argv: list[str], done: dict, key: str, ledger: Path) -> dict:
     return result
 
 
+def teachers_on_splits(argv: list[str]) -> dict:
+    """What the distilled student learns from: the teachers' ensemble probabilities on the training crops (the
+    soft targets) and on the test clips, against the true tags: macro ROC-AUC, and the mean |p - y|."""
+    import torch
+    from torchmetrics.functional.classification import multilabel_auroc
+
+    import run
+    from experiments.data import prepare_data_once
+    from experiments.resolve import build_datamodule, resolve
+    from lightning_modules.distillation import TeacherEnsemble, teacher_from_checkpoint
+
+    resolved = resolve(run.parse_options(argv))
+    datamodule = build_datamodule(resolved)
+    prepare_data_once(datamodule)
+    datamodule.setup("fit")
+    ensemble = TeacherEnsemble([teacher_from_checkpoint(t.hparams, t.state, t.label) for t in resolved.teachers],
+                               0.9, 1.0)
+    out = {}
+    for split in ("train", "test"):
+        dataset = datamodule.dataset(split)
+        probs, targets = [], []
+        for start in range(0, len(dataset), 64):
+            items = [dataset[(i, 0)] for i in range(start, min(start + 64, len(dataset)))]
+            probs.append(ensemble.probabilities(torch.stack([item["waveform"] for item in items])))
+            targets.append(torch.stack([item["target"] for item in items]))
+        p, y = torch.cat(probs), torch.cat(targets)
+        scored = (y.sum(0) > 0) & (y.sum(0) < len(y))  # tags with a positive and a negative crop
+        auc = multilabel_auroc(p[:, scored], y[:, scored].long(), num_labels=int(scored.sum()), average="macro")
+        out[split] = {"crops": len(y), "roc_auc": float(auc), "mean_abs_gap": float((p - y).abs().mean()),
+                      "mean_prob_positive": float(p[y > 0].mean()), "mean_prob_negative": float(p[y == 0].mean())}
+    return out
+
+
 def epoch_seconds(result: dict) -> float:
     """The median training phase of the run's epochs after the first (all of them for one epoch)."""
     times = result["train_epoch_seconds"]
     return statistics.median(times[1:] if len(times) > 1 else times)
 
 
-ROWS = (("student", "student alone"), ("ensemble", "teachers' ensemble"), ("distilled", "distilled student"),
+ROWS = (("student", "student alone"), ("student_long", "student alone, 2x epochs"),
+        ("ensemble", "teachers' ensemble"), ("distilled", "distilled student"),
         ("selftrained", "self-trained student"))
 
 
@@ -138,7 +172,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     work, out, info, command = start_benchmark(NAME, args, argv)
     os.environ.setdefault("WANDB_MODE", "disabled")
-    runs = work / "runs"
+    runs = work / ("runs-quick" if args.quick else "runs")  # the quick mode's tiny runs never stand in for real ones
     ledger = work / f"{NAME}{'-quick' if args.quick else ''}-runs.json"
     done = json.loads(ledger.read_text()) if ledger.is_file() else {}
     settings = {"clips": args.clips, "clip_samples": CLIP_SAMPLES, "pool_clips": args.pool_clips,
@@ -153,25 +187,35 @@ def main(argv=None) -> int:
                 for s in args.teacher_seeds]
     teacher_dirs = [t["run_dir"] for t in teachers]
     ensemble_dir = runs / "ensemble"
-    if not (ensemble_dir / "metrics.json").is_file():
+    if done.get("ensemble") != teacher_dirs or not (ensemble_dir / "metrics.json").is_file():
+        import shutil
+
         import run
 
+        shutil.rmtree(ensemble_dir, ignore_errors=True)  # an evaluation of other teachers' runs
         assert run.main(["--evaluate", *teacher_dirs, "--run-dir", str(ensemble_dir), *data_args(args, work)]) == 0
+        done["ensemble"] = teacher_dirs
+        ledger.write_text(json.dumps(done, indent=1))
     pool = unlabeled_pool(args, work)
-    results = {"student": [], "distilled": [], "selftrained": []}
+    results = {"student": [], "student_long": [], "distilled": [], "selftrained": []}
     for seed in args.seeds:
         results["student"].append(train(run_argv(args, work, seed, runs / f"student-{seed}"), done,
                                         f"student-{seed}", ledger))
+        # the control of self-training: its epochs hold twice the crops, so as many steps as 2x epochs alone
+        results["student_long"].append(train(run_argv(args, work, seed, runs / f"student-long-{seed}",
+                                                      epochs=2 * args.epochs), done, f"student-long-{seed}", ledger))
         results["distilled"].append(train(run_argv(args, work, seed, runs / f"distilled-{seed}", "--teacher",
                                                    *teacher_dirs), done, f"distilled-{seed}", ledger))
         results["selftrained"].append(train(run_argv(args, work, seed, runs / f"selftrained-{seed}", "--teacher",
                                                      *teacher_dirs, "--unlabeled", str(pool)), done,
                                             f"selftrained-{seed}", ledger))
     total = time.perf_counter() - started
+    fit = teachers_on_splits(run_argv(args, work, args.seeds[0], runs / "probe", "--teacher", *teacher_dirs))
 
     from experiments.reporting.compare import compare_runs
 
     folders = {"student": [r["run_dir"] for r in results["student"]], "ensemble": [str(ensemble_dir)],
+               "student_long": [r["run_dir"] for r in results["student_long"]],
                "distilled": [r["run_dir"] for r in results["distilled"]],
                "selftrained": [r["run_dir"] for r in results["selftrained"]]}
     comparison = compare_runs([f for key, _ in ROWS for f in folders[key]], work / "comparison",
@@ -180,7 +224,7 @@ def main(argv=None) -> int:
     if len(comparison.rows) != len(ROWS):
         raise RuntimeError(f"the comparison grouped the runs into {len(comparison.rows)} rows, expected {len(ROWS)}")
     by_label = {key: dict(row, row=label) for (key, label), row in zip(ROWS, comparison.rows)}
-    payload, markdown = report(args, info, command, settings, teachers, results, by_label, comparison, total)
+    payload, markdown = report(args, info, command, settings, teachers, results, by_label, comparison, total, fit)
     return publish(out, NAME, payload, markdown, args.quick)
 
 
@@ -211,7 +255,7 @@ def load_note(info: dict) -> str:
             "not depend on it).")
 
 
-def report(args, info, command, settings, teachers, results, rows, comparison, total) -> tuple[dict, str]:
+def report(args, info, command, settings, teachers, results, rows, comparison, total, fit) -> tuple[dict, str]:
     student_epoch = _mean([epoch_seconds(r) for r in results["student"]])
     timing = {key: _mean([epoch_seconds(r) for r in rs]) for key, rs in results.items()}
     timing["teacher"] = _mean([epoch_seconds(r) for r in teachers])
@@ -224,7 +268,7 @@ def report(args, info, command, settings, teachers, results, rows, comparison, t
                "total_seconds": total, "teachers": teachers, "runs": results, "ratios": ratios,
                "comparison": {key: {k: v for k, v in row.items() if not isinstance(v, (list, dict))}
                               for key, row in rows.items()},
-               "verdict": comparison.verdict}
+               "verdict": comparison.verdict, "teachers_on_splits": fit}
     table = []
     for key, label in ROWS:
         row = rows[key]
@@ -251,7 +295,9 @@ def report(args, info, command, settings, teachers, results, rows, comparison, t
           f"{len(teachers)}. Distilled: `--teacher` the {len(teachers)} (defaults: `--distill-weight 0.9 "
           "--distill-temperature 1`). Self-trained: the same plus `--unlabeled POOL`, POOL the "
           f"{args.pool_clips} MP3s of the generated stand-in of seed {POOL_SEED} without their tags "
-          "(`--unlabeled-ratio 1`: one unlabelled crop per labelled clip in an epoch). Seeds of the student rows: "
+          "(`--unlabeled-ratio 1`: one unlabelled crop per labelled clip in an epoch). Student alone, 2x epochs: "
+          f"`--max-epochs {2 * args.epochs}`, the control of self-training, whose epochs hold twice the crops (as many "
+          "optimizer steps as it, on the labelled clips alone). Seeds of the student rows: "
           f"{', '.join(map(str, args.seeds))}.\n",
           "Intervals: 95% BCa bootstrap over the test clips (`--compare`; for a row of several seeds, of the "
           "seed-mean metric); the differences are paired with the student alone (same test clips), with their "
@@ -268,7 +314,14 @@ def report(args, info, command, settings, teachers, results, rows, comparison, t
           "them once, before the first epoch); self-trained "
           f"{ratios['epoch_time_vs_student']['selftrained']:.2f}x and {ratios['run_time_vs_student']['selftrained']:.2f}x "
           "(twice the crops, and the pool's random crops labelled by the teachers as training goes).",
-          "", comparison.verdict or "", "", f"Whole benchmark: {total / 60:.1f} min (runs reused from an earlier "
+          "", comparison.verdict or "", "",
+          "What the distilled student learns from: the teachers' ensemble on the training crops (its soft "
+          "targets) and on the test clips, against the true tags:", "",
+          markdown_table(["crops", "count", "ROC-AUC", "mean |p - y|", "mean p, positives", "mean p, negatives"],
+                         [[split, f"{v['crops']}", f"{v['roc_auc']:.4f}", f"{v['mean_abs_gap']:.4f}",
+                           f"{v['mean_prob_positive']:.4f}", f"{v['mean_prob_negative']:.4f}"]
+                          for split, v in fit.items()]), "",
+          f"Whole benchmark: {total / 60:.1f} min (runs reused from an earlier "
           "start excluded).", "", load_note(info)]
     return payload, "\n".join(md)
 

@@ -183,7 +183,7 @@ def test_flagship_quick(work_dir, tmp_path):
 @pytest.mark.slow
 def test_distillation_quick(work_dir, tmp_path):
     payload = run_benchmark("distillation", work_dir, tmp_path)
-    assert set(payload["comparison"]) == {"student", "ensemble", "distilled", "selftrained"}
+    assert set(payload["comparison"]) == {"student", "student_long", "ensemble", "distilled", "selftrained"}
     positive_numbers(payload["ratios"]["epoch_time_vs_student"])
     # the differences are paired with the student alone, which is the reference row
     assert payload["comparison"]["student"]["reference"] and not payload["comparison"]["distilled"].get("reference")
