@@ -99,7 +99,12 @@ class Group:
 
 
 def identity_of(config: dict) -> dict:
-    return {k: v for k, v in sorted(config.items()) if k not in NON_IDENTITY_OPTIONS and k not in NOT_IDENTITY}
+    """What makes runs seeds of one model: their options, teachers counted by their weights (`teacher_identity`),
+    not by the paths they were given as."""
+    identity = {k: v for k, v in sorted(config.items()) if k not in NON_IDENTITY_OPTIONS and k not in NOT_IDENTITY}
+    if "teacher_identity" in identity:
+        identity.pop("teacher", None)
+    return identity
 
 
 def load_runs(paths: list[str | Path]) -> list[RunRecord]:
@@ -176,6 +181,8 @@ def _recipe(group: Group, groups: list[Group]) -> str:
     parts = [f"{group.identity.get('optimizer', '?')} lr {group.identity.get('lr', '?')}"]
     for key in varying:
         value = group.identity.get(key)
+        if key == "teacher_identity" and value:  # the teachers by their folders' names (their digests tell them apart)
+            key, value = "teacher", " ".join(Path(run["given"]).name for run in group.runs[0].config["resolved"]["teachers"])
         if value not in (None, False):
             parts.append("--" + key.replace("_", "-") + ("" if value is True else f" {value}"))
     return ", ".join(parts)

@@ -359,3 +359,24 @@ def test_wandb_table_only_when_online(tmp_path, monkeypatch):
     assert init["job_type"] == "comparison" and finished == "finished"
     table = data["comparison"]
     assert table.columns[:2] == ["label", "model"] and [row[0] for row in table.data] == ["mel_cnn", "lstm_mel"]
+
+
+def test_distilled_runs_form_one_row_per_set_of_teachers_by_their_weights_and_name_them(tmp_path):
+    targets = scores()[1]
+
+    def distilled(name: str, seed: int, given: str, identity: str) -> Path:
+        folder = fake_run(tmp_path / name, _noisy(targets, 1.0, seed), targets, seed=seed, teacher=[given],
+                          teacher_identity=[identity])
+        config = json.loads((folder / "config.json").read_text())
+        config["resolved"]["teachers"] = [{"given": given, "identity": identity}]
+        (folder / "config.json").write_text(json.dumps(config))
+        return folder
+
+    plain = fake_run(tmp_path / "plain", _noisy(targets, 1.0, 5), targets, seed=5)
+    runs = [distilled("d0", 0, "/runs/teacher-a", "aaaa"), distilled("d1", 1, "/moved/teacher-a", "aaaa"),
+            distilled("d2", 2, "/runs/teacher-b", "bbbb")]
+    result = compare_runs([plain, *runs], tmp_path / "out", n_resamples=100, seed=1, log_wandb=False)
+    # the same teacher moved elsewhere is the same teacher; another teacher's student is another model
+    assert [row["seeds"] for row in result.rows] == ["5", "0,1", "2"]
+    assert [row["recipe"] for row in result.rows] == ["sgd lr 0.01", "sgd lr 0.01, --teacher teacher-a",
+                                                     "sgd lr 0.01, --teacher teacher-b"]
