@@ -8,7 +8,7 @@ What a run is follows from its options in one order, and that order lives here:
    options, the recipe's schedule and augmentation, precision and distribution, whether the network can be
    built on those inputs, naming the fix when it cannot). A refused run has cost nothing.
    With `--teacher`, the teachers too: read once, identified by their weights and checked against the
-   student (`experiments.teachers`).
+   student (`resolve_teachers`; reading a teacher is `experiments.teachers`).
 2. `ResolvedRun.with_data(info)`, once the data are prepared: the tag list and the data folder, and with them
    the network's configuration.
 
@@ -40,7 +40,7 @@ from datamodules.mel_config import MelConfig
 from datamodules.segments import SegmentLayout
 from experiments.options import PRECISIONS, STRATEGIES, RunOptions
 from experiments.run_folder import run_dir_of
-from experiments.teachers import resolve_teachers
+from experiments.teachers import TeacherCheckpoint, read_teacher
 from infrastructure.audio import MTAT_CLIP_SAMPLES, SAMPLE_RATE
 from infrastructure.devices import gpu_count
 from infrastructure.errors import ConfigError
@@ -51,6 +51,11 @@ JAMENDO_ONLY = ("jamendo_split", "jamendo_subset", "jamendo_quality", "jamendo_m
                 "jamendo_clip_samples", "synthetic_tracks", "synthetic_min_seconds", "synthetic_max_seconds")
 """Options that mean something for --dataset mtg-jamendo only (None: not given)."""
 JAMENDO_STAND_IN_ONLY = ("synthetic_tracks", "synthetic_min_seconds", "synthetic_max_seconds")
+DATASET_OPTIONS = ("dataset", "data", "split", "jamendo_split", "synthetic_clips", "synthetic_clip_samples",
+                   "synthetic_seed", "synthetic_tracks", "synthetic_min_seconds", "synthetic_max_seconds")
+"""Options that choose the clips and their split: a teacher must share them with its student."""
+TAG_OPTIONS = ("tags", "n_tags", "jamendo_subset")
+"""Options that choose the tag list."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -132,6 +137,79 @@ def resolve(options: RunOptions) -> ResolvedRun:
     check_rounds(options)
     teachers = resolve_teachers(options, layout.segment_samples, run_dir_of(options) if options.teacher else None)
     return dataclasses.replace(run, teachers=teachers) if teachers else run
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _differences(teacher: RunOptions, student: RunOptions, names: tuple[str, ...]) -> list[str]:
+    return [f"{_flag(name)} {getattr(teacher, name)} vs {getattr(student, name)}" for name in names
+            if getattr(teacher, name) != getattr(student, name)]
+
+
+def resolve_teachers(options: RunOptions, crop_samples: int, student_run_dir: Path | None) -> tuple:
+    """The run's teachers, read and checked (the module docstring); () without ``--teacher``."""
+    check_distillation_options(options)
+    if not options.teacher:
+        return ()
+    teachers = tuple(read_teacher(path) for path in options.teacher)
+    seen: dict[str, TeacherCheckpoint] = {}
+    for teacher in teachers:
+        if teacher.identity in seen:
+            raise ConfigError(f"--teacher lists one model twice ({seen[teacher.identity].given} and {teacher.given}: "
+                              "the same weights); give each teacher once")
+        seen[teacher.identity] = teacher
+        rate = int(teacher.hparams.get("sample_rate", SAMPLE_RATE))
+        if rate != SAMPLE_RATE:
+            raise ConfigError(f"--teacher {teacher.label} was trained on audio at {rate} Hz; this suite's data are at "
+                              f"{SAMPLE_RATE} Hz: a teacher must read what its student reads")
+        if teacher.options is not None:
+            dataset = _differences(teacher.options, options, DATASET_OPTIONS)
+            if dataset:
+                raise ConfigError(f"--teacher {teacher.label} was trained on another dataset or split "
+                                  f"({'; '.join(dataset)}): a teacher must have been trained on the student's data and "
+                                  "split (else its training clips can be the student's test clips)")
+            tags = _differences(teacher.options, options, TAG_OPTIONS)
+            if tags:
+                raise ConfigError(f"--teacher {teacher.label} predicts another tag list ({'; '.join(tags)}): train the "
+                                  "student with its teacher's tag options")
+        if teacher.segment_samples > crop_samples:
+            raise ConfigError(f"--teacher {teacher.label} ({teacher.model}) reads {teacher.segment_samples}-sample "
+                              f"segments, longer than the student's {crop_samples}-sample crops: it cannot see the "
+                              "crop the student sees; use teachers whose segments fit the student's crop")
+        if student_run_dir is not None and (teacher.run_dir == student_run_dir
+                                            or student_run_dir in teacher.checkpoint.parents):
+            raise ConfigError(f"--teacher {teacher.given} is this run's own folder ({student_run_dir}): a student "
+                              "cannot be its own teacher; give the student another --run-dir")
+    first = teachers[0]
+    for other in teachers[1:]:
+        if other.tags != first.tags:
+            raise ConfigError(f"--teacher {first.label} and {other.label} predict different tag lists "
+                              f"({len(first.tags)} tags: {', '.join(first.tags[:3])}, ... vs {len(other.tags)}: "
+                              f"{', '.join(other.tags[:3])}, ...); teachers must share one tag list")
+    return teachers
+
+
+def check_distillation_options(options: RunOptions) -> None:
+    """One-line ConfigErrors for distillation and self-training options that cannot apply."""
+    if not options.teacher:
+        given = [_flag(name) for name, default in (("distill_weight", 0.9), ("distill_temperature", 1.0),
+                                                   ("unlabeled_ratio", 1.0), ("rounds", 1))
+                 if getattr(options, name) != default]
+        if options.unlabeled:
+            raise ConfigError("--unlabeled needs --teacher: the teachers label the unlabelled audio (self-training "
+                              "starts from a model trained on the labelled data)")
+        if given:
+            raise ConfigError(f"{', '.join(given)} appl{'y' if len(given) > 1 else 'ies'} to --teacher (distillation "
+                              "and self-training)")
+        return
+    if options.unlabeled_ratio != 1.0 and not options.unlabeled:
+        raise ConfigError("--unlabeled-ratio applies to --unlabeled DIR")
+    if options.unlabeled:
+        from datamodules.unlabeled import audio_files
+
+        audio_files(options.unlabeled)
 
 
 def resolve_checkpoint(options: RunOptions, checkpoint: Path, hparams: dict) -> ResolvedRun:

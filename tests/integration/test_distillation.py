@@ -209,7 +209,7 @@ def test_a_killed_distillation_with_fixed_crops_resumes_to_the_uninterrupted_res
         data = ["--data", "synthetic", "--synthetic-clips", "120", "--synthetic-clip-samples", str(TINY_CLIP_SAMPLES),
                 "--cache-dir", str(cache_dir), "--no-progress", "--no-figures", "--mel-backend", "torchaudio"]
         return ["--model", "mel_cnn", *data, *MEL, "--logger", "csv", "--teacher", str(mel_cnn_run), "--max-epochs",
-                "3", "--limit-train-batches", "4", "--distill-weight", "0.5", "--seed", "4", "--run-dir", str(run_dir)]
+                "2", "--limit-train-batches", "4", "--distill-weight", "0.5", "--seed", "4", "--run-dir", str(run_dir)]
 
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     uninterrupted = _run(["run.py", *args(whole)], tmp_path / "whole.log")

@@ -46,6 +46,16 @@ def _running_in_group(group: int) -> list[str]:
     return found
 
 
+def _as_a_foreground_job() -> None:
+    """In the child before exec: SIGINT handled by default and unblocked, as a shell starts a foreground job.
+
+    A command started in the background of a non-interactive shell (``pytest ... &``), or by a process that
+    blocks SIGINT, inherits an ignored or blocked SIGINT; the command under test would then never see Ctrl-C.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def interrupt(argv: list[str], began: Callable[[], bool], *, env: dict | None = None, timeout: float = 300) -> Stopped:
     """Start ``argv`` (from the repository root) in a new session, wait until ``began()``, send SIGINT to its
     process group as a terminal's Ctrl-C does, and return how it ended.
@@ -56,7 +66,7 @@ def interrupt(argv: list[str], began: Callable[[], bool], *, env: dict | None = 
     """
     with tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_as_a_foreground_job)
         try:
             deadline = time.monotonic() + timeout
             while not began():
