@@ -119,17 +119,25 @@ def machine_info() -> dict:
     return info
 
 
-def git_state() -> dict:
-    """The repository's commit and whether the suite's code differed from it when measured."""
+NOT_CODE = ("docs", "benchmarks/results", "*.md")
+"""What a measurement's code line leaves out: prose, and the results a benchmark writes itself."""
+
+
+def git_state(root: Path = REPO_ROOT) -> dict:
+    """The repository's commit and the files, other than `NOT_CODE`, that differed from it when measured.
+
+    Every package counts, the benchmark scripts included: a results file names the commit that holds the
+    code it ran, or says which files it ran with that no commit holds (new ones too).
+    """
     import subprocess
 
     def git(*args):
-        done = subprocess.run(["git", *args], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        done = subprocess.run(["git", *args], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                               text=True, check=False)
         return done.stdout.rstrip("\n") if done.returncode == 0 else None
 
-    changed = git("status", "--porcelain", "--untracked-files=no", "--", "datamodules", "lightning_modules",
-                  "callbacks", "run.py")
+    changed = git("status", "--porcelain", "--untracked-files=all", "--", ".",
+                  *(f":(exclude){path}" for path in NOT_CODE))
     return {"git_commit": git("rev-parse", "--short", "HEAD"),
             "suite_files_modified": [line[3:] for line in changed.splitlines()] if changed else []}
 

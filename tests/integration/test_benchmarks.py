@@ -131,6 +131,37 @@ def test_machine_names_the_cpu_generation_behind_a_masked_model_name():
     assert cpu_model("")  # no /proc/cpuinfo: the platform's name
 
 
+def test_a_measurement_names_every_code_file_no_commit_holds(tmp_path):
+    import subprocess
+
+    from benchmarks.common import git_state, machine_line
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True,
+                       capture_output=True)
+
+    for path in ("experiments/train.py", "benchmarks/distillation.py", "benchmarks/results/distillation.md",
+                 "docs/index.md", "README.md", "run.py"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("v1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "one")
+    assert git_state(tmp_path)["suite_files_modified"] == []
+    for path in ("experiments/train.py", "benchmarks/distillation.py", "benchmarks/results/distillation.md",
+                 "docs/index.md", "README.md"):
+        (tmp_path / path).write_text("v2\n")
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "sweeps" / "new.py").write_text("")
+    state = git_state(tmp_path)
+    assert sorted(state["suite_files_modified"]) == ["benchmarks/distillation.py", "experiments/train.py",
+                                                     "sweeps/new.py"]
+    info = dict(cpu_model="cpu", cores=2, torch="t", torchaudio="a", nnAudio="n", lightning="l", python="p",
+                date="d", **state)
+    assert machine_line(info).endswith(f"code: commit {state['git_commit']} with uncommitted changes in "
+                                       "benchmarks/distillation.py, experiments/train.py, sweeps/new.py")
+
+
 def test_models_benchmark_gives_every_model_an_epoch_of_one_look_per_clip(tmp_path):
     from benchmarks import models
     from experiments.cli import parse_command
