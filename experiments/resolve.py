@@ -38,7 +38,7 @@ from datamodules.datasets.mtat.reader import SYNTHETIC, mtat_reader
 from datamodules.datasets.mtat.standin import DEFAULT_N_CLIPS
 from datamodules.mel_config import MelConfig
 from datamodules.segments import SegmentLayout
-from experiments.options import PRECISIONS, STRATEGIES, RunOptions
+from experiments.options import FIELDS_BY_NAME, PRECISIONS, STRATEGIES, RunOptions, flag_of
 from experiments.run_folder import run_dir_of
 from experiments.teachers import TeacherCheckpoint, read_teacher
 from infrastructure.audio import MTAT_CLIP_SAMPLES, SAMPLE_RATE
@@ -139,12 +139,8 @@ def resolve(options: RunOptions) -> ResolvedRun:
     return dataclasses.replace(run, teachers=teachers) if teachers else run
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def _differences(teacher: RunOptions, student: RunOptions, names: tuple[str, ...]) -> list[str]:
-    return [f"{_flag(name)} {getattr(teacher, name)} vs {getattr(student, name)}" for name in names
+    return [f"{_flags([name])} {getattr(teacher, name)} vs {getattr(student, name)}" for name in names
             if getattr(teacher, name) != getattr(student, name)]
 
 
@@ -194,9 +190,8 @@ def resolve_teachers(options: RunOptions, crop_samples: int, student_run_dir: Pa
 def check_distillation_options(options: RunOptions) -> None:
     """One-line ConfigErrors for distillation and self-training options that cannot apply."""
     if not options.teacher:
-        given = [_flag(name) for name, default in (("distill_weight", 0.9), ("distill_temperature", 1.0),
-                                                   ("unlabeled_ratio", 1.0), ("rounds", 1))
-                 if getattr(options, name) != default]
+        given = [_flags([name]) for name in ("distill_weight", "distill_temperature", "unlabeled_ratio", "rounds")
+                 if getattr(options, name) != FIELDS_BY_NAME[name].default]
         if options.unlabeled:
             raise ConfigError("--unlabeled needs --teacher: the teachers label the unlabelled audio (self-training "
                               "starts from a model trained on the labelled data)")
@@ -262,7 +257,7 @@ def layout_clip_samples(dataset: str, spec: ModelSpec, clip_samples: int) -> int
 
 # ---- the dataset ------------------------------------------------------------------------------------------
 def _flags(names) -> str:
-    return ", ".join("--" + name.replace("_", "-") for name in names)
+    return ", ".join(flag_of(FIELDS_BY_NAME[name]) for name in names)
 
 
 def dataset_reader(options: RunOptions) -> tuple[object, str, str]:
