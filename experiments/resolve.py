@@ -190,16 +190,16 @@ def resolve_teachers(options: RunOptions, crop_samples: int, student_run_dir: Pa
 def check_distillation_options(options: RunOptions) -> None:
     """One-line ConfigErrors for distillation and self-training options that cannot apply."""
     if not options.teacher:
-        given = [_flags([name]) for name in ("distill_weight", "distill_temperature", "unlabeled_ratio", "rounds")
+        given = [name for name in ("distill_weight", "distill_temperature", "unlabeled_ratio", "rounds")
                  if getattr(options, name) != FIELDS_BY_NAME[name].default]
         if options.unlabeled:
             raise ConfigError("--unlabeled needs --teacher: the teachers label the unlabelled audio (self-training "
                               "starts from a model trained on the labelled data)")
         if given:
-            raise ConfigError(f"{', '.join(given)} appl{'y' if len(given) > 1 else 'ies'} to --teacher (distillation "
+            raise ConfigError(f"{_flags(given)} appl{'y' if len(given) > 1 else 'ies'} to --teacher (distillation "
                               "and self-training)")
         return
-    if options.unlabeled_ratio != 1.0 and not options.unlabeled:
+    if options.unlabeled_ratio != FIELDS_BY_NAME["unlabeled_ratio"].default and not options.unlabeled:
         raise ConfigError("--unlabeled-ratio applies to --unlabeled DIR")
     if options.unlabeled:
         from datamodules.unlabeled import audio_files
